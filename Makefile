@@ -1,0 +1,48 @@
+# sweeplab: `make help` lists the targets. Every target sets up .venv first when needed.
+# Hydra overrides go in ARGS, e.g.  make train ARGS="data=planar model.depth=3 optim.lr=0.05"
+
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+ARGS    ?=
+PORT    ?= 5000
+JOBS    ?= 1
+
+.DEFAULT_GOAL := help
+.PHONY: help setup train sweep rerun ui test test-slow lint bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+# The venv is rebuilt when pyproject.toml or the lock changes; versions come from the lock.
+$(STAMP): pyproject.toml requirements.lock
+	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "sweeplab needs Python 3.11+, $(PY) is " + sys.version.split()[0])'
+	@echo "setting up $(VENV) from requirements.lock ..."
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -c requirements.lock -e '.[dev]'
+	@touch $@
+
+setup: $(STAMP) ## create .venv and install sweeplab with the locked versions
+
+train: $(STAMP) ## train one network and track it in MLflow (ARGS="hydra overrides")
+	$(BIN)/python -m sweeplab.train $(ARGS)
+
+ui: $(STAMP) ## open the MLflow UI on 127.0.0.1:$(PORT) over the local store
+	$(BIN)/python -m sweeplab.ui --port $(PORT)
+
+test: $(STAMP) ## run the test suite (fast tests; the slow ones: make test-slow)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP) ## run the slow integration suites (CI runs them too)
+	$(BIN)/python -m pytest -q -m slow
+
+lint: $(STAMP) ## ruff over src and tests
+	$(BIN)/ruff check src tests experiments
+
+clean: ## remove run outputs (keeps .venv, mlflow.db and mlruns/: see clean-store)
+	rm -rf outputs multirun .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -not -path './.venv/*' -exec rm -rf {} +
+
+clean-store: ## delete the local MLflow store and Optuna journal (all runs!)
+	rm -rf mlflow.db mlruns .sweeplab

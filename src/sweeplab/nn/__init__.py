@@ -1,0 +1,27 @@
+"""sweeplab.nn: the deep network in pure NumPy (no MLflow, Hydra or Optuna here).
+
+Examples are columns: X (n_x, m), Y (n_y, m). See `network` for the notation.
+"""
+
+from sweeplab.nn.activations import get_activation
+from sweeplab.nn.batches import minibatches
+from sweeplab.nn.gradcheck import gradient_check
+from sweeplab.nn.initializers import initialize
+from sweeplab.nn.losses import get_output
+from sweeplab.nn.network import Network, ShapeError, layer_dims_from
+from sweeplab.nn.optimizers import make_optimizer
+from sweeplab.nn.summary import layer_rows, summary
+
+__all__ = [
+    "Network",
+    "ShapeError",
+    "get_activation",
+    "get_output",
+    "gradient_check",
+    "initialize",
+    "layer_dims_from",
+    "layer_rows",
+    "make_optimizer",
+    "minibatches",
+    "summary",
+]

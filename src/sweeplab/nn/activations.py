@@ -1,0 +1,99 @@
+"""Hidden-layer activations g(Z) and their backward steps dZ = dA * g'(Z).
+
+Each activation is a small object with ``forward(Z) -> A`` and ``backward(dA, Z, A) -> dZ``.
+Shapes: Z, A, dA, dZ are all (n[l], m). ``backward`` may overwrite ``dA`` in place: the
+network hands it a fresh W.T @ dZ that nothing else reads, which saves one array per layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+Array = NDArray[np.floating]
+
+
+class Activation(Protocol):
+    name: str
+
+    def forward(self, Z: Array) -> Array: ...
+
+    def backward(self, dA: Array, Z: Array, A: Array) -> Array: ...
+
+
+def sigmoid(Z: Array) -> Array:
+    """σ(z) = 1 / (1 + e^-z), computed as (1 + tanh(z/2)) / 2, which never overflows."""
+    A = np.multiply(Z, 0.5, dtype=Z.dtype)
+    np.tanh(A, out=A)
+    A += 1
+    A *= 0.5
+    return A
+
+
+@dataclass(frozen=True)
+class ReLU:
+    name: str = "relu"
+
+    def forward(self, Z: Array) -> Array:
+        return np.maximum(Z, 0)
+
+    def backward(self, dA: Array, Z: Array, A: Array) -> Array:
+        dA[Z <= 0] = 0
+        return dA
+
+
+@dataclass(frozen=True)
+class LeakyReLU:
+    """g(z) = z for z > 0, slope·z otherwise."""
+
+    slope: float = 0.01
+    name: str = "leaky_relu"
+
+    def forward(self, Z: Array) -> Array:
+        return np.where(Z > 0, Z, Z * Z.dtype.type(self.slope))
+
+    def backward(self, dA: Array, Z: Array, A: Array) -> Array:
+        dA[Z <= 0] *= dA.dtype.type(self.slope)
+        return dA
+
+
+@dataclass(frozen=True)
+class Tanh:
+    name: str = "tanh"
+
+    def forward(self, Z: Array) -> Array:
+        return np.tanh(Z)
+
+    def backward(self, dA: Array, Z: Array, A: Array) -> Array:
+        # g'(z) = 1 - tanh(z)^2 = 1 - A^2
+        dA *= 1 - A * A
+        return dA
+
+
+@dataclass(frozen=True)
+class Sigmoid:
+    name: str = "sigmoid"
+
+    def forward(self, Z: Array) -> Array:
+        return sigmoid(Z)
+
+    def backward(self, dA: Array, Z: Array, A: Array) -> Array:
+        # g'(z) = σ(z)(1 - σ(z)) = A(1 - A)
+        dA *= A * (1 - A)
+        return dA
+
+
+def get_activation(name: str, *, leaky_slope: float = 0.01) -> Activation:
+    """The activation called `name` (relu, leaky_relu, tanh, sigmoid)."""
+    table: dict[str, Activation] = {
+        "relu": ReLU(),
+        "leaky_relu": LeakyReLU(slope=leaky_slope),
+        "tanh": Tanh(),
+        "sigmoid": Sigmoid(),
+    }
+    if name not in table:
+        raise ValueError(f"unknown activation {name!r}: allowed are {', '.join(table)}")
+    return table[name]

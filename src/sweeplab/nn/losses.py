@@ -1,0 +1,85 @@
+"""Output layers with their costs, computed from the pre-activation Z[L] in the stable form.
+
+Both pair an output activation with its cross-entropy, so that the backward step is the
+simple ``dZ[L] = (A[L] - Y) / m`` and the cost never takes log(0) nor overflows exp.
+Shapes: Z, A, Y are (n_y, m).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from sweeplab.nn.activations import sigmoid
+
+Array = NDArray[np.floating]
+
+
+class Output(Protocol):
+    name: str
+
+    def activate(self, Z: Array) -> Array: ...
+
+    def cost(self, Z: Array, Y: Array) -> float: ...
+
+    def predict(self, A: Array) -> NDArray[np.int64]: ...
+
+
+@dataclass(frozen=True)
+class SigmoidBCE:
+    """Sigmoid output, binary cross-entropy.
+
+    J = -(1/m) Σ [y log σ(z) + (1 - y) log(1 - σ(z))]
+      =  (1/m) Σ [max(z, 0) - z·y + log(1 + e^-|z|)]        (the stable form used here)
+    """
+
+    name: str = "sigmoid"
+
+    def activate(self, Z: Array) -> Array:
+        return sigmoid(Z)
+
+    def cost(self, Z: Array, Y: Array) -> float:
+        m = Z.shape[1]
+        loss = np.maximum(Z, 0) - Z * Y + np.log1p(np.exp(-np.abs(Z)))
+        return float(loss.sum() / m)
+
+    def predict(self, A: Array) -> NDArray[np.int64]:
+        """Labels (m,) from A (1, m): 1 where A > 0.5, as the course predicts."""
+        return (A[0] > 0.5).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class SoftmaxCE:
+    """Softmax output, categorical cross-entropy on one-hot Y.
+
+    J = -(1/m) Σ_i Σ_k y_ki (z_ki - log Σ_j e^z_ji)        (log-sum-exp with the max taken out)
+    """
+
+    name: str = "softmax"
+
+    def activate(self, Z: Array) -> Array:
+        E = np.exp(Z - Z.max(axis=0, keepdims=True))
+        E /= E.sum(axis=0, keepdims=True)
+        return E
+
+    def cost(self, Z: Array, Y: Array) -> float:
+        m = Z.shape[1]
+        shifted = Z - Z.max(axis=0, keepdims=True)
+        log_norm = np.log(np.exp(shifted).sum(axis=0, keepdims=True))
+        return float(-(Y * (shifted - log_norm)).sum() / m)
+
+    def predict(self, A: Array) -> NDArray[np.int64]:
+        """Labels (m,) from A (n_y, m): the most probable class."""
+        return A.argmax(axis=0).astype(np.int64)
+
+
+def get_output(name: str) -> Output:
+    """The output layer called `name` (sigmoid, softmax)."""
+    if name == "sigmoid":
+        return SigmoidBCE()
+    if name == "softmax":
+        return SoftmaxCE()
+    raise ValueError(f"unknown output {name!r}: allowed are sigmoid, softmax")

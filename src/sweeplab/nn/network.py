@@ -1,0 +1,217 @@
+"""An L-layer fully connected network, vectorised over examples stored as columns.
+
+Notation follows the course: layer l = 1..L has W[l] (n[l], n[l-1]) and b[l] (n[l], 1);
+Z[l] = W[l] A[l-1] + b[l], A[l] = g(Z[l]), A[0] = X (n_x, m). Hidden layers share one
+activation g; the output layer pairs sigmoid or softmax with its cross-entropy. In code,
+``W[l - 1]`` holds W[l] (Python lists count from 0).
+
+What it leaves out: convolutions, batch norm, anything but dense layers. What it does not
+compute: dA[0], the gradient with respect to the input, which training never needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from sweeplab.nn.activations import Activation, get_activation
+from sweeplab.nn.initializers import initialize
+from sweeplab.nn.losses import Output, get_output
+
+Array = NDArray[np.floating]
+
+
+class ShapeError(ValueError):
+    """A matrix does not have the shape its layer needs; the message names both."""
+
+
+def layer_dims_from(n_x: int, n_y: int, depth: int, width: int,
+                    hidden: Sequence[int] | None = None) -> list[int]:
+    """[n_x, n[1], ..., n_y]: `hidden` when given, else `depth` hidden layers of `width` units."""
+    sizes = list(hidden) if hidden is not None else [width] * depth
+    return [n_x, *sizes, n_y]
+
+
+@dataclass
+class Network:
+    """Parameters and structure of the network; forward and backward propagation."""
+
+    layer_dims: list[int]
+    W: list[Array]
+    b: list[Array]
+    activation: Activation
+    output: Output
+    keep_prob: float = 1.0
+    _dW: list[Array] = field(default_factory=list, repr=False)
+
+    @classmethod
+    def create(cls, layer_dims: Sequence[int], *, activation: str = "relu",
+               output: str = "sigmoid", init: str = "he", seed: int = 1,
+               dtype: str = "float64", keep_prob: float = 1.0,
+               leaky_slope: float = 0.01) -> Network:
+        """A freshly initialised network with layers `layer_dims` = [n_x, n[1], ..., n_y]."""
+        if len(layer_dims) < 2 or any(int(n) < 1 for n in layer_dims):
+            raise ShapeError(f"layer_dims must be >= 2 sizes, each >= 1; got {list(layer_dims)}")
+        W, b = initialize(layer_dims, init, seed, dtype)
+        return cls(list(layer_dims), W, b, get_activation(activation, leaky_slope=leaky_slope),
+                   get_output(output), keep_prob)
+
+    def __post_init__(self) -> None:
+        self.check_shapes()
+        self._dW = [np.empty_like(W) for W in self.W]
+
+    @property
+    def L(self) -> int:
+        """Number of layers with parameters (hidden layers + output)."""
+        return len(self.layer_dims) - 1
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.W[0].dtype
+
+    @property
+    def n_params(self) -> int:
+        return sum(W.size + b.size for W, b in zip(self.W, self.b, strict=True))
+
+    def check_shapes(self) -> None:
+        """Raise ShapeError naming the layer if any W[l], b[l] disagrees with layer_dims."""
+        n = self.layer_dims
+        if len(self.W) != self.L or len(self.b) != self.L:
+            raise ShapeError(f"layer_dims {n} needs {self.L} W and b, got {len(self.W)} W "
+                             f"and {len(self.b)} b")
+        for l in range(1, self.L + 1):
+            W, b = self.W[l - 1], self.b[l - 1]
+            if W.shape != (n[l], n[l - 1]):
+                raise ShapeError(f"layer {l}: W{l} has shape {W.shape}, expected "
+                                 f"(n[{l}], n[{l - 1}]) = {(n[l], n[l - 1])}")
+            if b.shape != (n[l], 1):
+                raise ShapeError(f"layer {l}: b{l} has shape {b.shape}, expected "
+                                 f"(n[{l}], 1) = {(n[l], 1)}")
+            if W.dtype != self.W[0].dtype or b.dtype != self.W[0].dtype:
+                raise TypeError(f"layer {l}: W{l} is {W.dtype} and b{l} is {b.dtype}; "
+                                f"every parameter must be {self.W[0].dtype}")
+
+    def _check_input(self, X: Array, Y: Array | None = None) -> None:
+        n_x, n_y = self.layer_dims[0], self.layer_dims[-1]
+        if X.ndim != 2 or X.shape[0] != n_x:
+            raise ShapeError(f"layer 1: W1 has shape {self.W[0].shape} and needs A0 = X of "
+                             f"shape (n_x, m) = ({n_x}, m), but X has shape {X.shape}"
+                             + (" (examples go in columns: pass X.T?)"
+                                if X.ndim == 2 and X.shape[1] == n_x else ""))
+        if X.dtype != self.dtype:
+            raise TypeError(f"X is {X.dtype} but the network is {self.dtype}: cast the data "
+                            f"once when loading it (sweeplab never upcasts silently)")
+        if Y is not None and Y.shape != (n_y, X.shape[1]):
+            raise ShapeError(f"layer {self.L} (output): A{self.L} has shape "
+                             f"{(n_y, X.shape[1])} but Y has shape {Y.shape}")
+        if Y is not None and Y.dtype != self.dtype:
+            raise TypeError(f"Y is {Y.dtype} but the network is {self.dtype}")
+
+    def predict_proba(self, X: Array) -> Array:
+        """A[L] (n_y, m) for X (n_x, m), without dropout."""
+        self._check_input(X)
+        A = X
+        for l in range(self.L - 1):
+            A = self.activation.forward(self.W[l] @ A + self.b[l])
+        return self.output.activate(self.W[-1] @ A + self.b[-1])
+
+    def predict(self, X: Array) -> NDArray[np.int64]:
+        """Class labels (m,) for X (n_x, m)."""
+        return self.output.predict(self.predict_proba(X))
+
+    def l2_cost(self, l2: float, m: int) -> float:
+        """(λ / 2m) Σ_l ‖W[l]‖², the course's L2 term."""
+        if l2 == 0:
+            return 0.0
+        return l2 / (2 * m) * sum(float(np.vdot(W, W)) for W in self.W)
+
+    def cost(self, X: Array, Y: Array, l2: float = 0.0,
+             rng: np.random.Generator | None = None) -> float:
+        """J for X (n_x, m), Y (n_y, m); with dropout when `rng` is given and keep_prob < 1."""
+        self._check_input(X, Y)
+        A = X
+        for l in range(self.L - 1):
+            A = self.activation.forward(self.W[l] @ A + self.b[l])
+            if rng is not None and self.keep_prob < 1:
+                A = A * (rng.random(A.shape, dtype=A.dtype) < self.keep_prob) / self.keep_prob
+        ZL = self.W[-1] @ A + self.b[-1]
+        return self.output.cost(ZL, Y) + self.l2_cost(l2, X.shape[1])
+
+    def forward_backward(self, X: Array, Y: Array, l2: float = 0.0,
+                         rng: np.random.Generator | None = None
+                         ) -> tuple[float, list[Array], list[Array]]:
+        """One forward and one backward pass over X (n_x, m), Y (n_y, m).
+
+        Returns (J, dW, db) with dW[l-1] (n[l], n[l-1]) and db[l-1] (n[l], 1). Dropout is
+        applied to hidden layers when `rng` is given and keep_prob < 1 (inverted: kept units
+        are divided by keep_prob). The dW arrays are buffers reused by the next call.
+        """
+        self._check_input(X, Y)
+        m = X.shape[1]
+        L, g = self.L, self.activation
+        dropout = rng is not None and self.keep_prob < 1
+        A_prev: list[Array] = [X]  # A[l-1], the input of layer l (after dropout)
+        Zs: list[Array] = []
+        Gs: list[Array] = []  # g(Z[l]) before dropout, which g'(Z) needs
+        masks: list[Array] = []
+        A = X
+        for l in range(L - 1):
+            Z = self.W[l] @ A
+            Z += self.b[l]
+            G = g.forward(Z)
+            A = G
+            if dropout:
+                assert rng is not None
+                D = rng.random(G.shape, dtype=G.dtype) < self.keep_prob
+                A = G * D
+                A /= self.keep_prob
+                masks.append(D)
+            Zs.append(Z)
+            Gs.append(G)
+            A_prev.append(A)
+        ZL = self.W[-1] @ A
+        ZL += self.b[-1]
+        J = self.output.cost(ZL, Y) + self.l2_cost(l2, m)
+
+        dZ = self.output.activate(ZL)  # becomes dZ[L] = (A[L] - Y) / m in place
+        dZ -= Y
+        dZ *= 1 / m
+        dW: list[Array] = self._dW
+        db: list[Array] = [np.empty(0)] * L
+        for l in range(L - 1, -1, -1):
+            np.matmul(dZ, A_prev[l].T, out=dW[l])
+            if l2:
+                dW[l] += (l2 / m) * self.W[l]
+            db[l] = dZ.sum(axis=1, keepdims=True)
+            if l == 0:
+                break  # dA[0] would be the gradient w.r.t. X: never needed
+            dA = self.W[l].T @ dZ
+            if dropout:
+                dA *= masks[l - 1]
+                dA /= self.keep_prob
+            dZ = g.backward(dA, Zs[l - 1], Gs[l - 1])
+        return J, dW, db
+
+    def params(self) -> dict[str, Array]:
+        """The parameters by course name: {"W1": ..., "b1": ..., ..., "WL": ..., "bL": ...}."""
+        out: dict[str, Array] = {}
+        for l in range(1, self.L + 1):
+            out[f"W{l}"] = self.W[l - 1]
+            out[f"b{l}"] = self.b[l - 1]
+        return out
+
+    def get_vector(self) -> Array:
+        """All parameters flattened into one vector, in the order W1, b1, W2, b2, ..."""
+        return np.concatenate([p.ravel() for p in self.params().values()])
+
+    def set_vector(self, theta: Array) -> None:
+        """Inverse of `get_vector`: copy theta back into W and b (in place)."""
+        i = 0
+        for p in self.params().values():
+            p[...] = theta[i:i + p.size].reshape(p.shape)
+            i += p.size
+        if i != theta.size:
+            raise ShapeError(f"theta has {theta.size} values, the network has {i} parameters")

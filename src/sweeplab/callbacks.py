@@ -1,0 +1,85 @@
+"""What `train.run` tells the outside world, and the progress bar that listens to it.
+
+A callback sees three moments: the start (network built, nothing trained), every
+`train.log_every` epochs (the metrics so far), and the end (the result). To stop a run
+early (an Optuna pruner, say) a callback raises `StopTraining`; `train.run` then ends the
+run cleanly with that status and reason, and every callback still sees the end.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sweeplab.config import Config
+    from sweeplab.data import Dataset
+    from sweeplab.nn import Network
+    from sweeplab.train import RunResult
+
+
+class StopTraining(Exception):
+    """Raised by a callback to end training now with `status` and a human `reason`."""
+
+    def __init__(self, status: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """What a callback learns when training starts."""
+
+    config: Config
+    dataset: Dataset
+    network: Network
+    summary: str
+    run_name: str
+
+
+class Callback:
+    """Base class: override the moments you care about."""
+
+    def on_train_start(self, start: RunStart) -> None:
+        """Before epoch 0."""
+
+    def on_log(self, step: int, metrics: Mapping[str, float]) -> None:
+        """At epoch `step` (every log_every epochs, and the last): train_cost, val_* ..."""
+
+    def on_train_end(self, result: RunResult) -> None:
+        """After the last epoch (or a stop), with final metrics computed."""
+
+
+class ProgressBar(Callback):
+    """A tqdm bar over epochs, shown on a terminal once a run has taken `delay` seconds."""
+
+    def __init__(self, enabled: bool | None = None, delay: float = 2.0) -> None:
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.delay = delay
+        self._bar: Any = None
+        self._done = 0
+
+    def on_train_start(self, start: RunStart) -> None:
+        if not self.enabled:
+            return
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(total=start.config.train.epochs, desc=start.run_name, unit="epoch",
+                         delay=self.delay, leave=False, dynamic_ncols=True)
+        self._done = 0
+
+    def on_log(self, step: int, metrics: Mapping[str, float]) -> None:
+        if self._bar is None:
+            return
+        self._bar.update(step + 1 - self._done)
+        self._done = step + 1
+        shown = {k: f"{v:.4g}" for k, v in metrics.items() if k in ("train_cost", "val_accuracy")}
+        self._bar.set_postfix(shown, refresh=False)
+
+    def on_train_end(self, result: RunResult) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

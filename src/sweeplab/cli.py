@@ -1,0 +1,62 @@
+"""Shared command-line plumbing: the Hydra entry points and what they print."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from omegaconf import DictConfig
+
+if TYPE_CHECKING:
+    from sweeplab.tracking import MlflowTracker
+    from sweeplab.train import RunResult
+
+# conf/ sits at the top of the repository, beside src/.
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def hydra_app(config_name: str, job: Callable[[DictConfig], Any]) -> Callable[[], Any]:
+    """A Hydra app over conf/ that turns sweeplab's input errors into one clear message
+    and exit code 2, instead of a traceback."""
+    import hydra
+
+    from sweeplab.config import ConfigError, register_configs
+    from sweeplab.data import DataError
+    from sweeplab.nn import ShapeError
+
+    register_configs()
+
+    @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)
+    def app(cfg: DictConfig) -> Any:
+        try:
+            return job(cfg)
+        except (ConfigError, DataError, ShapeError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    return app
+
+
+def ui_hint(uri: str, experiment_id: str | None, run_id: str | None = None) -> str:
+    """The command that opens the MLflow UI, and the page to look at."""
+    page = ""
+    if experiment_id is not None:
+        page = f"#/experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "/runs")
+    return f"make ui   then open http://127.0.0.1:5000/{page}   (store: {uri})"
+
+
+def report_run(result: RunResult, tracker: MlflowTracker | None) -> None:
+    """Print how the run ended, its final metrics, and where to look next."""
+    metrics = "  ".join(f"{k}={v:.4f}" for k, v in result.metrics.items()
+                        if k.endswith("accuracy"))
+    print(f"\n{result.run_name}: {result.status} after {result.epochs_run} epochs "
+          f"in {result.metrics.get('train_seconds', 0):.1f}s"
+          + (f" ({result.reason})" if result.reason else ""))
+    if metrics:
+        print(f"  {metrics}")
+    if tracker is not None and tracker.run_id is not None:
+        print(f"  logged to MLflow run {tracker.run_id}")
+        print(f"  rerun:  make rerun RUN={tracker.run_id}")
+        print(f"  look:   {ui_hint(tracker.uri, tracker.experiment_id, tracker.run_id)}")

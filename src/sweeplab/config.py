@@ -1,0 +1,223 @@
+"""Typed run configuration: the schema Hydra checks types against, and the value checks.
+
+The dataclasses are registered in Hydra's ConfigStore (`register_configs`), so a
+composed config is type-checked by OmegaConf (``model.depth=abc`` fails with the key
+named). `validate` then checks values and reports every problem at once, each naming
+the key, the value and what is allowed, before any run is created.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid")
+OUTPUTS = ("auto", "sigmoid", "softmax")
+INITS = ("he", "xavier", "course_deep", "course_small")
+OPTIMIZERS = ("gd", "momentum", "adam")
+DTYPES = ("float64", "float32")
+BUILTIN_DATASETS = ("planar", "moons", "circles", "digits", "breast_cancer")
+DATASETS = (*BUILTIN_DATASETS, "catvnoncat", "h5")
+
+
+class ConfigError(ValueError):
+    """A config value is not allowed; the message lists every offending key."""
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"
+    # Folder holding the HDF5 files (catvnoncat, h5); for built-ins, where they are cached.
+    dir: str | None = None
+    train_file: str | None = None
+    test_file: str | None = None
+    x_train_key: str = "train_set_x"
+    y_train_key: str = "train_set_y"
+    x_test_key: str = "test_set_x"
+    y_test_key: str = "test_set_y"
+    classes_key: str = "list_classes"
+    # Divide X by this; null = 255 for uint8 images, 16 for digits, 1 otherwise.
+    scale: float | None = None
+    # Standardise each feature with the training split's mean and std (always on for
+    # breast_cancer, whose features span very different ranges).
+    standardize: bool = False
+    val_fraction: float = 0.0
+    # Built-in generators.
+    n_samples: int = 400
+    noise: float = 0.2
+    # digits: null = all 10 classes; an int = that digit vs the rest.
+    digit: int | None = None
+    # Seed of the built-in generators and of their train/test split (not the run's seed).
+    generator_seed: int = 1
+
+
+@dataclass
+class ModelConfig:
+    depth: int = 2
+    width: int = 32
+    hidden: list[int] | None = None
+    activation: str = "relu"
+    output: str = "auto"
+    init: str = "he"
+    dtype: str = "float64"
+    keep_prob: float = 1.0
+    leaky_slope: float = 0.01
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adam"
+    lr: float = 0.01
+    beta: float = 0.9
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    l2: float = 0.0
+
+
+@dataclass
+class EarlyStoppingConfig:
+    # Stop after this many log points without val_cost improving; null = off.
+    patience: int | None = None
+    min_delta: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 200
+    batch_size: int | None = None
+    log_every: int = 10
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    # null = a bar on a terminal for runs longer than a couple of seconds.
+    progress: bool | None = None
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = True
+    # null = $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory.
+    uri: str | None = None
+    experiment: str = "sweeplab"
+    run_name: str | None = None
+    log_model: bool = True
+    log_plots: bool = True
+
+
+@dataclass
+class Config:
+    seed: int = 1
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+def register_configs() -> None:
+    """Put the schema in Hydra's ConfigStore as `base_config` (used by conf/config.yaml)."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)
+
+
+def _check(problems: list[str], ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        problems.append(f"{key}={value!r}: {allowed}")
+
+
+def _one_of(problems: list[str], key: str, value: Any, choices: tuple[str, ...]) -> None:
+    _check(problems, value in choices, key, value, f"must be one of {', '.join(choices)}")
+
+
+def _finite(x: float) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x)
+
+
+def validate(cfg: Config) -> None:
+    """Raise ConfigError listing every value that is not allowed (types are Hydra's job)."""
+    p: list[str] = []
+    d, m, o, t = cfg.data, cfg.model, cfg.optim, cfg.train
+    _one_of(p, "data.name", d.name, DATASETS)
+    _check(p, 0.0 <= d.val_fraction < 1.0, "data.val_fraction", d.val_fraction,
+           "must be in [0, 1)")
+    _check(p, d.scale is None or (_finite(d.scale) and d.scale > 0), "data.scale", d.scale,
+           "must be > 0, or null (255 for uint8 images, 16 for digits, else 1)")
+    _check(p, d.n_samples >= 20, "data.n_samples", d.n_samples, "must be >= 20")
+    _check(p, _finite(d.noise) and d.noise >= 0, "data.noise", d.noise, "must be >= 0")
+    _check(p, d.digit is None or 0 <= d.digit <= 9, "data.digit", d.digit,
+           "must be null (all 10 classes) or a digit 0..9 (that digit vs the rest)")
+    if d.name == "h5":
+        _check(p, d.train_file is not None, "data.train_file", d.train_file,
+               "must name the training HDF5 file when data.name=h5")
+
+    _check(p, m.depth >= 0, "model.depth", m.depth,
+           "must be an integer >= 0 (0 = logistic regression)")
+    _check(p, m.width >= 1, "model.width", m.width, "must be an integer >= 1")
+    if m.hidden is not None:
+        _check(p, all(n >= 1 for n in m.hidden), "model.hidden", list(m.hidden),
+               "must be a list of layer sizes >= 1 (or null to use depth and width)")
+    _one_of(p, "model.activation", m.activation, ACTIVATIONS)
+    _one_of(p, "model.output", m.output, OUTPUTS)
+    _one_of(p, "model.init", m.init, INITS)
+    _one_of(p, "model.dtype", m.dtype, DTYPES)
+    _check(p, _finite(m.keep_prob) and 0 < m.keep_prob <= 1, "model.keep_prob", m.keep_prob,
+           "must be in (0, 1] (1 = no dropout)")
+    _check(p, _finite(m.leaky_slope) and 0 <= m.leaky_slope < 1, "model.leaky_slope",
+           m.leaky_slope, "must be in [0, 1)")
+
+    _one_of(p, "optim.name", o.name, OPTIMIZERS)
+    _check(p, _finite(o.lr) and o.lr > 0, "optim.lr", o.lr, "must be a number > 0")
+    for key in ("beta", "beta1", "beta2"):
+        v = getattr(o, key)
+        _check(p, _finite(v) and 0 <= v < 1, f"optim.{key}", v, "must be in [0, 1)")
+    _check(p, _finite(o.eps) and o.eps > 0, "optim.eps", o.eps, "must be > 0")
+    _check(p, _finite(o.l2) and o.l2 >= 0, "optim.l2", o.l2, "must be >= 0 (0 = no L2)")
+
+    _check(p, t.epochs >= 1, "train.epochs", t.epochs, "must be an integer >= 1")
+    _check(p, t.batch_size is None or t.batch_size >= 1, "train.batch_size", t.batch_size,
+           "must be an integer >= 1, or null for full batch")
+    _check(p, t.log_every >= 1, "train.log_every", t.log_every, "must be an integer >= 1")
+    es = t.early_stopping
+    _check(p, es.patience is None or es.patience >= 1, "train.early_stopping.patience",
+           es.patience, "must be an integer >= 1, or null for no early stopping")
+    if es.patience is not None:
+        _check(p, d.val_fraction > 0, "train.early_stopping.patience", es.patience,
+               "needs a validation split: set data.val_fraction > 0")
+    _check(p, _finite(es.min_delta) and es.min_delta >= 0, "train.early_stopping.min_delta",
+           es.min_delta, "must be >= 0")
+    _check(p, bool(cfg.tracking.experiment), "tracking.experiment", cfg.tracking.experiment,
+           "must be a non-empty name")
+
+    if p:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(p))
+
+
+def to_config(cfg: DictConfig | Config | dict[str, Any]) -> Config:
+    """Merge any config (Hydra's, a logged config.yaml, a dict) onto the schema, type-check it,
+    check its values, and return the typed object."""
+    merged = OmegaConf.merge(OmegaConf.structured(Config), cfg)
+    typed: Config = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    validate(typed)
+    return typed
+
+
+def flatten(cfg: Config | DictConfig, prefix: str = "") -> dict[str, Any]:
+    """Flatten a config to dotted keys (``model.depth``), the way MLflow params are named."""
+    container = OmegaConf.to_container(
+        cfg if isinstance(cfg, DictConfig) else OmegaConf.structured(cfg), resolve=True
+    )
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{path}.{k}" if path else str(k))
+        else:
+            out[path] = node
+
+    walk(container, prefix)
+    return out

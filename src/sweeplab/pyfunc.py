@@ -1,0 +1,40 @@
+"""The network as an MLflow pyfunc model: rows in (MLflow's convention), labels out.
+
+Logged as "models from code": MLflow copies this file beside the HDF5 weights and runs it
+at load time, so nothing is pickled.
+
+``mlflow.pyfunc.load_model("runs:/<id>/model").predict(X_rows)`` gives the labels the
+in-process network predicts for ``X_rows.T``. Input rows are features as the network saw
+them (flattened and scaled the way the run's data config says).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import mlflow.models
+import mlflow.pyfunc
+import numpy as np
+
+from sweeplab import model
+
+# The logged signature is the schema; MLflow's nudge towards type hints is noise here.
+warnings.filterwarnings("ignore", message="Add type hints to the `predict` method")
+
+
+class NetworkModel(mlflow.pyfunc.PythonModel):
+    def load_context(self, context: Any) -> None:  # MLflow requires the name `context`
+        self.net, self.classes = model.load(context.artifacts["network"])
+
+    # No type hints here on purpose: MLflow would read them as a schema and warn; the
+    # logged signature (a float tensor of shape (-1, n_x)) is the schema.
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+        X = np.asarray(model_input, dtype=self.net.dtype)
+        if X.ndim == 1:
+            X = X[None, :]
+        # MLflow passes one example per row; the network takes examples as columns.
+        return self.net.predict(np.ascontiguousarray(X.T))
+
+
+mlflow.models.set_model(NetworkModel())

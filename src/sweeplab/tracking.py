@@ -1,0 +1,198 @@
+"""MLflow tracking of a run: a callback that opens the run, logs as training goes, closes it.
+
+What one run logs (names are stable; the README documents them):
+- params: the resolved config, flattened (``model.depth``, ``optim.lr``, ...);
+- artifacts: ``config.yaml`` (enough to rerun), ``overrides.yaml``, ``summary.txt``,
+  ``plots/cost_curve.png``, ``git_diff.patch`` when the tree was dirty; the model as a
+  pyfunc (``runs:/<id>/model``) whose weights are an HDF5 file (no pickle);
+- tags under ``sweeplab.``: git commit and dirty state, data fingerprint, seed, versions,
+  status and its reason; the run description shows the network summary;
+- metrics with step = epoch: ``train_cost``, ``val_cost``, ``val_accuracy`` (histories,
+  sent in batches); final ``train_accuracy``, ``val_accuracy``, ``test_accuracy``,
+  ``final_*_cost``, ``train_seconds``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+
+from sweeplab import provenance
+from sweeplab.callbacks import Callback, RunStart
+from sweeplab.config import TrackingConfig, flatten
+
+if TYPE_CHECKING:
+    from sweeplab.train import RunResult
+
+TAG = "sweeplab."
+# MLflow's download bars would interleave with ours on every model logged.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# MLflow's limits per log_batch call.
+MAX_PARAMS, MAX_METRICS = 100, 1000
+# A run's status in MLflow; the finer sweeplab status goes in the tag sweeplab.status.
+MLFLOW_STATUS = {"finished": "FINISHED", "early_stopped": "FINISHED", "diverged": "FAILED",
+                 "pruned": "KILLED", "stopped": "KILLED"}
+
+
+def default_uri() -> str:
+    """$MLFLOW_TRACKING_URI, else the embedded store: sqlite mlflow.db in the working dir."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def resolve_uri(cfg: TrackingConfig) -> str:
+    return cfg.uri or default_uri()
+
+
+def get_experiment_id(client: MlflowClient, name: str, uri: str) -> str:
+    """The id of experiment `name`, created (artifacts under ./mlruns for SQLite) if needed."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        location = (db.parent / "mlruns").resolve().as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except Exception:  # another process created it first
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+class MlflowTracker(Callback):
+    """Logs one run to MLflow. Use as a context manager around `train.run`, so that a crash
+    or Ctrl-C still closes the run as FAILED or KILLED with the reason."""
+
+    def __init__(self, cfg: TrackingConfig, *, overrides: list[str] | None = None,
+                 parent_run_id: str | None = None, tags: Mapping[str, str] | None = None,
+                 flush_seconds: float = 5.0) -> None:
+        self.cfg = cfg
+        self.uri = resolve_uri(cfg)
+        self.client = MlflowClient(self.uri)
+        self.overrides = overrides or []
+        self.parent_run_id = parent_run_id
+        self.extra_tags = dict(tags or {})
+        self.flush_seconds = flush_seconds
+        self.run_id: str | None = None
+        self.experiment_id: str | None = None
+        self._pending: list[Metric] = []
+        self._last_flush = 0.0
+        self._closed = False
+
+    # -- context manager: closes the run whatever happens ---------------------------------
+    def __enter__(self) -> MlflowTracker:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: object) -> None:
+        if self.run_id is None or self._closed:
+            return
+        self.flush()
+        status = "KILLED" if exc_type is KeyboardInterrupt else "FAILED"
+        reason = "interrupted" if exc_type is KeyboardInterrupt else f"{exc_type}: {exc}"
+        self.client.log_batch(self.run_id, tags=[
+            RunTag(TAG + "status", "interrupted" if status == "KILLED" else "error"),
+            RunTag(TAG + "reason", reason[:5000])])
+        self.client.set_terminated(self.run_id, status)
+        self._closed = True
+
+    # -- callback -------------------------------------------------------------------------
+    def on_train_start(self, start: RunStart) -> None:
+        self.experiment_id = get_experiment_id(self.client, self.cfg.experiment, self.uri)
+        commit, dirty, diff = provenance.git_state()
+        tags: dict[str, str] = {
+            TAG + "data_fingerprint": start.dataset.fingerprint,
+            TAG + "data_source": start.dataset.source,
+            TAG + "seed": str(start.config.seed),
+            TAG + "layer_dims": str(start.network.layer_dims),
+            TAG + "n_params": str(start.network.n_params),
+            TAG + "status": "running",
+            "mlflow.note.content": f"```\n{start.summary}\n```",
+        }
+        tags |= {TAG + f"version.{k}": v for k, v in provenance.versions().items()}
+        if commit is not None:
+            tags |= {TAG + "git_commit": commit, TAG + "git_dirty": str(dirty).lower(),
+                     "mlflow.source.git.commit": commit}
+        if self.parent_run_id:
+            tags["mlflow.parentRunId"] = self.parent_run_id
+        tags |= self.extra_tags
+        run = self.client.create_run(self.experiment_id, run_name=start.run_name, tags=tags)
+        self.run_id = run.info.run_id
+        params = [Param(k, str(v)) for k, v in flatten(start.config).items()]
+        for i in range(0, len(params), MAX_PARAMS):
+            self.client.log_batch(self.run_id, params=params[i:i + MAX_PARAMS])
+        config_yaml = OmegaConf.to_yaml(OmegaConf.structured(start.config))
+        self.client.log_text(self.run_id, config_yaml, "config.yaml")
+        self.client.log_text(self.run_id, OmegaConf.to_yaml(self.overrides), "overrides.yaml")
+        self.client.log_text(self.run_id, start.summary + "\n", "summary.txt")
+        if dirty:
+            self.client.log_text(self.run_id, diff, "git_diff.patch")
+        self._last_flush = time.monotonic()
+
+    def on_log(self, step: int, metrics: Mapping[str, float]) -> None:
+        ts = int(time.time() * 1000)
+        self._pending += [Metric(k, float(v), ts, step) for k, v in metrics.items()]
+        # Batched: one call per few seconds of training, never one per point.
+        if time.monotonic() - self._last_flush > self.flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.run_id is None:
+            return
+        for i in range(0, len(self._pending), MAX_METRICS):
+            self.client.log_batch(self.run_id, metrics=self._pending[i:i + MAX_METRICS])
+        self._pending = []
+        self._last_flush = time.monotonic()
+
+    def on_train_end(self, result: RunResult) -> None:
+        assert self.run_id is not None, "on_train_start was not called"
+        ts = int(time.time() * 1000)
+        step = max(result.epochs_run - 1, 0)
+        self._pending += [Metric(k, float(v), ts, step) for k, v in result.metrics.items()]
+        self.flush()
+        tags = [RunTag(TAG + "status", result.status),
+                RunTag(TAG + "epochs_run", str(result.epochs_run))]
+        if result.reason:
+            tags.append(RunTag(TAG + "reason", result.reason[:5000]))
+        self.client.log_batch(self.run_id, tags=tags)
+        if self.cfg.log_plots and len(result.costs):
+            from sweeplab import plots
+
+            fig = plots.cost_curve(result)
+            self.client.log_figure(self.run_id, fig, "plots/cost_curve.png")
+            plots.close(fig)
+        if self.cfg.log_model and result.status != "diverged":
+            self.log_model(result)
+        self.client.set_terminated(self.run_id, MLFLOW_STATUS[result.status])
+        self._closed = True
+
+    def log_model(self, result: RunResult, registered_model_name: str | None = None) -> Any:
+        """Log the network as an MLflow pyfunc model named ``model`` on this run."""
+        import mlflow
+
+        from sweeplab import model, pyfunc
+
+        net, data = result.network, result.dataset
+        example = data.X_train[:, :5].T.copy()
+        signature = mlflow.models.infer_signature(example, net.predict(example.T.copy()))
+        versions = provenance.versions()
+        reqs = [f"numpy=={versions['numpy']}", f"h5py=={versions['h5py']}",
+                f"mlflow=={versions['mlflow']}"]
+        mlflow.set_tracking_uri(self.uri)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = model.save(net, Path(tmp) / "network.h5", data.classes)
+            with mlflow.start_run(run_id=self.run_id):
+                return mlflow.pyfunc.log_model(
+                    name="model", python_model=pyfunc.__file__, artifacts={"network": str(path)},
+                    signature=signature, input_example=example, pip_requirements=reqs,
+                    registered_model_name=registered_model_name)

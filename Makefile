@@ -28,6 +28,13 @@ setup: $(STAMP) ## create .venv and install sweeplab with the locked versions
 train: $(STAMP) ## train one network and track it in MLflow (ARGS="hydra overrides")
 	$(BIN)/python -m sweeplab.train $(ARGS)
 
+sweep: $(STAMP) ## run the Optuna sweep in conf/sweep/ (ARGS="sweep.n_trials=60", JOBS=2)
+	$(BIN)/python -m sweeplab.sweep sweep.n_jobs=$(JOBS) $(ARGS)
+
+rerun: $(STAMP) ## rerun a logged run from its config and compare (RUN=<run id>, ARGS=overrides)
+	@test -n "$(RUN)" || { echo "usage: make rerun RUN=<mlflow run id> [ARGS=\"train.epochs=5000\"]"; exit 2; }
+	$(BIN)/python -m sweeplab.rerun $(RUN) $(ARGS)
+
 ui: $(STAMP) ## open the MLflow UI on 127.0.0.1:$(PORT) over the local store
 	$(BIN)/python -m sweeplab.ui --port $(PORT)
 

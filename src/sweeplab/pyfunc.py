@@ -10,7 +10,6 @@ them (flattened and scaled the way the run's data config says).
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import mlflow.models
@@ -19,17 +18,18 @@ import numpy as np
 
 from sweeplab import model
 
-# The logged signature is the schema; MLflow's nudge towards type hints is noise here.
-warnings.filterwarnings("ignore", message="Add type hints to the `predict` method")
-
 
 class NetworkModel(mlflow.pyfunc.PythonModel):
+    # The logged signature (a float tensor (-1, n_x)) is the schema. MLflow would read one
+    # from predict's type hints, or warn on every model logged that there are none; this
+    # flag (and predict's bare arguments) keep it from doing either.
+    _skip_type_hint_validation = True
+
     def load_context(self, context: Any) -> None:  # MLflow requires the name `context`
         self.net, self.classes = model.load(context.artifacts["network"])
 
-    # No type hints here on purpose: MLflow would read them as a schema and warn; the
-    # logged signature (a float tensor of shape (-1, n_x)) is the schema.
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+        """Labels (m,) for model_input (m, n_x): one example per row."""
         X = np.asarray(model_input, dtype=self.net.dtype)
         if X.ndim == 1:
             X = X[None, :]

@@ -1,0 +1,121 @@
+"""Search spaces written in Hydra's override grammar, turned into Optuna distributions.
+
+The grammar and its reading are those of Hydra's Optuna sweeper, so its search spaces
+carry over unchanged:
+
+    choice(relu, tanh)                 -> CategoricalDistribution
+    range(1, 6)                        -> IntDistribution(1, 5)      (stop excluded)
+    interval(0.1, 0.9)                 -> FloatDistribution(0.1, 0.9)
+    int(interval(4, 128))              -> IntDistribution(4, 128)
+    tag(log, interval(1e-4, 1.0))      -> FloatDistribution(1e-4, 1.0, log=True)
+    tag(log, int(interval(4, 128)))    -> IntDistribution(4, 128, log=True)
+
+`parse_space` checks every key against the run config and every corner of every range
+against the config's value checks, so a bad space fails before any trial runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import (
+    ChoiceSweep,
+    IntervalSweep,
+    Override,
+    RangeSweep,
+    Transformer,
+)
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+
+from sweeplab.config import ConfigError, to_config
+
+GRAMMAR = ("choice(a, b, ...), range(start, stop[, step]), interval(low, high), "
+           "int(interval(low, high)), tag(log, interval(low, high))")
+
+
+def _distribution(key: str, override: Override) -> BaseDistribution:
+    if not override.is_sweep_override():
+        raise ConfigError(f"sweep.params.{key}={override.get_value_element_as_str()!r}: "
+                          f"not a search space; use one of {GRAMMAR}")
+    value = override.value()
+    if isinstance(value, ChoiceSweep):
+        choices = list(override.sweep_iterator(transformer=Transformer.encode))
+        return CategoricalDistribution(choices)
+    if isinstance(value, RangeSweep):
+        assert value.start is not None and value.stop is not None
+        if value.shuffle:
+            return CategoricalDistribution(
+                list(override.sweep_iterator(transformer=Transformer.encode)))
+        if any(isinstance(v, float) for v in (value.start, value.stop, value.step)):
+            return FloatDistribution(value.start, value.stop, step=value.step)
+        return IntDistribution(int(value.start), int(value.stop - 1), step=int(value.step))
+    if isinstance(value, IntervalSweep):
+        assert value.start is not None and value.end is not None
+        log = "log" in value.tags
+        if isinstance(value.start, int) and isinstance(value.end, int):
+            return IntDistribution(value.start, value.end, log=log)
+        return FloatDistribution(value.start, value.end, log=log)
+    raise ConfigError(f"sweep.params.{key}: {type(value).__name__} is not supported; "
+                      f"use one of {GRAMMAR}")
+
+
+def _corners(dist: BaseDistribution) -> list[Any]:
+    """The values worth checking against the config: every choice, or both ends."""
+    if isinstance(dist, CategoricalDistribution):
+        return list(dist.choices)
+    assert isinstance(dist, IntDistribution | FloatDistribution)
+    return [dist.low, dist.high]
+
+
+def parse_space(params: Mapping[str, str], base: DictConfig) -> dict[str, BaseDistribution]:
+    """Optuna distributions for `params` (key -> expression), checked against `base`.
+
+    Raises ConfigError naming the key and expression when an expression does not parse,
+    a key is not in the config, or a value in the space fails the config's checks.
+    """
+    if not params:
+        raise ConfigError("sweep.params is empty: name at least one key to search, "
+                          "e.g. model.depth: range(1, 6)")
+    parser = OverridesParser.create()
+    space: dict[str, BaseDistribution] = {}
+    for key, expr in params.items():
+        if key.startswith("sweep.") or key == "sweep":
+            raise ConfigError(f"sweep.params.{key}: the sweep's own settings cannot be searched")
+        if OmegaConf.select(base, key, default="__missing__") == "__missing__" or \
+                isinstance(OmegaConf.select(base, key), DictConfig):
+            raise ConfigError(f"sweep.params.{key}: no such config key (keys look like "
+                              f"model.depth, model.width, optim.lr, train.batch_size)")
+        try:
+            (override,) = parser.parse_overrides([f"{key}={expr}"])
+        except HydraException as err:
+            raise ConfigError(f"sweep.params.{key}={expr!r} does not parse: "
+                              f"{str(err).splitlines()[0]}; use one of {GRAMMAR}") from None
+        dist = _distribution(key, override)
+        for value in _corners(dist):
+            try:
+                to_config(apply(base, {key: value}))
+            except ConfigError as err:
+                raise ConfigError(f"sweep.params.{key}={expr!r} reaches {value!r}, which the "
+                                  f"config does not allow: {err}") from None
+            except Exception as err:  # OmegaConf's type errors
+                raise ConfigError(f"sweep.params.{key}={expr!r} reaches {value!r}, which "
+                                  f"does not fit the config: {err}") from None
+        space[key] = dist
+    return space
+
+
+def apply(base: DictConfig, values: Mapping[str, Any]) -> DictConfig:
+    """A copy of `base` with each dotted key set to its value."""
+    cfg = OmegaConf.create(OmegaConf.to_container(base, resolve=False))
+    for key, value in values.items():
+        OmegaConf.update(cfg, key, value, merge=False)
+    return cfg

@@ -1,0 +1,198 @@
+"""The Optuna side of a sweep: storage, samplers, pruners, and the bookkeeping that lets
+several workers and several sessions share one study without losing or doubling trials.
+
+A trial counts as *done* when it completed, was pruned, or failed on its own (diverged or
+raised). A trial left RUNNING by a process that no longer exists was *interrupted*: it is
+marked failed and its parameters are queued again, so it is retried, not counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import inspect
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
+from optuna.storages import BaseStorage, JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import FrozenTrial, TrialState
+
+from sweeplab.config import ConfigError, SweepConfig
+
+STORE_DIR = Path(".sweeplab")
+# user_attrs a sweeplab trial carries
+STATUS, REASON, RUN_ID, PID, HOST, RETRY_OF = (
+    "sweeplab_status", "sweeplab_reason", "mlflow_run_id", "pid", "host", "retry_of")
+DONE_FAILURES = ("diverged", "error")
+
+
+def storage_url(s: SweepConfig) -> str:
+    return s.storage or f"journal:{STORE_DIR / 'optuna.journal'}"
+
+
+def open_storage(url: str) -> BaseStorage | str:
+    """Optuna storage from a URL; ``journal:<path>`` is Optuna's journal file storage."""
+    if url.startswith("journal:"):
+        path = Path(url.removeprefix("journal:"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    return url
+
+
+def lock_path(s: SweepConfig) -> Path:
+    STORE_DIR.mkdir(parents=True, exist_ok=True)
+    return STORE_DIR / f"{s.name}.lock"
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock shared by every process (workers, and other `make sweep`s)."""
+    with open(path, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def make_sampler(s: SweepConfig, space: dict[str, BaseDistribution], *,
+                 seed_salt: tuple[int, ...] = ()) -> optuna.samplers.BaseSampler:
+    """The sampler `s.sampler` names. The seed is mixed with `seed_salt` (worker index,
+    trials already in the study) so parallel workers and resumed sweeps don't replay the
+    same draws."""
+    seed = None
+    if s.seed is not None:
+        seed = int(np.random.SeedSequence([s.seed, *seed_salt]).generate_state(1)[0])
+    name = s.sampler
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if name == "qmc":
+        return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
+    if name == "nsgaii":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    if name == "gp":
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            raise ConfigError("sweep.sampler='gp': Optuna's GPSampler needs PyTorch, which is "
+                              "not installed: `.venv/bin/pip install -e '.[gp]'`, or choose "
+                              "tpe, random, cmaes, qmc, grid, nsgaii") from None
+        return optuna.samplers.GPSampler(seed=seed)
+    if name == "grid":
+        grid: dict[str, list[Any]] = {}
+        for key, dist in space.items():
+            if isinstance(dist, CategoricalDistribution):
+                grid[key] = list(dist.choices)
+            elif isinstance(dist, IntDistribution) and not dist.log:
+                grid[key] = list(range(dist.low, dist.high + 1, dist.step))
+            else:
+                raise ConfigError(f"sweep.sampler='grid': sweep.params.{key} is a continuous "
+                                  f"or log range; grid search needs choice(...) or range(...)")
+        return optuna.samplers.GridSampler(grid, seed=seed)
+    raise ConfigError(f"sweep.sampler={name!r}: unknown")
+
+
+PRUNERS: dict[str, Any] = {
+    "median": optuna.pruners.MedianPruner,
+    "hyperband": optuna.pruners.HyperbandPruner,
+    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+}
+
+
+def make_pruner(s: SweepConfig, epochs: int, log_every: int) -> optuna.pruners.BasePruner:
+    """The pruner `s.pruner` names, with defaults that fit the run's epochs, then
+    `s.pruner_args` on top (checked against the pruner's own arguments)."""
+    if s.pruner == "none":
+        return optuna.pruners.NopPruner()
+    cls = PRUNERS[s.pruner]
+    defaults: dict[str, Any] = {
+        "median": {"n_startup_trials": 5, "n_warmup_steps": min(2 * log_every, epochs // 4)},
+        "hyperband": {"min_resource": max(log_every, 1), "max_resource": epochs},
+        "successive_halving": {"min_resource": max(log_every, 1)},
+    }[s.pruner]
+    allowed = set(inspect.signature(cls).parameters)
+    unknown = set(s.pruner_args) - allowed
+    if unknown:
+        raise ConfigError(f"sweep.pruner_args={dict(s.pruner_args)}: {sorted(unknown)} not "
+                          f"accepted by pruner {s.pruner!r}; allowed: {sorted(allowed)}")
+    return cls(**(defaults | dict(s.pruner_args)))
+
+
+def objectives_of(s: SweepConfig) -> tuple[list[str], list[str]]:
+    objectives = list(s.objectives) if s.objectives is not None else [s.objective]
+    directions = list(s.directions) if s.directions is not None else [s.direction]
+    return objectives, directions
+
+
+def create_or_load(s: SweepConfig, storage: BaseStorage | str, sampler: Any,
+                   pruner: Any) -> optuna.Study:
+    """The study named `s.name`, created if new; resuming with other directions is an error."""
+    _, directions = objectives_of(s)
+    try:
+        return optuna.create_study(study_name=s.name, storage=storage, sampler=sampler,
+                                   pruner=pruner, directions=directions, load_if_exists=True)
+    except ValueError as err:
+        raise ConfigError(f"sweep.name={s.name!r}: an existing study of that name does not "
+                          f"match this sweep ({err}); choose another sweep.name") from None
+
+
+@dataclass(frozen=True)
+class Tally:
+    done: int
+    running: int
+    failed: int
+    complete: int
+    pruned: int
+
+
+def tally(study: optuna.Study) -> Tally:
+    trials = study.get_trials(deepcopy=False)
+    complete = sum(t.state == TrialState.COMPLETE for t in trials)
+    pruned = sum(t.state == TrialState.PRUNED for t in trials)
+    failed = sum(t.state == TrialState.FAIL and t.user_attrs.get(STATUS) in DONE_FAILURES
+                 for t in trials)
+    running = sum(t.state == TrialState.RUNNING for t in trials)
+    return Tally(complete + pruned + failed, running, failed, complete, pruned)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def orphaned(study: optuna.Study) -> list[FrozenTrial]:
+    """RUNNING trials whose process on this host is gone (killed sweeps)."""
+    host = socket.gethostname()
+    out = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        pid, where = t.user_attrs.get(PID), t.user_attrs.get(HOST)
+        if where == host and isinstance(pid, int) and not _alive(pid):
+            out.append(t)
+    return out
+
+
+def requeue(study: optuna.Study, trial_id: int, number: int, params: dict[str, Any],
+            reason: str) -> None:
+    """Mark a trial failed as interrupted and queue its parameters to run again."""
+    storage = study._storage
+    storage.set_trial_user_attr(trial_id, STATUS, "interrupted")
+    storage.set_trial_user_attr(trial_id, REASON, reason)
+    storage.set_trial_state_values(trial_id, TrialState.FAIL)
+    study.enqueue_trial(params, user_attrs={RETRY_OF: number}, skip_if_exists=False)

@@ -1,0 +1,164 @@
+"""`make sweep`: an Optuna study over the run config, tracked as one MLflow parent run.
+
+Usage: python -m sweeplab.sweep [overrides]   (or: make sweep ARGS="sweep.n_trials=60" JOBS=2)
+
+The sweep is checked whole before any trial runs (config, search space, data, sampler,
+pruner). Workers are processes that pull trials from one study as each finishes; the
+study lives in a journal file, so a killed sweep resumes where it stopped when the same
+command runs again: finished trials are kept, interrupted ones are retried.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+import time
+import warnings
+from typing import Any
+
+import optuna
+from omegaconf import DictConfig, OmegaConf
+
+from sweeplab import study as st
+from sweeplab.config import SweepConfig, to_config
+from sweeplab.search_space import parse_space
+from sweeplab.sweep_report import TrialPrinter, close_orphan_runs, summarize
+from sweeplab.tracking import TAG, get_experiment_id, prepare_store, resolve_uri
+from sweeplab.train import load_data
+from sweeplab.trial import Job, SweepAborted, work, worker_main
+
+PARENT_ATTR = "mlflow_parent_run_id"
+
+
+def main() -> None:
+    from sweeplab.cli import hydra_app
+
+    hydra_app("sweep_app", _sweep_cli)()
+
+
+def _sweep_cli(cfg: DictConfig) -> None:
+    code = sweep_job(cfg)
+    if code:
+        raise SystemExit(code)
+
+
+def sweep_job(cfg: DictConfig) -> int:
+    """Check everything, open the study and the parent run, run the workers, report."""
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    typed = to_config(cfg)
+    s = typed.sweep
+    assert s is not None
+    base = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "sweep"])
+    space = parse_space(s.params, base)
+    # Fail here, not in a worker: data files, sampler needs, pruner arguments.
+    load_data(typed)
+    st.make_sampler(s, space)
+    st.make_pruner(s, typed.train.epochs, typed.train.log_every)
+
+    storage_url = st.storage_url(s)
+    storage = st.open_storage(storage_url)
+    with st.file_lock(st.lock_path(s)):
+        study = st.create_or_load(s, storage, st.make_sampler(s, space),
+                                  st.make_pruner(s, typed.train.epochs, typed.train.log_every))
+        uri = resolve_uri(typed.tracking)
+        client = prepare_store(uri)
+        experiment_id = get_experiment_id(client, typed.tracking.experiment, uri)
+        parent_run_id = _parent_run(client, study, experiment_id, cfg, s, storage_url)
+        orphans = st.orphaned(study)
+        for t in orphans:
+            st.requeue(study, t._trial_id, t.number, t.params, "its process was killed")
+        close_orphan_runs(client, orphans)
+    before = st.tally(study)
+    print(f"sweep {s.name!r}: {before.done} of {s.n_trials} trials done"
+          + (f", {len(orphans)} interrupted trial(s) queued again" if orphans else "")
+          + f"; study in {storage_url}; MLflow parent run {parent_run_id}", flush=True)
+
+    n_jobs = s.n_jobs
+    threads = max(1, (os.cpu_count() or 1) // n_jobs) if n_jobs > 1 else None
+    job = Job(base=OmegaConf.to_container(base, resolve=True),  # type: ignore[arg-type]
+              sweep=OmegaConf.to_container(OmegaConf.structured(s), resolve=True),  # type: ignore[arg-type]
+              storage=storage_url, parent_run_id=parent_run_id, threads=threads,
+              started=time.time())
+    printer = TrialPrinter(study, s, already=before.done)
+    code, why = 0, "enough trials"
+    try:
+        if n_jobs == 1:
+            why = work(job, on_trial_done=printer.poll)
+        else:
+            code, why = _run_workers(job, n_jobs, printer)
+    except SweepAborted as err:
+        print(f"error: {err}", file=sys.stderr)
+        code, why = 2, str(err)
+    except KeyboardInterrupt:
+        code, why = 130, "interrupted (Ctrl-C); run the same command again to resume"
+    finally:
+        printer.poll()
+        printer.close()
+        summarize(study, client, parent_run_id, typed, experiment_id, uri, why,
+                  finished=code == 0)
+    return code
+
+
+def _parent_run(client: Any, study: optuna.Study, experiment_id: str, cfg: DictConfig,
+                s: SweepConfig, storage_url: str) -> str:
+    """The sweep's MLflow parent run: the one recorded on the study, or a new one."""
+    from mlflow.entities import Param
+
+    from sweeplab.config import flatten
+
+    run_id = study.user_attrs.get(PARENT_ATTR)
+    if run_id is not None:
+        try:
+            client.update_run(run_id, status="RUNNING")
+            return str(run_id)
+        except Exception:  # the store was wiped while the study was kept
+            pass
+    tags = {TAG + "role": "sweep", TAG + "study": s.name, TAG + "storage": storage_url,
+            TAG + "sampler": s.sampler, TAG + "pruner": s.pruner,
+            "mlflow.note.content": f"Optuna study `{s.name}` ({s.sampler} sampler, {s.pruner} "
+                                   f"pruner): trials are the nested runs below."}
+    run = client.create_run(experiment_id, run_name=f"sweep {s.name}", tags=tags)
+    run_id = run.info.run_id
+    params = [Param(f"sweep.{k}", str(v)) for k, v in
+              flatten(OmegaConf.structured(s)).items() if not k.startswith("params.")]
+    params += [Param(f"space.{k}", v) for k, v in s.params.items()]
+    for i in range(0, len(params), 100):
+        client.log_batch(run_id, params=params[i:i + 100])
+    client.log_text(run_id, OmegaConf.to_yaml(cfg), "sweep_config.yaml")
+    client.log_text(run_id, OmegaConf.to_yaml(dict(s.params)), "search_space.yaml")
+    study.set_user_attr(PARENT_ATTR, run_id)
+    return str(run_id)
+
+
+def _run_workers(job: Job, n_jobs: int, printer: TrialPrinter) -> tuple[int, str]:
+    """N worker processes pulling from the study; the parent prints what finishes."""
+    ctx = multiprocessing.get_context("spawn")
+    procs = []
+    for k in range(n_jobs):
+        p = ctx.Process(target=worker_main, args=(Job(**{**job.__dict__, "worker": k}),),
+                        name=f"sweeplab-worker-{k}")
+        p.start()
+        procs.append(p)
+    try:
+        while any(p.is_alive() for p in procs):
+            printer.poll()
+            if any(p.exitcode == 3 for p in procs):
+                break
+            time.sleep(0.5)
+    finally:
+        for p in procs:
+            if p.exitcode is None and any(q.exitcode == 3 for q in procs):
+                p.terminate()
+            p.join()
+    if any(p.exitcode == 3 for p in procs):
+        return 2, "a trial had an invalid config"
+    bad = [p.exitcode for p in procs if p.exitcode not in (0, 130)]
+    if bad:
+        return 1, f"worker(s) exited with {bad}"
+    return 0, "enough trials"
+
+
+if __name__ == "__main__":
+    main()

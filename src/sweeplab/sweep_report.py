@@ -1,0 +1,232 @@
+"""What a sweep shows: a line per finished trial as it goes, and at the end (also after
+Ctrl-C) the summary on the MLflow parent run, the best model registered, the best five."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import optuna
+from mlflow.entities import Metric, RunTag
+from mlflow.tracking import MlflowClient
+from optuna.trial import FrozenTrial, TrialState
+
+from sweeplab import study as st
+from sweeplab.cli import ui_hint
+from sweeplab.config import Config, SweepConfig
+from sweeplab.trial import short
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+def _value(t: FrozenTrial) -> str:
+    if t.values is None:
+        return "-"
+    return ", ".join(f"{v:.4g}" for v in t.values)
+
+
+def trial_line(t: FrozenTrial, objectives: Sequence[str]) -> str:
+    secs = t.duration.total_seconds() if t.duration else 0.0
+    state = t.user_attrs.get(st.STATUS, t.state.name.lower())
+    line = (f"trial {t.number:>3}  {short(t.params):<40} {'/'.join(objectives)}={_value(t):<10}"
+            f" {state:<12} {secs:5.1f}s")
+    if t.state != TrialState.COMPLETE and t.user_attrs.get(st.REASON):
+        line += f"  ({t.user_attrs[st.REASON]})"
+    return line
+
+
+class TrialPrinter:
+    """A progress bar over trials and one line per finished trial, read from the study
+    (so it also sees what worker processes finish)."""
+
+    def __init__(self, study: optuna.Study, s: SweepConfig, already: int) -> None:
+        from tqdm.auto import tqdm
+
+        self.study, self.objectives = study, st.objectives_of(s)[0]
+        self.seen = {t.number for t in study.get_trials(deepcopy=False, states=FINISHED)}
+        self.bar = tqdm(total=s.n_trials, initial=min(already, s.n_trials), unit="trial",
+                        desc=f"sweep {s.name}", dynamic_ncols=True)
+
+    def poll(self, _study: optuna.Study | None = None) -> None:
+        for t in self.study.get_trials(deepcopy=False, states=FINISHED):
+            if t.number in self.seen:
+                continue
+            self.seen.add(t.number)
+            self.bar.write(trial_line(t, self.objectives))
+            if t.user_attrs.get(st.STATUS) != "interrupted":
+                self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def close_orphan_runs(client: MlflowClient, trials: Sequence[FrozenTrial]) -> None:
+    """Close the MLflow runs that killed trials left RUNNING."""
+    for t in trials:
+        run_id = t.user_attrs.get(st.RUN_ID)
+        if not run_id:
+            continue
+        try:
+            if client.get_run(run_id).info.status == "RUNNING":
+                client.set_tag(run_id, "sweeplab.status", "interrupted")
+                client.set_tag(run_id, "sweeplab.trial_state", "FAIL")
+                client.set_terminated(run_id, "KILLED")
+        except Exception:  # the run may never have been written
+            continue
+
+
+def ranked(study: optuna.Study) -> list[FrozenTrial]:
+    """Completed trials, best first (single objective) or the Pareto front (several)."""
+    if len(study.directions) > 1:
+        return list(study.best_trials)
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    sign = -1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1
+    return sorted(done, key=lambda t: sign * t.values[0])
+
+
+def trials_table(study: optuna.Study, objectives: Sequence[str]) -> tuple[str, str]:
+    """(CSV, markdown) of every trial: number, state, params, values, test accuracy, run."""
+    keys = sorted({k for t in study.trials for k in t.params})
+    head = ["trial", "state", "status", *keys, *objectives, "val_accuracy", "test_accuracy",
+            "seconds", "mlflow_run_id", "reason"]
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        values = list(t.values) if t.values else [None] * len(objectives)
+        secs = t.duration.total_seconds() if t.duration else None
+        rows.append([t.number, t.state.name, t.user_attrs.get(st.STATUS, ""),
+                     *(t.params.get(k) for k in keys), *values,
+                     t.user_attrs.get("val_accuracy"), t.user_attrs.get("test_accuracy"),
+                     secs, t.user_attrs.get(st.RUN_ID, ""), t.user_attrs.get(st.REASON, "")])
+    buf = io.StringIO()
+    csv.writer(buf).writerows([head, *rows])
+
+    def cell(v: Any) -> str:
+        return "" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    md = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    md += ["| " + " | ".join(cell(v).replace("|", "/") for v in r) + " |" for r in rows]
+    return buf.getvalue(), "\n".join(md) + "\n"
+
+
+def log_plots(client: MlflowClient, run_id: str, study: optuna.Study,
+              objectives: Sequence[str]) -> list[str]:
+    """Optuna's matplotlib plots as PNG artifacts under plots/; returns what was skipped."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as ovm
+
+    target = None if len(objectives) == 1 else (lambda t: t.values[0])
+    name = objectives[0]
+    plots: dict[str, Any] = {
+        "optimization_history": lambda: ovm.plot_optimization_history(
+            study, target=target, target_name=name),
+        "param_importances": lambda: ovm.plot_param_importances(
+            study, target=target, target_name=name),
+        "parallel_coordinate": lambda: ovm.plot_parallel_coordinate(
+            study, target=target, target_name=name),
+    }
+    for param in sorted({k for t in study.trials for k in t.params}):
+        plots[f"objective_vs_{param}"] = (
+            lambda p=param: ovm.plot_slice(study, params=[p], target=target, target_name=name))
+    if len(objectives) > 1:
+        plots["pareto_front"] = lambda: ovm.plot_pareto_front(study, target_names=objectives)
+    skipped = []
+    for fname, make in plots.items():
+        try:
+            ax = make()
+            fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+            fig.set_size_inches(9, 5)
+            fig.tight_layout()
+            client.log_figure(run_id, fig, f"plots/{fname}.png")
+            plt.close(fig)
+        except Exception as err:  # e.g. importances need two completed trials
+            skipped.append(f"{fname}: {err}")
+            plt.close("all")
+    return skipped
+
+
+def register_champion(client: MlflowClient, name: str, run_id: str) -> str | None:
+    """Register run `run_id`'s model under `name` and point alias `champion` at it (unless
+    it already does). Returns the version."""
+    import mlflow
+
+    try:
+        current = client.get_model_version_by_alias(name, "champion")
+        if current.run_id == run_id:
+            return str(current.version)
+    except Exception:  # no such model or alias yet
+        pass
+    mlflow.set_tracking_uri(client._tracking_client.tracking_uri)
+    version = mlflow.register_model(f"runs:/{run_id}/model", name)
+    client.set_registered_model_alias(name, "champion", version.version)
+    return str(version.version)
+
+
+def summarize(study: optuna.Study, client: MlflowClient, parent_run_id: str, cfg: Config,
+              experiment_id: str, uri: str, why: str, *, finished: bool) -> None:
+    """Put the sweep's outcome on the parent run and print it."""
+    s = cfg.sweep
+    assert s is not None
+    objectives, _ = st.objectives_of(s)
+    t = st.tally(study)
+    best = ranked(study)
+    now, step = int(time.time() * 1000), t.done
+    metrics = [Metric(k, float(v), now, step) for k, v in
+               {"n_done": t.done, "n_complete": t.complete, "n_pruned": t.pruned,
+                "n_failed": t.failed}.items()]
+    tags = [RunTag("sweeplab.stopped_because", why[:5000])]
+    if best:
+        top = best[0]
+        for obj, v in zip(objectives, top.values, strict=True):
+            metrics.append(Metric(f"best_{obj}", v, now, step))
+        metrics += [Metric(f"best.{k}", float(v), now, step) for k, v in top.params.items()
+                    if isinstance(v, int | float) and not isinstance(v, bool)]
+        for k in ("val_accuracy", "test_accuracy"):
+            if k in top.user_attrs:
+                metrics.append(Metric(f"best_trial_{k}", float(top.user_attrs[k]), now, step))
+        tags += [RunTag("sweeplab.best_trial", str(top.number)),
+                 RunTag("sweeplab.best_run_id", str(top.user_attrs.get(st.RUN_ID, "")))]
+        tags += [RunTag(f"sweeplab.best.{k}", str(v)) for k, v in top.params.items()]
+    client.log_batch(parent_run_id, metrics=metrics, tags=tags)
+    table_csv, table_md = trials_table(study, objectives)
+    client.log_text(parent_run_id, table_csv, "trials.csv")
+    client.log_text(parent_run_id, table_md, "trials.md")
+    skipped = log_plots(client, parent_run_id, study, objectives) if study.trials else []
+    if skipped:
+        client.log_text(parent_run_id, "\n".join(skipped) + "\n", "plots/skipped.txt")
+    version = None
+    if best and s.register_model and best[0].user_attrs.get(st.RUN_ID):
+        version = register_champion(client, s.register_model, best[0].user_attrs[st.RUN_ID])
+    client.set_terminated(parent_run_id, "FINISHED" if finished else "KILLED")
+    _print_summary(study, best, objectives, t, parent_run_id, experiment_id, uri, why,
+                   s.register_model if version else None, version)
+
+
+def _print_summary(study: optuna.Study, best: list[FrozenTrial], objectives: Sequence[str],
+                   t: st.Tally, parent_run_id: str, experiment_id: str, uri: str, why: str,
+                   model: str | None, version: str | None) -> None:
+    print(f"\nsweep {study.study_name!r}: {t.done} trials done ({t.complete} complete, "
+          f"{t.pruned} pruned, {t.failed} failed); stopped: {why}")
+    title = "Pareto front" if len(objectives) > 1 else "best five"
+    if best:
+        print(f"{title} by {'/'.join(objectives)}:")
+        for trial in best[:5] if len(objectives) == 1 else best:
+            test = trial.user_attrs.get("test_accuracy")
+            val = trial.user_attrs.get("val_accuracy")
+            extra = "" if val is None or (isinstance(val, float) and math.isnan(val)) \
+                else f"  val_accuracy={val:.4f}"
+            extra += f"  test_accuracy={test:.4f}" if test is not None else ""
+            print(f"  trial {trial.number:>3}  {short(trial.params):<40} "
+                  f"{_value(trial)}{extra}")
+    else:
+        print("no trial completed")
+    if model:
+        print(f"best model registered: models:/{model}@champion (version {version})")
+    print(f"parent run: {parent_run_id}")
+    print(f"look: {ui_hint(uri, experiment_id)}")

@@ -106,6 +106,46 @@ class TrackingConfig:
     log_plots: bool = True
 
 
+SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc", "grid", "nsgaii")
+PRUNERS = ("median", "hyperband", "successive_halving", "none")
+DIRECTIONS = ("minimize", "maximize")
+# What a trial can be judged on: validation and training metrics, never the test set.
+OBJECTIVES = ("val_cost", "val_accuracy", "train_cost", "train_accuracy", "n_params")
+
+
+@dataclass
+class SweepConfig:
+    # The study's name: running the same name again resumes it.
+    name: str = "default"
+    # Finished trials wanted in total (complete, pruned or diverged), resumes included.
+    n_trials: int = 40
+    n_jobs: int = 1
+    # Optuna storage URL; null = a journal file in .sweeplab/ (safe for parallel workers).
+    storage: str | None = None
+    sampler: str = "tpe"
+    seed: int | None = 0
+    pruner: str = "median"
+    # Extra keyword arguments for the pruner (e.g. n_warmup_steps for median).
+    pruner_args: dict[str, Any] = field(default_factory=dict)
+    objective: str = "val_cost"
+    direction: str = "minimize"
+    # Multi-objective: a list of metrics and one direction each (then no pruning).
+    objectives: list[str] | None = None
+    directions: list[str] | None = None
+    # Search space in Hydra's override grammar: key -> choice(...), range(...),
+    # interval(...), tag(log, interval(...)), int(interval(...)). Keys are dotted
+    # (model.depth: ...) as in Hydra's Optuna sweeper, or nested, which the command line
+    # can add to: +sweep.params.model.keep_prob='interval(0.5, 1.0)'.
+    params: dict[str, Any] = field(default_factory=dict)
+    # Stop when this fraction of finished trials failed (after min_trials_for_failure_rate).
+    max_failure_rate: float = 0.5
+    min_trials_for_failure_rate: int = 5
+    # Register the best trial's model under this name with alias `champion`; null = don't.
+    register_model: str | None = "sweeplab-${sweep.name}"
+    # Stop starting new trials after this many seconds; null = no limit.
+    timeout: float | None = None
+
+
 @dataclass
 class Config:
     seed: int = 1
@@ -114,6 +154,8 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    # Only the sweep app (conf/sweep_app.yaml) fills this; a single run leaves it null.
+    sweep: SweepConfig | None = None
 
 
 def register_configs() -> None:
@@ -122,6 +164,7 @@ def register_configs() -> None:
 
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
+    cs.store(group="sweep", name="base_sweep", node=SweepConfig)
 
 
 def _check(problems: list[str], ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -192,8 +235,44 @@ def validate(cfg: Config) -> None:
     _check(p, bool(cfg.tracking.experiment), "tracking.experiment", cfg.tracking.experiment,
            "must be a non-empty name")
 
+    if cfg.sweep is not None:
+        _validate_sweep(p, cfg)
+    if len(p) == 1:  # one line, so the CLI's "error: ..." names the key
+        raise ConfigError(f"invalid config: {p[0]}")
     if p:
         raise ConfigError("invalid config:\n  " + "\n  ".join(p))
+
+
+def _validate_sweep(p: list[str], cfg: Config) -> None:
+    s = cfg.sweep
+    assert s is not None
+    _check(p, bool(s.name) and "/" not in s.name, "sweep.name", s.name,
+           "must be a non-empty name without '/'")
+    _check(p, s.n_trials >= 1, "sweep.n_trials", s.n_trials, "must be an integer >= 1")
+    _check(p, s.n_jobs >= 1, "sweep.n_jobs", s.n_jobs, "must be an integer >= 1")
+    _one_of(p, "sweep.sampler", s.sampler, SAMPLERS)
+    _one_of(p, "sweep.pruner", s.pruner, PRUNERS)
+    _check(p, 0 < s.max_failure_rate <= 1, "sweep.max_failure_rate", s.max_failure_rate,
+           "must be in (0, 1]")
+    _check(p, not s.params == {}, "sweep.params", s.params,
+           "must name at least one config key to search, e.g. {model.depth: 'range(1, 6)'}")
+    objectives = s.objectives if s.objectives is not None else [s.objective]
+    directions = s.directions if s.directions is not None else [s.direction]
+    key = "sweep.objectives" if s.objectives is not None else "sweep.objective"
+    for obj in objectives:
+        if obj.startswith("test"):
+            p.append(f"{key}={obj!r}: the test set is never an objective; use val_cost or "
+                     f"val_accuracy (test_accuracy is reported, not optimised)")
+        else:
+            _one_of(p, key, obj, OBJECTIVES)
+        if obj.startswith("val") and cfg.data.val_fraction == 0:
+            p.append(f"{key}={obj!r}: needs a validation split, but data.val_fraction=0")
+    for d in directions:
+        _one_of(p, "sweep.directions" if s.directions is not None else "sweep.direction", d,
+                DIRECTIONS)
+    if len(directions) != len(objectives):
+        p.append(f"sweep.directions={directions}: needs one direction per objective "
+                 f"({len(objectives)}: {objectives})")
 
 
 def to_config(cfg: DictConfig | Config | dict[str, Any]) -> Config:

@@ -76,7 +76,37 @@ def _corners(dist: BaseDistribution) -> list[Any]:
     return [dist.low, dist.high]
 
 
-def parse_space(params: Mapping[str, str], base: DictConfig) -> dict[str, BaseDistribution]:
+def flat_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """{"model.depth": "range(1, 6)"} from dotted keys, nested ones, or a mix of both; a
+    later entry wins, and null drops a key (``++sweep.params.model.depth=null``)."""
+    out: dict[str, str] = {}
+    for key, value in params.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            for k, v in flat_params(value, f"{full}.").items():
+                out.pop(k, None)
+                out[k] = v
+            for k in [k for k, v in _nulls(value, f"{full}.")]:
+                out.pop(k, None)
+        elif value is None:
+            out.pop(full, None)
+        else:
+            out.pop(full, None)
+            out[full] = str(value)
+    return out
+
+
+def _nulls(params: Mapping[str, Any], prefix: str) -> list[tuple[str, None]]:
+    out: list[tuple[str, None]] = []
+    for key, value in params.items():
+        if isinstance(value, Mapping):
+            out += _nulls(value, f"{prefix}{key}.")
+        elif value is None:
+            out.append((f"{prefix}{key}", None))
+    return out
+
+
+def parse_space(params: Mapping[str, Any], base: DictConfig) -> dict[str, BaseDistribution]:
     """Optuna distributions for `params` (key -> expression), checked against `base`.
 
     Raises ConfigError naming the key and expression when an expression does not parse,
@@ -87,7 +117,7 @@ def parse_space(params: Mapping[str, str], base: DictConfig) -> dict[str, BaseDi
                           "e.g. model.depth: range(1, 6)")
     parser = OverridesParser.create()
     space: dict[str, BaseDistribution] = {}
-    for key, expr in params.items():
+    for key, expr in flat_params(params).items():
         if key.startswith("sweep.") or key == "sweep":
             raise ConfigError(f"sweep.params.{key}: the sweep's own settings cannot be searched")
         if OmegaConf.select(base, key, default="__missing__") == "__missing__" or \

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sweeplab import study as st
 from sweeplab.config import SweepConfig, to_config
-from sweeplab.search_space import parse_space
+from sweeplab.search_space import flat_params, parse_space
 from sweeplab.sweep_report import TrialPrinter, close_orphan_runs, summarize
 from sweeplab.tracking import TAG, get_experiment_id, prepare_store, resolve_uri
 from sweeplab.train import load_data
@@ -123,11 +123,11 @@ def _parent_run(client: Any, study: optuna.Study, experiment_id: str, cfg: DictC
     run_id = run.info.run_id
     params = [Param(f"sweep.{k}", str(v)) for k, v in
               flatten(OmegaConf.structured(s)).items() if not k.startswith("params.")]
-    params += [Param(f"space.{k}", v) for k, v in s.params.items()]
+    params += [Param(f"space.{k}", v) for k, v in flat_params(s.params).items()]
     for i in range(0, len(params), 100):
         client.log_batch(run_id, params=params[i:i + 100])
     client.log_text(run_id, OmegaConf.to_yaml(cfg), "sweep_config.yaml")
-    client.log_text(run_id, OmegaConf.to_yaml(dict(s.params)), "search_space.yaml")
+    client.log_text(run_id, OmegaConf.to_yaml(flat_params(s.params)), "search_space.yaml")
     study.set_user_attr(PARENT_ATTR, run_id)
     return str(run_id)
 

@@ -7,6 +7,7 @@ import csv
 import io
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -139,7 +140,9 @@ def log_plots(client: MlflowClient, run_id: str, study: optuna.Study,
     skipped = []
     for fname, make in plots.items():
         try:
-            ax = make()
+            with warnings.catch_warnings():  # matplotlib's remarks on degenerate axes
+                warnings.simplefilter("ignore", UserWarning)
+                ax = make()
             fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
             fig.set_size_inches(9, 5)
             fig.tight_layout()
@@ -197,7 +200,7 @@ def summarize(study: optuna.Study, client: MlflowClient, parent_run_id: str, cfg
     table_csv, table_md = trials_table(study, objectives)
     client.log_text(parent_run_id, table_csv, "trials.csv")
     client.log_text(parent_run_id, table_md, "trials.md")
-    skipped = log_plots(client, parent_run_id, study, objectives) if study.trials else []
+    skipped = log_plots(client, parent_run_id, study, objectives) if t.complete else []
     if skipped:
         client.log_text(parent_run_id, "\n".join(skipped) + "\n", "plots/skipped.txt")
     version = None

@@ -1,0 +1,345 @@
+"""make sweep: search spaces, trial bookkeeping in Optuna and MLflow, pruning, failures,
+parallel workers, resume after SIGKILL, the registered champion model.
+
+Sweeps run on small data with few epochs, in a temporary MLflow store and journal.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from conftest import compose_config, use_mlflow_store
+from sweeplab import study as st
+from sweeplab.config import ConfigError
+from sweeplab.search_space import parse_space
+from sweeplab.sweep import PARENT_ATTR, sweep_job
+
+FAST = ["data=moons", "data.n_samples=200", "train.epochs=12", "train.log_every=3",
+        "train.batch_size=null", "tracking.log_model=false", "tracking.log_plots=false",
+        "sweep.register_model=null"]
+
+
+@pytest.fixture
+def sweep_env(in_data_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """(compose, journal URL, MLflow URI) for one sweep test in temporary stores."""
+    uri = use_mlflow_store(tmp_path, monkeypatch)
+    journal = f"journal:{tmp_path / 'optuna.journal'}"
+
+    def compose(*overrides: str):
+        return compose_config(*FAST, f"sweep.storage={journal}", *overrides,
+                              config_name="sweep_app")
+
+    return compose, journal, uri
+
+
+def only(cfg, params: dict[str, str]):
+    """`cfg` with exactly this search space (the command line can only add to or null out
+    keys of the default one)."""
+    from omegaconf import OmegaConf
+
+    cfg.sweep.params = OmegaConf.create(params)
+    return cfg
+
+
+def load(journal: str, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=st.open_storage(journal))
+
+
+def child_runs(uri: str, parent: str) -> list:
+    client = MlflowClient(uri)
+    exps = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(exps, f"tags.mlflow.parentRunId = '{parent}'", max_results=500)
+
+
+# -- search space ------------------------------------------------------------------------
+
+def test_search_space_reads_hydras_grammar(compose) -> None:
+    base = compose("data=moons")
+    space = parse_space({
+        "model.depth": "range(1, 6)",
+        "model.width": "tag(log, int(interval(4, 128)))",
+        "optim.lr": "tag(log, interval(1e-4, 1.0))",
+        "model.activation": "choice(relu, tanh)",
+        "model.keep_prob": "interval(0.5, 1.0)",
+    }, base)
+    assert space["model.depth"] == IntDistribution(1, 5)
+    assert space["model.width"] == IntDistribution(4, 128, log=True)
+    assert space["optim.lr"] == FloatDistribution(1e-4, 1.0, log=True)
+    assert space["model.activation"] == CategoricalDistribution(["relu", "tanh"])
+    assert space["model.keep_prob"] == FloatDistribution(0.5, 1.0)
+
+
+@pytest.mark.parametrize("params,message", [
+    ({"model.dpth": "range(1, 3)"}, "sweep.params.model.dpth: no such config key"),
+    ({"model.depth": "range(1, "}, "does not parse"),
+    ({"model.depth": "3"}, "not a search space"),
+    ({"model.activation": "choice(relu, gelu)"}, "reaches 'gelu'"),
+    ({"optim.lr": "interval(0, 1)"}, "optim.lr"),
+    ({"model": "choice(a, b)"}, "no such config key"),
+])
+def test_bad_search_space_names_the_key(compose, params: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_space(params, compose())
+
+
+def test_params_from_the_command_line_add_override_and_drop(compose) -> None:
+    from sweeplab.search_space import flat_params
+
+    cfg = compose("+sweep.params.model.keep_prob='interval(0.5, 1.0)'",
+                  "++sweep.params.optim.lr='choice(0.1, 0.01)'",
+                  "++sweep.params.model.depth=null", config_name="sweep_app")
+    flat = flat_params(cfg.sweep.params)
+    assert flat == {"model.width": "tag(log, int(interval(4, 128)))",
+                    "optim.lr": "choice(0.1, 0.01)",
+                    "model.keep_prob": "interval(0.5, 1.0)"}
+
+
+def test_bad_space_fails_before_any_trial(sweep_env) -> None:
+    compose, journal, uri = sweep_env
+    cfg = compose("sweep.name=bad", "+sweep.params.model.nope='range(1,3)'")
+    with pytest.raises(ConfigError, match=r"model\.nope"):
+        sweep_job(cfg)
+    with pytest.raises(KeyError):  # no study was created
+        load(journal, "bad")
+    assert not [r for e in MlflowClient(uri).search_experiments()
+                for r in MlflowClient(uri).search_runs([e.experiment_id])]
+
+
+def test_bad_override_fails_before_any_trial(tmp_path: Path, data_cache: Path) -> None:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    for override, key in [("sweep.sampler=bayes", "sweep.sampler"),
+                          ("sweep.objective=test_accuracy", "test set is never an objective"),
+                          ("sweep.n_trials=0", "sweep.n_trials")]:
+        proc = subprocess.run([sys.executable, "-m", "sweeplab.sweep", *FAST, override,
+                               f"sweep.storage=journal:{tmp_path / 'j.journal'}"],
+                              cwd=data_cache, env=env, capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        assert key in proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "j.journal").exists()
+
+
+# -- a sweep in Optuna and MLflow ----------------------------------------------------------
+
+def test_trials_agree_between_optuna_and_mlflow(sweep_env) -> None:
+    compose, journal, uri = sweep_env
+    assert sweep_job(compose("sweep.name=agree", "sweep.n_trials=5", "sweep.pruner=none")) == 0
+    study = load(journal, "agree")
+    assert len(study.trials) == 5
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+    parent = study.user_attrs[PARENT_ATTR]
+    runs = child_runs(uri, parent)
+    assert len(runs) == 5
+    by_number = {int(r.data.tags["sweeplab.trial_number"]): r for r in runs}
+    assert sorted(by_number) == [t.number for t in study.trials]
+    for t in study.trials:
+        run = by_number[t.number]
+        assert run.info.run_id == t.user_attrs[st.RUN_ID]
+        assert run.data.tags["sweeplab.trial_state"] == "COMPLETE"
+        assert run.info.status == "FINISHED"
+        # the trial's params are the run's params, and its value the run's final val_cost
+        for key, value in t.params.items():
+            assert run.data.params[key] == str(value)
+        assert run.data.metrics["final_val_cost"] == pytest.approx(t.values[0])
+    client = MlflowClient(uri)
+    parent_run = client.get_run(parent)
+    assert parent_run.info.status == "FINISHED"
+    assert parent_run.data.params["sweep.sampler"] == "tpe"
+    assert parent_run.data.params["space.model.depth"] == "range(1, 6)"
+    best = min(study.trials, key=lambda t: t.values[0])
+    assert parent_run.data.metrics["best_val_cost"] == pytest.approx(best.values[0])
+    assert parent_run.data.tags["sweeplab.best_trial"] == str(best.number)
+    arts = {a.path for a in client.list_artifacts(parent)}
+    assert {"trials.csv", "trials.md", "sweep_config.yaml", "search_space.yaml"} <= arts
+    csv_text = Path(client.download_artifacts(parent, "trials.csv")).read_text()
+    assert len(csv_text.strip().splitlines()) == 1 + 5
+
+
+def test_sweep_plots_are_logged(sweep_env) -> None:
+    compose, _, uri = sweep_env
+    assert sweep_job(compose("sweep.name=plots", "sweep.n_trials=4", "sweep.pruner=none")) == 0
+    client = MlflowClient(uri)
+    parent = client.search_runs([client.get_experiment_by_name("sweeplab").experiment_id],
+                                "tags.`sweeplab.role` = 'sweep'")[0].info.run_id
+    plots = {a.path for a in client.list_artifacts(parent, "plots")}
+    for name in ("optimization_history", "parallel_coordinate", "param_importances",
+                 "objective_vs_model.depth", "objective_vs_model.width",
+                 "objective_vs_optim.lr"):
+        assert f"plots/{name}.png" in plots, plots
+    png = Path(client.download_artifacts(parent, "plots/optimization_history.png"))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_resume_runs_only_the_missing_trials(sweep_env) -> None:
+    compose, journal, uri = sweep_env
+    sweep_job(compose("sweep.name=resume", "sweep.n_trials=3", "sweep.pruner=none"))
+    first = load(journal, "resume")
+    parent = first.user_attrs[PARENT_ATTR]
+    sweep_job(compose("sweep.name=resume", "sweep.n_trials=5", "sweep.pruner=none"))
+    study = load(journal, "resume")
+    assert len(study.trials) == 5
+    assert study.user_attrs[PARENT_ATTR] == parent  # the same parent run, reused
+    assert len(child_runs(uri, parent)) == 5
+    # running it again with the total reached starts nothing
+    sweep_job(compose("sweep.name=resume", "sweep.n_trials=5", "sweep.pruner=none"))
+    assert len(load(journal, "resume").trials) == 5
+
+
+def test_aggressive_pruner_prunes_and_mlflow_says_so(sweep_env) -> None:
+    compose, journal, uri = sweep_env
+    sweep_job(compose("sweep.name=prune", "sweep.n_trials=8", "sweep.pruner=median",
+                      "+sweep.pruner_args.n_startup_trials=1",
+                      "+sweep.pruner_args.n_warmup_steps=0", "train.epochs=30",
+                      "sweep.sampler=random"))
+    study = load(journal, "prune")
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    assert pruned, [t.state for t in study.trials]
+    runs = {r.info.run_id: r for r in child_runs(uri, study.user_attrs[PARENT_ATTR])}
+    for t in pruned:
+        run = runs[t.user_attrs[st.RUN_ID]]
+        assert run.data.tags["sweeplab.status"] == "pruned"
+        assert run.data.tags["sweeplab.trial_state"] == "PRUNED"
+        assert run.info.status == "KILLED"
+        stopped = int(run.data.tags["sweeplab.pruned_at_epoch"])
+        assert stopped < 29 and stopped == t.user_attrs["pruned_at_epoch"]
+        assert max(t.intermediate_values) == stopped
+
+
+def test_diverging_trials_are_recorded_and_the_sweep_goes_on(sweep_env) -> None:
+    # The costs are computed in the stable form, so it takes a learning rate that
+    # overflows the weights to make the cost NaN.
+    compose, journal, uri = sweep_env
+    code = sweep_job(only(compose("sweep.name=diverge", "sweep.n_trials=4",
+                                  "sweep.pruner=none", "optim=gd", "sweep.sampler=random",
+                                  "sweep.max_failure_rate=1.0"),
+                          {"optim.lr": "choice(1e300, 0.1)"}))
+    assert code == 0
+    study = load(journal, "diverge")
+    states = Counter((t.params["optim.lr"], t.state) for t in study.trials)
+    assert states[(1e300, TrialState.FAIL)] >= 1
+    assert states[(0.1, TrialState.COMPLETE)] >= 1
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert all(t.user_attrs[st.STATUS] == "diverged" for t in failed)
+    assert all("epoch" in t.user_attrs[st.REASON] for t in failed)
+    runs = {r.info.run_id: r for r in child_runs(uri, study.user_attrs[PARENT_ATTR])}
+    for t in failed:
+        assert runs[t.user_attrs[st.RUN_ID]].info.status == "FAILED"
+
+
+def test_max_failure_rate_stops_a_sweep_that_only_fails(sweep_env) -> None:
+    compose, journal, _ = sweep_env
+    sweep_job(only(compose("sweep.name=allfail", "sweep.n_trials=20", "sweep.pruner=none",
+                           "optim=gd", "sweep.max_failure_rate=0.5",
+                           "sweep.min_trials_for_failure_rate=3"),
+                   {"optim.lr": "tag(log, interval(1e250, 1e300))"}))
+    study = load(journal, "allfail")
+    assert 3 <= len(study.trials) < 20
+    assert all(t.state == TrialState.FAIL for t in study.trials)
+
+
+@pytest.mark.slow
+def test_champion_model_is_registered_and_predicts(sweep_env) -> None:
+    import mlflow
+
+    compose, journal, uri = sweep_env
+    sweep_job(compose("sweep.name=champ", "sweep.n_trials=3", "sweep.pruner=none",
+                      "tracking.log_model=true", "sweep.register_model=champ-model"))
+    study = load(journal, "champ")
+    best = min(study.trials, key=lambda t: t.values[0])
+    client = MlflowClient(uri)
+    version = client.get_model_version_by_alias("champ-model", "champion")
+    assert version.run_id == best.user_attrs[st.RUN_ID]
+    model = mlflow.pyfunc.load_model("models:/champ-model@champion")
+    X = np.random.default_rng(0).standard_normal((7, 2))
+    labels = model.predict(X)
+    assert labels.shape == (7,) and set(labels.tolist()) <= {0, 1}
+
+
+# -- processes: parallel workers, SIGKILL and resume ----------------------------------------
+
+def _sweep_cmd(journal: str, *overrides: str) -> list[str]:
+    return [sys.executable, "-m", "sweeplab.sweep", *FAST, f"sweep.storage={journal}",
+            *overrides]
+
+
+@pytest.mark.slow
+def test_two_workers_complete_exactly_n_trials(tmp_path: Path, data_cache: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    journal = f"journal:{tmp_path / 'optuna.journal'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    proc = subprocess.run(_sweep_cmd(journal, "sweep.name=par", "sweep.n_trials=10",
+                                     "sweep.n_jobs=2", "tracking.log_model=true"),
+                          cwd=data_cache, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "database is locked" not in proc.stderr + proc.stdout
+    study = load(journal, "par")
+    assert len(study.trials) == 10
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
+    assert len({t.user_attrs[st.PID] for t in study.trials}) == 2  # both workers pulled trials
+    runs = child_runs(uri, study.user_attrs[PARENT_ATTR])
+    assert sorted(int(r.data.tags["sweeplab.trial_number"]) for r in runs) == list(range(10))
+
+
+@pytest.mark.slow
+def test_sigkilled_sweep_resumes_without_losing_or_doubling(tmp_path: Path,
+                                                           data_cache: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    journal = f"journal:{tmp_path / 'optuna.journal'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    cmd = _sweep_cmd(journal, "sweep.name=kill", "sweep.n_trials=8", "sweep.pruner=none",
+                     "train.epochs=400", "train.log_every=20")
+    proc = subprocess.Popen(cmd, cwd=data_cache, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    # Kill it mid-trial, once at least two trials are done.
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        time.sleep(0.3)
+        try:
+            study = load(journal, "kill")
+        except KeyError:
+            continue
+        t = st.tally(study)
+        if t.done >= 2 and t.running == 1:
+            break
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = load(journal, "kill")
+    done_before = {t.number: t.params for t in before.trials
+                   if t.state == TrialState.COMPLETE}
+    assert 2 <= len(done_before) < 8
+    assert any(t.state == TrialState.RUNNING for t in before.trials)
+
+    again = subprocess.run(cmd, cwd=data_cache, env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "interrupted trial(s) queued again" in again.stdout
+    study = load(journal, "kill")
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 8
+    for number, params in done_before.items():  # nothing finished was lost or redone
+        assert study.trials[number].state == TrialState.COMPLETE
+        assert study.trials[number].params == params
+    interrupted = [t for t in study.trials if t.user_attrs.get(st.STATUS) == "interrupted"]
+    assert len(interrupted) == 1
+    retried = [t for t in complete if t.user_attrs.get(st.RETRY_OF) == interrupted[0].number]
+    assert len(retried) == 1 and retried[0].params == interrupted[0].params
+    runs = child_runs(uri, study.user_attrs[PARENT_ATTR])
+    finished = Counter(r.data.tags["sweeplab.trial_number"] for r in runs
+                       if r.info.status == "FINISHED")
+    assert sorted(int(n) for n in finished) == sorted(t.number for t in complete)
+    assert max(finished.values()) == 1  # no duplicate child runs
+    assert not [r for r in runs if r.info.status == "RUNNING"]  # the orphan was closed

@@ -254,7 +254,7 @@ def _validate_sweep(p: list[str], cfg: Config) -> None:
     _one_of(p, "sweep.pruner", s.pruner, PRUNERS)
     _check(p, 0 < s.max_failure_rate <= 1, "sweep.max_failure_rate", s.max_failure_rate,
            "must be in (0, 1]")
-    _check(p, not s.params == {}, "sweep.params", s.params,
+    _check(p, s.params != {}, "sweep.params", s.params,
            "must name at least one config key to search, e.g. {model.depth: 'range(1, 6)'}")
     objectives = s.objectives if s.objectives is not None else [s.objective]
     directions = s.directions if s.directions is not None else [s.direction]

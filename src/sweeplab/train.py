@@ -88,7 +88,9 @@ def output_for(cfg: Config, n_classes: int) -> str:
 
 def load_data(cfg: Config) -> Dataset:
     """The dataset `cfg` asks for, with Y shaped for the output layer it implies."""
-    one_hot = None if cfg.model.output == "auto" else cfg.model.output == "softmax"
+    # sigmoid: one 0/1 row for 2 classes; with more, one-hot, so that `build_network` can
+    # name model.output in its error (the loader could only name the file).
+    one_hot = True if cfg.model.output == "softmax" else None
     return load_dataset(cfg.data, seed=cfg.seed, dtype=cfg.model.dtype, one_hot=one_hot)
 
 
@@ -174,6 +176,9 @@ def run(cfg: Config | DictConfig | dict[str, Any], callbacks: Sequence[Callback]
             diverged = not math.isfinite(cost)
             if not (log_now or diverged):
                 continue
+            if diverged and has_val and not log_now:
+                # Not a log point: validation was never evaluated on this epoch's parameters.
+                val_cost, val_acc = math.nan, math.nan
             h = result.history
             h.step.append(epoch)
             h.train_cost.append(cost)

@@ -1,0 +1,193 @@
+"""Config: every group file composes and type-checks; bad values fail naming key, value and
+what is allowed; the CLI refuses a bad config before any MLflow run exists."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from conftest import CONF_DIR, REPO
+from sweeplab import train
+from sweeplab.config import (
+    ACTIVATIONS,
+    DATASETS,
+    Config,
+    ConfigError,
+    flatten,
+    to_config,
+    validate,
+)
+
+
+def _groups() -> list[str]:
+    """The groups conf/config.yaml's defaults list picks from."""
+    defaults = yaml.safe_load((CONF_DIR / "config.yaml").read_text())["defaults"]
+    return [next(iter(d)) for d in defaults if isinstance(d, dict)]
+
+
+GROUP_FILES = [(g, f.stem) for g in _groups() for f in sorted((CONF_DIR / g).glob("*.yaml"))]
+
+
+def test_groups_found() -> None:
+    # The parametrisation below must not silently shrink to nothing.
+    assert {"data", "model", "optim", "train", "tracking"} <= set(_groups())
+    assert {g for g, _ in GROUP_FILES} >= {"data", "model", "optim", "train", "tracking"}
+
+
+@pytest.mark.parametrize(("group", "name"), GROUP_FILES, ids=[f"{g}={n}" for g, n in GROUP_FILES])
+def test_every_group_file_composes(compose, group: str, name: str) -> None:
+    extra = ["data.train_file=train.h5"] if (group, name) == ("data", "h5") else []
+    cfg = compose(f"{group}={name}", *extra)
+    typed = to_config(cfg)  # type-checked against the schema and value-checked
+    assert isinstance(typed, Config)
+    # Each value the file sets is what the composed config holds (experiments are
+    # `# @package _global_`, so their keys are top-level paths).
+    raw = yaml.safe_load((CONF_DIR / group / f"{name}.yaml").read_text()) or {}
+    raw.pop("defaults", None)
+    node = OmegaConf.create(raw if group == "experiment" else {group: raw})
+    overridden = {o.split("=", 1)[0] for o in extra}
+    for key, value in flatten(node).items():
+        if key not in overridden:
+            assert OmegaConf.select(cfg, key) == value, key
+
+
+def test_every_config_file_starts_with_a_usage_comment() -> None:
+    files = [CONF_DIR / "config.yaml", *(CONF_DIR / g / f"{n}.yaml" for g, n in GROUP_FILES)]
+    for f in files:
+        lines = f.read_text().lstrip().splitlines()
+        # Hydra needs a `# @package` header on the very first line; the usage line follows.
+        first = lines[1] if lines[0].startswith("# @package") else lines[0]
+        assert first.startswith("#") and "usage" in first.lower(), f
+
+
+def test_default_config_is_valid(compose) -> None:
+    typed = to_config(compose())
+    assert typed.data.name in DATASETS
+    assert typed.model.activation in ACTIVATIONS
+
+
+BAD_VALUES = [
+    ("model.depth=-1", "model.depth", "-1", ">= 0"),
+    ("model.width=0", "model.width", "0", ">= 1"),
+    ("optim.lr=0", "optim.lr", "0", "> 0"),
+    ("model.keep_prob=0", "model.keep_prob", "0", "(0, 1]"),
+    ("model.keep_prob=1.5", "model.keep_prob", "1.5", "(0, 1]"),
+    ("model.activation=gelu", "model.activation", "gelu", ", ".join(ACTIVATIONS)),
+    ("data.name=mnist", "data.name", "mnist", "planar"),
+    ("train.batch_size=0", "train.batch_size", "0", ">= 1"),
+]
+
+
+@pytest.mark.parametrize(("override", "key", "value", "allowed"), BAD_VALUES,
+                         ids=[b[0] for b in BAD_VALUES])
+def test_bad_value_names_key_value_and_allowed(compose, override, key, value, allowed) -> None:
+    cfg = compose(override)
+    with pytest.raises(ConfigError) as err:
+        to_config(cfg)
+    msg = str(err.value)
+    assert f"{key}=" in msg
+    assert value in msg.split(f"{key}=", 1)[1].split(":", 1)[0]
+    assert allowed in msg
+
+
+def test_single_problem_is_one_line(compose) -> None:
+    with pytest.raises(ConfigError) as err:
+        to_config(compose("model.depth=-1"))
+    assert "\n" not in str(err.value)
+
+
+def test_every_problem_is_reported_at_once(compose) -> None:
+    with pytest.raises(ConfigError) as err:
+        to_config(compose("model.depth=-1", "optim.lr=-2", "model.activation=gelu"))
+    msg = str(err.value)
+    for key in ("model.depth=-1", "optim.lr=-2", "model.activation='gelu'"):
+        assert key in msg
+
+
+def test_early_stopping_needs_a_validation_split(compose) -> None:
+    cfg = compose("data=planar", "data.val_fraction=0", "train.early_stopping.patience=3")
+    with pytest.raises(ConfigError, match=r"train\.early_stopping\.patience=3.*val_fraction"):
+        to_config(cfg)
+    # The same patience with a validation split is fine.
+    to_config(compose("data=planar", "data.val_fraction=0.2", "train.early_stopping.patience=3"))
+
+
+def test_sigmoid_output_on_ten_classes_names_the_key(compose) -> None:
+    cfg = compose("data=digits", "data.digit=null", "model.output=sigmoid", "train.epochs=1")
+    typed = to_config(cfg)  # values are fine on their own; the data decides
+    with pytest.raises(ConfigError) as err:
+        train.run(typed)
+    msg = str(err.value)
+    assert "model.output='sigmoid'" in msg
+    assert "10 classes" in msg
+    assert "softmax" in msg
+
+
+def test_sigmoid_output_on_two_classes_is_fine(compose) -> None:
+    cfg = compose("data=digits", "data.digit=3", "model.output=sigmoid", "train.epochs=1",
+                  "model.depth=0")
+    assert train.run(cfg).network.output.name == "sigmoid"
+
+
+def test_type_error_names_the_key(compose) -> None:
+    with pytest.raises(Exception) as err:  # Hydra wraps OmegaConf's ValidationError
+        compose("model.depth=abc")
+    assert "model.depth" in str(err.value)
+    assert "abc" in str(err.value)
+
+
+def test_type_error_from_a_plain_dict_names_the_key() -> None:
+    with pytest.raises(ValidationError, match=r"model\.depth"):
+        to_config({"model": {"depth": "abc"}})
+
+
+def test_unknown_key_is_refused() -> None:
+    with pytest.raises(ConfigKeyError, match="deepth"):
+        to_config({"model": {"deepth": 3}})
+
+
+def test_validate_accepts_schema_defaults() -> None:
+    validate(Config())
+
+
+def test_flatten_uses_dotted_keys(compose) -> None:
+    flat = flatten(to_config(compose("model.depth=3", "optim.lr=0.05")))
+    assert flat["model.depth"] == 3
+    assert flat["optim.lr"] == 0.05
+    assert flat["train.early_stopping.patience"] is None
+    assert not any(isinstance(v, dict) for v in flat.values())
+
+
+def _cli_env(tmp_path: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env["PYTHONPATH"] = str(REPO / "src")
+    env.pop("HYDRA_FULL_ERROR", None)
+    return env
+
+
+def test_cli_refuses_bad_value_without_creating_a_run(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    env = _cli_env(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "sweeplab.train", "model.depth=-1"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    assert "model.depth" in errors[0] and "-1" in errors[0]
+    assert "Traceback" not in proc.stderr
+    # No run anywhere in the store (the store may not even exist).
+    db = tmp_path / "mlflow.db"
+    if db.exists():
+        client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+        exps = [e.experiment_id for e in client.search_experiments()]
+        assert client.search_runs(exps) == []
+    assert not (tmp_path / "data").exists()  # refused before any data was loaded

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 if TYPE_CHECKING:
     from sweeplab.tracking import MlflowTracker
@@ -32,11 +33,37 @@ def hydra_app(config_name: str, job: Callable[[DictConfig], Any]) -> Callable[[]
     def app(cfg: DictConfig) -> Any:
         try:
             return job(cfg)
-        except (ConfigError, DataError, ShapeError) as err:
+        except (ConfigError, DataError, ShapeError, OmegaConfBaseException) as err:
+            # OmegaConf's errors (a wrong type) reach here for a config composed without
+            # the schema, such as a logged config.yaml; their message names the key.
             print(f"error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
 
-    return app
+    def main() -> Any:
+        sys.argv = absolute_config_path(sys.argv)
+        return app()
+
+    return main
+
+
+def absolute_config_path(argv: list[str]) -> list[str]:
+    """argv with a relative ``--config-path``/``-cp`` made absolute against the working
+    directory. Hydra reads a relative one against the package declaring the app
+    (sweeplab/), but `--config-path downloaded --config-name config` on a logged
+    config.yaml means the folder here."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        for flag in ("--config-path", "-cp"):
+            if arg == flag and i + 1 < len(out):
+                out[i + 1] = _absolute(out[i + 1])
+            elif arg.startswith(flag + "="):
+                out[i] = f"{flag}={_absolute(arg.removeprefix(flag + '='))}"
+    return out
+
+
+def _absolute(path: str) -> str:
+    # pkg:// and file:// paths are Hydra's own, and already unambiguous.
+    return path if "://" in path else str(Path(path).absolute())
 
 
 def ui_hint(uri: str, experiment_id: str | None, run_id: str | None = None) -> str:

@@ -1,4 +1,5 @@
-"""Where a run came from: git commit and dirty state, and the versions that computed it."""
+"""Where a run came from: git commit and dirty state, the versions that computed it, and the
+BLAS (library, CPU kernel, thread count) that summed its matrix products."""
 
 from __future__ import annotations
 
@@ -40,3 +41,20 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[name] = "not installed"
     return out
+
+
+def blas() -> dict[str, str]:
+    """The BLAS libraries loaded (``openblas 0.3.31 SkylakeX``) and their thread counts now,
+    comma-separated if several; {} if none is found. Another library, CPU kernel or thread
+    count splits the sums of a matrix product differently, which changes float64 results
+    in their last bits, so a bit-identical rerun needs the same."""
+    import numpy  # noqa: F401 - threadpoolctl only finds libraries already loaded
+    from threadpoolctl import threadpool_info
+
+    libs = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    if not libs:
+        return {}
+    names = [" ".join(str(i[k]) for k in ("internal_api", "version", "architecture")
+                      if i.get(k)) for i in libs]
+    return {"blas": ", ".join(names), "blas_threads": ",".join(str(i["num_threads"])
+                                                               for i in libs)}

@@ -6,14 +6,17 @@ What one run logs (names are stable; the README documents them):
   ``plots/cost_curve.png``, ``git_diff.patch`` when the tree was dirty; the model as a
   pyfunc (``runs:/<id>/model``) whose weights are an HDF5 file (no pickle);
 - tags under ``sweeplab.``: git commit and dirty state, data fingerprint, seed, versions,
-  status and its reason; the run description shows the network summary;
+  BLAS library and thread count (``blas``, ``blas_threads``), status and its reason; the
+  run description shows the network summary;
 - metrics with step = epoch: ``train_cost``, ``val_cost``, ``val_accuracy`` (histories,
   sent in batches); final ``train_accuracy``, ``val_accuracy``, ``test_accuracy``,
-  ``final_*_cost``, ``train_seconds``.
+  ``final_*_cost``, ``train_seconds``, at step = epochs run (after the last update).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import tempfile
 import time
@@ -35,6 +38,8 @@ if TYPE_CHECKING:
 TAG = "sweeplab."
 # MLflow's download bars would interleave with ours on every model logged.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# MLflow narrates every model it logs at INFO; sweeplab prints what matters itself.
+logging.getLogger("mlflow").setLevel(logging.WARNING)
 # MLflow's limits per log_batch call.
 MAX_PARAMS, MAX_METRICS = 100, 1000
 # A run's status in MLflow; the finer sweeplab status goes in the tag sweeplab.status.
@@ -49,6 +54,21 @@ def default_uri() -> str:
 
 def resolve_uri(cfg: TrackingConfig) -> str:
     return cfg.uri or default_uri()
+
+
+def prepare_store(uri: str) -> MlflowClient:
+    """A client on `uri`, with the store created now, by this one process: several processes
+    creating a fresh SQLite store at once corrupt it. SQLite gets write-ahead logging, so
+    parallel sweep workers read while one writes instead of failing with "database is
+    locked"."""
+    client = MlflowClient(uri)
+    client.search_experiments(max_results=1)  # creates and migrates the database
+    if uri.startswith("sqlite:///"):
+        import sqlite3
+
+        with contextlib.closing(sqlite3.connect(uri.removeprefix("sqlite:///"))) as con:
+            con.execute("PRAGMA journal_mode=WAL")
+    return client
 
 
 def get_experiment_id(client: MlflowClient, name: str, uri: str) -> str:
@@ -120,6 +140,7 @@ class MlflowTracker(Callback):
             "mlflow.note.content": f"```\n{start.summary}\n```",
         }
         tags |= {TAG + f"version.{k}": v for k, v in provenance.versions().items()}
+        tags |= {TAG + k: v for k, v in provenance.blas().items()}  # rerun replays threads
         if commit is not None:
             tags |= {TAG + "git_commit": commit, TAG + "git_dirty": str(dirty).lower(),
                      "mlflow.source.git.commit": commit}
@@ -157,7 +178,10 @@ class MlflowTracker(Callback):
     def on_train_end(self, result: RunResult) -> None:
         assert self.run_id is not None, "on_train_start was not called"
         ts = int(time.time() * 1000)
-        step = max(result.epochs_run - 1, 0)
+        # Final metrics are measured after the last update, i.e. where epoch `epochs_run`
+        # would start; at the last log step they would share it with val_accuracy's history
+        # point, and MLflow's latest value would be either of the two.
+        step = result.epochs_run
         self._pending += [Metric(k, float(v), ts, step) for k, v in result.metrics.items()]
         self.flush()
         tags = [RunTag(TAG + "status", result.status),

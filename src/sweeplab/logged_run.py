@@ -1,0 +1,97 @@
+"""Read a logged sweeplab run back: the run, its config.yaml, that config with overrides.
+
+    client = open_store(uri); run = fetch_run(client, run_id, uri)
+    logged = logged_config(client, run); cfg = apply_overrides(logged, ["train.epochs=500"])
+
+Every failure is a `RunError` whose message says what is wrong and what to do.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from sweeplab.config import Config, flatten, to_config
+from sweeplab.tracking import TAG
+
+CONFIG_ARTIFACT = "config.yaml"
+
+
+class RunError(Exception):
+    """A logged run cannot be read back or used as asked; the message says why."""
+
+
+def open_store(uri: str) -> MlflowClient:
+    # MLflow would quietly create an empty SQLite store where there is none.
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        if not db.is_file():
+            raise RunError(f"no MLflow store at {db} (run from the folder holding mlflow.db, "
+                           f"or pass --tracking-uri / set $MLFLOW_TRACKING_URI)")
+    return MlflowClient(uri)
+
+
+def fetch_run(client: MlflowClient, run_id: str, uri: str) -> Run:
+    try:
+        return client.get_run(run_id)
+    except MlflowException as err:
+        if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise RunError(f"no run {run_id} in {uri}") from None
+        raise RunError(f"cannot read run {run_id} from {uri}: {err.message}") from None
+
+
+def logged_config(client: MlflowClient, run: Run) -> DictConfig:
+    """The run's config.yaml, after checking that sweeplab made the run."""
+    run_id = run.info.run_id
+    if not any(k.startswith(TAG) for k in run.data.tags):
+        raise RunError(f"run {run_id} was not made by sweeplab (no {TAG}* tags)")
+    if CONFIG_ARTIFACT not in {a.path for a in client.list_artifacts(run_id)}:
+        raise RunError(f"run {run_id} has no {CONFIG_ARTIFACT} artifact, so its config is "
+                       f"unknown (was it interrupted before training started?)")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = client.download_artifacts(run_id, CONFIG_ARTIFACT, tmp)
+        cfg = OmegaConf.load(path)
+    if not isinstance(cfg, DictConfig):
+        raise RunError(f"run {run_id}: {CONFIG_ARTIFACT} is not a mapping of config keys")
+    return cfg
+
+
+def typed_config(logged: DictConfig, run_id: str) -> Config:
+    """The logged config, typed and checked against today's schema."""
+    try:
+        return to_config(logged)
+    except OmegaConfBaseException as err:
+        raise RunError(f"the {CONFIG_ARTIFACT} of run {run_id} does not fit today's config "
+                       f"schema: {err}") from None
+
+
+def apply_overrides(logged: DictConfig, overrides: Sequence[str]) -> Config:
+    """The logged config with `key=value` overrides (YAML values, existing keys only),
+    type- and value-checked. Hydra's group choices (``data=planar``) and ``+key`` do not
+    apply: a logged config is already composed."""
+    cfg = OmegaConf.merge(OmegaConf.structured(Config), logged)
+    known = set(flatten(cfg))
+    for item in overrides:
+        key, eq, _ = item.partition("=")
+        if not eq or not key:
+            raise RunError(f"override {item!r}: expected key=value, e.g. train.epochs=5000")
+        inside = sorted(k for k in known if k.startswith(key + "."))
+        if key not in known and inside:
+            raise RunError(f"override {item!r}: {key!r} is a config section, not a value; "
+                           f"a logged config is already composed, so set its keys instead "
+                           f"(e.g. {inside[0]}=...)")
+        if key not in known:
+            raise RunError(f"override {item!r}: the config has no key {key!r} (keys look "
+                           f"like train.epochs, model.depth, optim.lr)")
+        try:
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
+        except OmegaConfBaseException as err:
+            raise RunError(f"override {item!r}: {str(err).splitlines()[0]}") from None
+    return to_config(cfg)

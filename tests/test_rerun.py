@@ -1,0 +1,411 @@
+"""Tests of `python -m sweeplab.rerun`: a logged run reruns bit-identically, or the rerun
+says why not. Originals are made in-process (train.run + MlflowTracker) in a temporary
+SQLite store; `rerun.main` runs in-process; what it logged is read back with MlflowClient."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pytest
+from mlflow.entities import Metric, Run
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+from threadpoolctl import threadpool_limits
+
+from conftest import use_mlflow_store
+from sweeplab import compare, provenance, rerun, train
+from sweeplab.callbacks import Callback, StopTraining
+from sweeplab.cli import absolute_config_path
+from sweeplab.config import Config, to_config
+from sweeplab.data.h5 import write_course_h5
+from sweeplab.logged_run import RunError, apply_overrides
+from sweeplab.tracking import MlflowTracker
+
+HISTORIES = ("train_cost", "val_cost", "val_accuracy")
+
+
+@dataclass
+class Store:
+    folder: Path
+    uri: str
+    client: MlflowClient
+
+    def config(self, **changes: Any) -> Config:
+        """A small moons run (a second or less), with `changes` merged in by section."""
+        base = {"seed": 3,
+                "data": {"name": "moons", "n_samples": 200, "val_fraction": 0.25,
+                         "dir": str(self.folder / "builtin")},
+                "model": {"depth": 2, "width": 8, "activation": "tanh"},
+                "optim": {"name": "adam", "lr": 0.02},
+                "train": {"epochs": 30, "log_every": 5, "batch_size": None, "progress": False},
+                "tracking": {"experiment": "rerun-tests", "log_model": False,
+                             "log_plots": False}}
+        return to_config(OmegaConf.merge(base, changes))
+
+    def original(self, cfg: Config, callbacks: tuple[Callback, ...] = (),
+                 **tracker_args: Any) -> str:
+        """Log `cfg` as `make train` would (the tracker as a context); returns the run id."""
+        tracker = MlflowTracker(cfg.tracking, **tracker_args)
+        with tracker:
+            train.run(cfg, [tracker, *callbacks])
+        assert tracker.run_id is not None
+        return tracker.run_id
+
+    def reruns_of(self, run_id: str) -> list[Run]:
+        exp_ids = [e.experiment_id for e in self.client.search_experiments()]
+        return self.client.search_runs(exp_ids, f"tags.`sweeplab.rerun_of` = '{run_id}'")
+
+    def n_runs(self) -> int:
+        exp_ids = [e.experiment_id for e in self.client.search_experiments()]
+        return len(self.client.search_runs(exp_ids))
+
+    def points(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        return sorted((m.step, m.value) for m in self.client.get_metric_history(run_id, key))
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory, empty_mlflow_db: Path) -> Iterator[Store]:
+    """One temporary store for the module; each test makes its own runs in it. Never the
+    user's store: $MLFLOW_TRACKING_URI points here, which is also what `rerun.main` reads
+    without --tracking-uri."""
+    folder = tmp_path_factory.mktemp("rerun")
+    with pytest.MonkeyPatch.context() as mp:
+        uri = use_mlflow_store(folder, mp, empty_mlflow_db)
+        yield Store(folder, uri, MlflowClient(uri))
+
+
+def only_rerun(store: Store, run_id: str) -> Run:
+    reruns = store.reruns_of(run_id)
+    assert len(reruns) == 1, f"expected one rerun of {run_id}, found {len(reruns)}"
+    return reruns[0]
+
+
+# -- a run and its rerun are the same run ---------------------------------------------------
+
+@pytest.mark.parametrize(("dtype", "batch_size", "keep_prob"), [
+    ("float64", None, 1.0),
+    ("float32", None, 1.0),
+    ("float64", 32, 0.8),
+    ("float32", 32, 0.8),
+], ids=["f64-full", "f32-full", "f64-minibatch-dropout", "f32-minibatch-dropout"])
+def test_rerun_is_bit_identical(store: Store, capsys: pytest.CaptureFixture[str], dtype: str,
+                                batch_size: int | None, keep_prob: float) -> None:
+    cfg = store.config(model={"dtype": dtype, "keep_prob": keep_prob},
+                       train={"batch_size": batch_size})
+    run_id = store.original(cfg)
+
+    assert rerun.main([run_id]) == 0
+    new = only_rerun(store, run_id)
+    out = capsys.readouterr().out
+    assert new.info.run_id in out and "identical" in out
+    assert new.info.experiment_id == store.client.get_run(run_id).info.experiment_id
+    assert new.data.tags["sweeplab.rerun_overrides"] == "[]"
+    assert new.data.tags["sweeplab.rerun_identical"] == "true"
+    for key in HISTORIES:
+        a, b = store.points(run_id, key), store.points(new.info.run_id, key)
+        assert len(a) >= 7  # steps 0, 5, ..., 25, 29 (and val_accuracy's final one)
+        assert b == a, key  # exact float equality, no tolerance
+    for key in ("train_accuracy", "test_accuracy", "final_train_cost", "final_test_cost"):
+        assert new.data.metrics[key] == store.client.get_run(run_id).data.metrics[key]
+    # The logged config is the original's: the rerun can be rerun in turn.
+    params = store.client.get_run(run_id).data.params
+    assert new.data.params == params
+
+
+def test_rerun_goes_to_the_original_experiment(store: Store) -> None:
+    run_id = store.original(store.config(tracking={"experiment": "elsewhere"}))
+    assert rerun.main([run_id, "--tracking-uri", store.uri]) == 0
+    new = only_rerun(store, run_id)
+    assert store.client.get_experiment(new.info.experiment_id).name == "elsewhere"
+
+
+def test_overrides_are_recorded_and_change_the_run(store: Store,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    run_id = store.original(store.config())
+    overrides = ["train.epochs=40", "optim.lr=0.05"]
+
+    assert rerun.main([run_id, *overrides]) == 0  # different on purpose: not a failure
+    new = only_rerun(store, run_id)
+    assert json.loads(new.data.tags["sweeplab.rerun_overrides"]) == overrides
+    assert new.data.params["train.epochs"] == "40" and new.data.params["optim.lr"] == "0.05"
+    assert new.data.tags["sweeplab.rerun_identical"] == "false"
+    overrides_yaml = Path(store.client.download_artifacts(
+        new.info.run_id, "overrides.yaml", str(store.folder / new.info.run_id)))
+    assert OmegaConf.to_object(OmegaConf.load(overrides_yaml)) == overrides
+    a, b = store.points(run_id, "train_cost"), store.points(new.info.run_id, "train_cost")
+    assert len(b) > len(a) and b[1] != a[1]
+    assert "NOT identical (expected: overrides given)" in capsys.readouterr().out
+
+
+def test_a_different_rerun_exits_1(store: Store, monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """The check can fail: nudge the rerun's learning rate by one ulp, inside train.run."""
+    run_id = store.original(store.config())
+    real_run = train.run
+
+    def nudged(cfg: Config, *args: Any) -> train.RunResult:
+        cfg.optim.lr = float(np.nextafter(cfg.optim.lr, 1.0))
+        return real_run(cfg, *args)
+
+    monkeypatch.setattr(train, "run", nudged)
+    assert rerun.main([run_id]) == 1
+    out = capsys.readouterr().out
+    assert "NOT identical: largest difference" in out
+    assert only_rerun(store, run_id).data.tags["sweeplab.rerun_identical"] == "false"
+
+
+def test_blas_thread_count_is_replayed(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    """A sweep worker runs with fewer BLAS threads than the default; the rerun uses the
+    thread count the original recorded."""
+    with threadpool_limits(1, user_api="blas"):
+        run_id = store.original(store.config())
+    assert store.client.get_run(run_id).data.tags["sweeplab.blas_threads"].startswith("1")
+    assert rerun.main([run_id]) == 0
+    assert "1 thread(s) as the original" in capsys.readouterr().out
+    assert only_rerun(store, run_id).data.tags["sweeplab.blas_threads"].startswith("1")
+
+
+# -- sweep trials -----------------------------------------------------------------------------
+
+def test_rerun_of_a_sweep_trial(store: Store) -> None:
+    exp_id = store.client.get_experiment_by_name("rerun-tests")
+    exp = exp_id.experiment_id if exp_id else store.client.create_experiment("rerun-tests")
+    parent = store.client.create_run(exp, run_name="sweep").info.run_id
+    run_id = store.original(store.config(), parent_run_id=parent,
+                            tags={"sweeplab.trial_number": "0"})
+
+    assert rerun.main([run_id]) == 0
+    new = only_rerun(store, run_id)
+    assert "mlflow.parentRunId" not in new.data.tags  # a run of its own, not in the sweep
+    assert new.info.experiment_id == exp
+
+
+class PruneAt(Callback):
+    """A stand-in for the sweep's pruner: stops the run at log step `step`."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_log(self, step: int, metrics: Any) -> None:
+        if step == self.step:
+            raise StopTraining("pruned", f"pruned at epoch {step}")
+
+
+@pytest.mark.parametrize("pruner_first", [True, False])
+def test_rerun_of_a_pruned_trial_stops_where_it_did(store: Store, pruner_first: bool) -> None:
+    cfg = store.config()
+    tracker = MlflowTracker(cfg.tracking, tags={"sweeplab.trial_number": "1"})
+    callbacks = [PruneAt(10), tracker] if pruner_first else [tracker, PruneAt(10)]
+    with tracker:
+        train.run(cfg, callbacks)
+    run_id = tracker.run_id
+    assert run_id is not None
+
+    assert rerun.main([run_id]) == 0
+    new = only_rerun(store, run_id)
+    assert new.data.tags["sweeplab.status"] == "pruned"
+    assert new.data.tags["sweeplab.epochs_run"] == "11"
+    for key in HISTORIES:
+        assert store.points(new.info.run_id, key) == store.points(run_id, key)
+
+
+# -- provenance -------------------------------------------------------------------------------
+
+def h5_config(store: Store, folder: Path) -> Config:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3))
+    y = (X[:, 0] + 0.3 * rng.normal(size=60) > 0).astype(np.int64)
+    write_course_h5(folder / "train.h5", X, y, ["no", "yes"], "train")
+    return store.config(data={"name": "h5", "dir": str(folder), "train_file": "train.h5",
+                              "val_fraction": 0.2})
+
+
+def test_changed_data_is_caught_before_any_run(store: Store, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = h5_config(store, tmp_path)
+    run_id = store.original(cfg)
+    recorded = store.client.get_run(run_id).data.tags["sweeplab.data_fingerprint"]
+    with h5py.File(tmp_path / "train.h5", "r+") as f:
+        f["train_set_x"][5, 1] += 1.0
+    now = train.load_data(cfg).fingerprint
+    assert now != recorded
+    n_runs = store.n_runs()
+
+    assert rerun.main([run_id]) == 2
+    err = capsys.readouterr().err
+    assert recorded in err and now in err and str(tmp_path / "train.h5") in err
+    assert "--allow-data-change" in err
+    assert store.n_runs() == n_runs  # nothing was created
+
+    # Allowed: it reruns on today's data, warns, and (the data differs) is not identical.
+    assert rerun.main([run_id, "--allow-data-change"]) == 1
+    out = capsys.readouterr().out
+    assert "warning:   the data changed" in out and "expected: the data changed" in out
+    assert only_rerun(store, run_id).data.tags["sweeplab.data_fingerprint"] == now
+
+
+def test_changed_code_and_versions_are_reported(store: Store,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    run_id = store.original(store.config())
+    c = store.client
+    c.set_tag(run_id, "sweeplab.version.numpy", "1.0.0")
+    c.set_tag(run_id, "sweeplab.git_commit", "0" * 40)
+    c.set_tag(run_id, "sweeplab.git_dirty", "true")
+    c.log_text(run_id, "diff --git a/x b/x\n", "git_diff.patch")
+
+    assert rerun.main([run_id]) == 0  # warnings, not errors: the run is still the same
+    out = capsys.readouterr().out
+    assert f"numpy 1.0.0 -> {provenance.versions()['numpy']}" in out
+    now_commit = provenance.git_state()[0]
+    if now_commit is not None:
+        assert f"git commit {'0' * 10} -> {now_commit[:10]}" in out
+    assert "dirty tree" in out and "git_diff.patch" in out
+
+
+# -- errors: nothing is rerun, exit 2 ---------------------------------------------------------
+
+def test_unknown_run(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    assert rerun.main(["0123456789abcdef0123456789abcdef"]) == 2
+    err = capsys.readouterr().err
+    assert f"no run 0123456789abcdef0123456789abcdef in {store.uri}" in err
+
+
+def test_missing_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    uri = f"sqlite:///{tmp_path / 'none.db'}"
+    assert rerun.main(["abc", "--tracking-uri", uri]) == 2
+    assert "no MLflow store at" in capsys.readouterr().err
+    assert not (tmp_path / "none.db").exists()  # and none was created
+
+
+def test_run_not_made_by_sweeplab(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    exp = store.client.create_experiment("not-sweeplab")
+    run_id = store.client.create_run(exp, tags={"team": "other"}).info.run_id
+    store.client.log_text(run_id, "seed: 1\n", "config.yaml")
+    assert rerun.main([run_id]) == 2
+    assert f"run {run_id} was not made by sweeplab (no sweeplab.* tags)" in \
+        capsys.readouterr().err
+
+
+def test_run_without_config_artifact(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    exp = store.client.create_experiment("no-config")
+    run_id = store.client.create_run(exp, tags={"sweeplab.status": "running"}).info.run_id
+    assert rerun.main([run_id]) == 2
+    assert f"run {run_id} has no config.yaml artifact" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("model.colour=red", "the config has no key 'model.colour'"),
+    ("model.depth=abc", "model.depth=abc"),
+    ("model.depth=-1", "model.depth=-1: must be an integer >= 0"),
+    ("data=planar", "'data' is a config section"),
+    ("train.epochs", "expected key=value"),
+])
+def test_bad_override_creates_no_run(store: Store, capsys: pytest.CaptureFixture[str],
+                                     override: str, message: str) -> None:
+    run_id = store.original(store.config())
+    n_runs = store.n_runs()
+    assert rerun.main([run_id, override]) == 2
+    assert message in capsys.readouterr().err
+    assert store.n_runs() == n_runs
+
+
+# -- pieces -----------------------------------------------------------------------------------
+
+def test_apply_overrides_types_values() -> None:
+    logged = OmegaConf.structured(Config)
+    cfg = apply_overrides(logged, ["model.hidden=[8,4]", "train.batch_size=null",
+                                   "optim.lr=1e-3", "model.keep_prob=0.5"])
+    assert cfg.model.hidden == [8, 4] and cfg.train.batch_size is None
+    assert cfg.optim.lr == 1e-3 and cfg.model.keep_prob == 0.5
+    with pytest.raises(RunError, match=re.escape("no key '+model.depth'")):
+        apply_overrides(logged, ["+model.depth=3"])
+
+
+def test_flags_may_follow_overrides() -> None:
+    args = rerun.parse_args(["abc", "train.epochs=5", "--allow-data-change", "optim.lr=0.1"])
+    assert args.run_id == "abc" and args.allow_data_change
+    assert args.overrides == ["train.epochs=5", "optim.lr=0.1"]
+
+
+def metric(step: int, value: float, ts: int = 0) -> Metric:
+    return Metric("m", value, ts, step)
+
+
+def test_compare_points() -> None:
+    a = [metric(0, 1.0), metric(5, 0.5), metric(5, 0.9, ts=1)]
+    # The same points at one step in another logged order are the same history.
+    same = compare.compare_points("m", a, [metric(0, 1.0), metric(5, 0.9), metric(5, 0.5, ts=2)])
+    assert same.identical and same.points == 3 and same.max_abs == 0
+    nudged = [metric(0, 1.0), metric(5, float(np.nextafter(0.5, 1))), metric(5, 0.9)]
+    d = compare.compare_points("m", a, nudged)
+    assert not d.identical and d.step == 5 and d.max_abs == pytest.approx(2 ** -53)
+    assert d.original == 0.5 and d.max_rel == pytest.approx(2 ** -52)
+    short = compare.compare_points("m", a, a[:1])
+    assert not short.identical and "only in the original" in short.note
+    nan = compare.compare_points("m", [metric(0, math.nan)], [metric(0, math.nan)])
+    assert nan.identical
+    assert not compare.compare_points("m", [metric(0, math.nan)], [metric(0, 1.0)]).identical
+    assert compare.largest([same, short, d]) is d
+    assert compare.largest([same, same]) is None
+
+
+def test_relative_config_path_is_made_absolute(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    argv = ["prog", "--config-path", "dl", "-cp=x", "--config-path=/abs", "-cp", "pkg://y",
+            "--config-name", "config"]
+    assert absolute_config_path(argv) == [
+        "prog", "--config-path", str(tmp_path / "dl"), f"-cp={tmp_path / 'x'}",
+        "--config-path=/abs", "-cp", "pkg://y", "--config-name", "config"]
+
+
+def test_logged_config_composes_with_hydra(store: Store, tmp_path: Path) -> None:
+    """`make train ARGS="--config-path <dir> --config-name config"` on a downloaded
+    config.yaml: Hydra composes it (no defaults list needed) and it types back to the same
+    config, overrides included."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    cfg = store.config()
+    run_id = store.original(cfg)
+    store.client.download_artifacts(run_id, "config.yaml", str(tmp_path))
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(tmp_path), version_base="1.3"):
+            composed = compose("config", overrides=["train.epochs=7"])
+    finally:
+        GlobalHydra.instance().clear()
+    typed = to_config(composed)
+    assert typed.train.epochs == 7
+    typed.train.epochs = cfg.train.epochs
+    assert typed == cfg
+
+
+@pytest.mark.slow
+def test_train_on_a_downloaded_config(store: Store, tmp_path: Path) -> None:
+    """The documented command itself, with a relative --config-path, in a subprocess."""
+    import subprocess
+    import sys
+
+    run_id = store.original(store.config())
+    store.client.download_artifacts(run_id, "config.yaml", str(tmp_path / "dl"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "sweeplab.train", "--config-path", "dl", "--config-name",
+         "config", "train.epochs=3", "tracking.enabled=false",
+         f"hydra.run.dir={tmp_path / 'out'}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "finished after 3 epochs" in proc.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "sweeplab.train", "--config-path", "dl", "--config-name",
+         "config", "model.depth=abc", f"hydra.run.dir={tmp_path / 'out'}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "model.depth" in bad.stderr

@@ -69,7 +69,7 @@ def sweep_job(cfg: DictConfig) -> int:
         orphans = st.orphaned(study)
         for t in orphans:
             st.requeue(study, t._trial_id, t.number, t.params, "its process was killed")
-        close_orphan_runs(client, orphans)
+        close_orphan_runs(client, orphans, parent_run_id, experiment_id)
     before = st.tally(study)
     print(f"sweep {s.name!r}: {before.done} of {s.n_trials} trials done"
           + (f", {len(orphans)} interrupted trial(s) queued again" if orphans else "")

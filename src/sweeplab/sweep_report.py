@@ -65,19 +65,19 @@ class TrialPrinter:
         self.bar.close()
 
 
-def close_orphan_runs(client: MlflowClient, trials: Sequence[FrozenTrial]) -> None:
-    """Close the MLflow runs that killed trials left RUNNING."""
+def close_orphan_runs(client: MlflowClient, trials: Sequence[FrozenTrial], parent_run_id: str,
+                      experiment_id: str) -> None:
+    """Close the MLflow runs that killed trials left RUNNING. They are found by trial
+    number under the parent, since a kill can come before the trial learnt its run id."""
     for t in trials:
-        run_id = t.user_attrs.get(st.RUN_ID)
-        if not run_id:
-            continue
-        try:
-            if client.get_run(run_id).info.status == "RUNNING":
-                client.set_tag(run_id, "sweeplab.status", "interrupted")
-                client.set_tag(run_id, "sweeplab.trial_state", "FAIL")
-                client.set_terminated(run_id, "KILLED")
-        except Exception:  # the run may never have been written
-            continue
+        runs = client.search_runs(
+            [experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}' and "
+                             f"tags.`sweeplab.trial_number` = '{t.number}' and "
+                             f"attributes.status = 'RUNNING'")
+        for run in runs:
+            client.set_tag(run.info.run_id, "sweeplab.status", "interrupted")
+            client.set_tag(run.info.run_id, "sweeplab.trial_state", "FAIL")
+            client.set_terminated(run.info.run_id, "KILLED")
 
 
 def ranked(study: optuna.Study) -> list[FrozenTrial]:

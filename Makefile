@@ -10,10 +10,10 @@ PORT    ?= 5000
 JOBS    ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup train sweep rerun ui test test-slow lint bench clean
+.PHONY: help setup train sweep experiment rerun ui test test-slow test-e2e lint bench clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 # The venv is rebuilt when pyproject.toml or the lock changes; versions come from the lock.
 $(STAMP): pyproject.toml requirements.lock
@@ -31,6 +31,10 @@ train: $(STAMP) ## train one network and track it in MLflow (ARGS="hydra overrid
 sweep: $(STAMP) ## run the Optuna sweep in conf/sweep/ (ARGS="sweep.n_trials=60", JOBS=2)
 	$(BIN)/python -m sweeplab.sweep sweep.n_jobs=$(JOBS) $(ARGS)
 
+experiment: $(STAMP) ## run experiments/NAME/study.py, rewrite its README table (NAME=course1_week4)
+	@test -n "$(NAME)" -a -f experiments/$(NAME)/study.py || { echo "usage: make experiment NAME=<folder in experiments/ with a study.py> [ARGS=\"--help\"]"; exit 2; }
+	$(BIN)/python experiments/$(NAME)/study.py $(ARGS)
+
 rerun: $(STAMP) ## rerun a logged run from its config and compare (RUN=<run id>, ARGS=overrides)
 	@test -n "$(RUN)" || { echo "usage: make rerun RUN=<mlflow run id> [ARGS=\"train.epochs=5000\"]"; exit 2; }
 	$(BIN)/python -m sweeplab.rerun $(RUN) $(ARGS)
@@ -43,6 +47,12 @@ test: $(STAMP) ## run the test suite (fast tests; the slow ones: make test-slow)
 
 test-slow: $(STAMP) ## run the slow integration suites (CI runs them too)
 	$(BIN)/python -m pytest -q -m slow
+
+test-e2e: $(STAMP) ## browser tests of the MLflow UI (needs Debian's chromium; CI installs it)
+	$(BIN)/python -m pytest -q -m e2e
+
+bench: $(STAMP) ## speed as ratios against references in one process (ARGS="--quick")
+	$(BIN)/python -m sweeplab.bench $(ARGS)
 
 lint: $(STAMP) ## ruff over src and tests
 	$(BIN)/ruff check src tests experiments

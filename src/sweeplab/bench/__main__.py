@@ -1,0 +1,90 @@
+"""Run the bench, print the table, write it as markdown and JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from sweeplab.bench import report, suites, torch_ref
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m sweeplab.bench", description=__doc__)
+    p.add_argument("--quick", action="store_true",
+                   help="a tenth of the iterations, fewer repeats and trials (a smoke run)")
+    p.add_argument("--data-dir", default=os.environ.get(
+        "SWEEPLAB_CATVNONCAT", str(REPO.parent / "shared" / "datasets" / "catvnoncat")),
+        help="folder with train_catvnoncat.h5 (default: ../shared/datasets/catvnoncat)")
+    p.add_argument("--out", default=str(REPO / "experiments" / "bench"),
+                   help="folder for latest.md and latest.json")
+    p.add_argument("--iterations", type=int, default=None,
+                   help="training iterations per timed run (default 2500; quick 250)")
+    p.add_argument("--repeats", type=int, default=None, help="timed runs per contender")
+    p.add_argument("--only", nargs="*", default=["training", "tracking", "sweep", "machine"],
+                   choices=["training", "tracking", "sweep", "machine"])
+    args = p.parse_args(argv)
+    if not (Path(args.data_dir) / "train_catvnoncat.h5").is_file():
+        print(f"error: no train_catvnoncat.h5 in {args.data_dir}: pass --data-dir",
+              file=sys.stderr)
+        return 2
+    iters, repeats = (250, 3) if args.quick else (2500, 5)
+    iters, repeats = args.iterations or iters, args.repeats or repeats
+    results: dict[str, Any] = {"host": machine_facts(), "quick": args.quick,
+                               "date": time.strftime("%Y-%m-%d %H:%M")}
+    steps = {
+        "machine": lambda: suites.machine_limits(),
+        "training": lambda: suites.training(args.data_dir, iters, repeats),
+        "tracking": lambda: suites.tracking(args.data_dir, iters, repeats),
+        "sweep": lambda: suites.sweep_throughput(*((8, 20) if args.quick else (24, 40))),
+    }
+    for name in ("machine", "training", "tracking", "sweep"):
+        if name in args.only:
+            print(f"bench: {name} ...", flush=True)
+            results[name] = steps[name]()
+    text = report.markdown(results)
+    print("\n" + text)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "latest.md").write_text(text)
+    (out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"written: {out / 'latest.md'}, {out / 'latest.json'}")
+    return 0
+
+
+def machine_facts() -> dict[str, Any]:
+    from threadpoolctl import threadpool_info
+
+    from sweeplab.provenance import versions
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    blas = [f"{i.get('internal_api')} {i.get('version')} {i.get('architecture')} "
+            f"({i.get('num_threads')} threads)" for i in threadpool_info()
+            if i.get("user_api") == "blas"]
+    v = versions()
+    facts = {"cpu": cpu, "cores": os.cpu_count(), "blas": ", ".join(blas),
+             "python": v["python"], "numpy": v["numpy"], "mlflow": v["mlflow"],
+             "optuna": v["optuna"]}
+    if torch_ref.available():
+        import torch
+
+        facts["torch"] = torch.__version__
+    return facts
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,179 @@
+"""The four measurements of `make bench`. Each returns plain data for the report.
+
+Timings are interleaved (A, B, C, A, B, C, ...) and summarised by their median, so that
+whatever else the machine does falls on every contender alike; results are ratios.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sweeplab.bench import machine, textbook, torch_ref
+from sweeplab.config import Config, DataConfig, ModelConfig, OptimConfig, TrackingConfig
+from sweeplab.config import TrainConfig as TrainCfg
+from sweeplab.data import Dataset, load_dataset
+from sweeplab.train import run
+
+LAYERS = [12288, 20, 7, 5, 1]
+LR = 0.0075
+
+
+def course_config(iterations: int, dtype: str, data_dir: str) -> Config:
+    """The course's 4-layer model on cat vs non-cat (as conf/experiment/course_4layer.yaml)."""
+    return Config(
+        seed=1,
+        data=DataConfig(name="catvnoncat", dir=data_dir),
+        model=ModelConfig(hidden=[20, 7, 5], activation="relu", output="sigmoid",
+                          init="course_deep", dtype=dtype),
+        optim=OptimConfig(name="gd", lr=LR),
+        train=TrainCfg(epochs=iterations, batch_size=None, log_every=100, progress=False),
+        tracking=TrackingConfig(enabled=False),
+    )
+
+
+def interleaved(runners: dict[str, Callable[[], Any]], repeats: int
+                ) -> tuple[dict[str, list[float]], dict[str, Any]]:
+    """Run each runner `repeats` times in rotation: (seconds per runner, last outputs)."""
+    times: dict[str, list[float]] = {k: [] for k in runners}
+    outputs: dict[str, Any] = {}
+    for _ in range(repeats):
+        for name, fn in runners.items():
+            t = time.perf_counter()
+            outputs[name] = fn()
+            times[name].append(time.perf_counter() - t)
+    return times, outputs
+
+
+def training(data_dir: str, iterations: int, repeats: int) -> dict[str, Any]:
+    """sweeplab float64/float32 vs the textbook reference (and PyTorch when installed)."""
+    data = {dt: load_dataset(DataConfig(name="catvnoncat", dir=data_dir), seed=1, dtype=dt)
+            for dt in ("float64", "float32")}
+    X64, Y64 = data["float64"].X_train, data["float64"].Y_train
+    threads = _blas_threads()
+
+    def ours(dtype: str) -> Callable[[], list[float]]:
+        cfg = course_config(iterations, dtype, data_dir)
+        return lambda: run(cfg, (), data[dtype]).costs.tolist()
+
+    runners: dict[str, Callable[[], Any]] = {
+        "textbook float64": lambda: textbook.L_layer_model(
+            np.array(X64), np.array(Y64), LAYERS, LR, iterations)[1],
+        "sweeplab float64": ours("float64"),
+        "sweeplab float32": ours("float32"),
+    }
+    if torch_ref.available():
+        W0 = [w for w in textbook.initialize_parameters_deep(LAYERS).values() if w.shape[1] > 1]
+        for dt in ("float64", "float32"):
+            X, Y = data[dt].X_train, data[dt].Y_train
+            Ws = [w.astype(dt) for w in W0]
+            runners[f"pytorch {dt}"] = (
+                lambda X=X, Y=Y, Ws=Ws: torch_ref.train(X, Y, Ws, LR, iterations, threads))
+    times, costs = interleaved(runners, repeats)
+    ref, mine = np.array(costs["textbook float64"]), np.array(costs["sweeplab float64"])
+    curve_rel = float(np.max(np.abs(mine - ref) / np.abs(ref)))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    out: dict[str, Any] = {
+        "iterations": iterations, "repeats": repeats, "blas_threads": threads,
+        "median_seconds": med,
+        "ms_per_iteration": {k: 1e3 * v / iterations for k, v in med.items()},
+        "curve_max_rel_diff_vs_textbook": curve_rel,
+        "curve_identical": curve_rel <= 1e-10,
+        "speedup_float64_vs_textbook": med["textbook float64"] / med["sweeplab float64"],
+        "final_cost": {k: float(v[-1]) for k, v in costs.items()},
+    }
+    if "pytorch float32" in med:
+        out["speedup_float32_vs_pytorch"] = med["pytorch float32"] / med["sweeplab float32"]
+        out["torch_curve_max_rel_diff"] = float(np.max(
+            np.abs(np.array(costs["pytorch float64"]) - ref) / np.abs(ref)))
+    # The input is read twice per iteration (forward W1 X, backward dZ1 X^T): that many
+    # bytes at the measured read bandwidth is the bound no implementation can beat.
+    for dt in ("float64", "float32"):
+        nbytes = data[dt].X_train.nbytes
+        bw = machine.read_bandwidth(nbytes)
+        bound = 2 * nbytes / (bw * 1e9)
+        out[f"bandwidth_bound_ms_{dt}"] = 1e3 * bound
+        out[f"read_bandwidth_GBps_at_{nbytes >> 20}MiB"] = bw
+        out[f"times_the_bound_{dt}"] = (med[f"sweeplab {dt}"] / iterations) / bound
+    return out
+
+
+def tracking(data_dir: str, iterations: int, repeats: int) -> dict[str, Any]:
+    """The MLflow tracker's share of a run, and its fixed cost per run (SQLite store)."""
+    from sweeplab.tracking import MlflowTracker, prepare_store
+
+    with tempfile.TemporaryDirectory() as tmp:
+        uri = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
+        prepare_store(uri)
+        cfg = course_config(iterations, "float64", data_dir)
+        cfg.train.log_every = 1  # every iteration logged: the heaviest history there is
+        data = load_dataset(cfg.data, seed=1, dtype="float64")
+        tcfg = TrackingConfig(uri=uri, experiment="bench")
+
+        def tracked(c: Config, d: Dataset) -> Callable[[], float]:
+            def go() -> float:
+                with MlflowTracker(tcfg) as tracker:
+                    run(c, [tracker], d)
+                return 0.0
+            return go
+
+        tiny = course_config(1, "float64", data_dir)
+        tracked(tiny, data)()  # warm up: the first run creates the experiment
+        times, _ = interleaved({"without tracker": lambda: run(cfg, (), data),
+                                "with tracker": tracked(cfg, data),
+                                "1-epoch without": lambda: run(tiny, (), data),
+                                "1-epoch with": tracked(tiny, data)}, repeats)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        "iterations": iterations, "points_logged": iterations, "median_seconds": med,
+        "overhead_fraction": med["with tracker"] / med["without tracker"] - 1,
+        "fixed_seconds_per_run": med["1-epoch with"] - med["1-epoch without"],
+    }
+
+
+def sweep_throughput(n_trials: int, epochs: int) -> dict[str, Any]:
+    """Trials per minute of one small sweep, with 1 worker (all cores to BLAS) and 2."""
+    import optuna
+
+    from sweeplab.study import open_storage
+
+    out: dict[str, Any] = {"n_trials": n_trials, "epochs": epochs}
+    for jobs in (1, 2):
+        with tempfile.TemporaryDirectory() as tmp:
+            journal = f"journal:{Path(tmp) / 'optuna.journal'}"
+            env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{Path(tmp) / 'mlflow.db'}"}
+            cmd = [sys.executable, "-m", "sweeplab.sweep", "sweep.name=bench",
+                   f"sweep.n_trials={n_trials}", f"sweep.n_jobs={jobs}", "sweep.pruner=none",
+                   "sweep.sampler=random", f"sweep.storage={journal}", f"train.epochs={epochs}",
+                   "sweep.register_model=null", "hydra.run.dir=" + str(Path(tmp) / "hydra")]
+            subprocess.run(cmd, cwd=tmp, env=env, check=True, capture_output=True, text=True,
+                           timeout=1800)
+            trials = optuna.load_study(study_name="bench", storage=open_storage(journal)).trials
+            span = max(t.datetime_complete for t in trials) - min(t.datetime_start
+                                                                   for t in trials)
+            out[f"trials_per_minute_{jobs}_worker"] = len(trials) / span.total_seconds() * 60
+    out["speedup_2_workers"] = out["trials_per_minute_2_worker"] / out[
+        "trials_per_minute_1_worker"]
+    return out
+
+
+def machine_limits() -> dict[str, Any]:
+    return {"gemm_gflops_float64": machine.gemm_gflops("float64"),
+            "gemm_gflops_float32": machine.gemm_gflops("float32"),
+            "read_bandwidth_GBps_512MiB": machine.read_bandwidth(512 << 20)}
+
+
+def _blas_threads() -> int:
+    from threadpoolctl import threadpool_info
+
+    blas = [i["num_threads"] for i in threadpool_info() if i.get("user_api") == "blas"]
+    return int(blas[0]) if blas else 1

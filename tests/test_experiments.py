@@ -1,0 +1,156 @@
+"""The experiment presets and studies: the presets compose to the course's settings, and
+sweeplab reproduces the courses' published figures on the real data (skipped without it).
+
+Published figures (the notebooks' outputs; sources in experiments/*/README.md):
+- course 1 week 4, L_layer_model: "Cost after iteration 0: 0.771749", "... 100: 0.672053"
+  (printed with %f), train accuracy 0.985645933014, test 0.8; two_layer_model: cost at 0
+  0.6930497356599888, at 2400 0.048554785628770226, accuracies 1.0 and 0.72;
+- course 2 week 1, model(): cost at 0 0.6557412523481002 (no regularisation) and
+  0.6974484493131264 (lambd=0.7), at 10,000 0.16329987525724213 / 0.26849188732822393,
+  at 20,000 0.13851642423245572 / 0.2680916337127301; accuracies 0.9478672985781991 /
+  0.915 and 0.9383886255924171 / 0.93.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from conftest import REPO, compose_config
+from sweeplab.config import Config, to_config
+from sweeplab.search_space import parse_space
+from sweeplab.train import run
+
+OFFLINE = ["tracking.enabled=false", "train.progress=false"]
+
+
+def preset(name: str, *overrides: str) -> Config:
+    return to_config(compose_config(f"experiment={name}", *overrides))
+
+
+@pytest.mark.parametrize("name, hidden, init, seed, lr, epochs, log_every", [
+    ("course_2layer", [7], "course_small", 1, 0.0075, 2500, 100),
+    ("course_4layer", [20, 7, 5], "course_deep", 1, 0.0075, 2500, 100),
+    ("course2_baseline", [20, 3], "course_deep", 3, 0.3, 30000, 1000),
+    ("course2_l2", [20, 3], "course_deep", 3, 0.3, 30000, 1000),
+    ("course2_dropout", [20, 3], "course_deep", 3, 0.3, 30000, 1000),
+])
+def test_presets_compose_to_the_course_settings(name: str, hidden: list[int], init: str,
+                                                seed: int, lr: float, epochs: int,
+                                                log_every: int) -> None:
+    cfg = preset(name)
+    m, o, t, d = cfg.model, cfg.optim, cfg.train, cfg.data
+    assert (m.hidden, m.init, m.activation, m.output, m.dtype) == (
+        hidden, init, "relu", "sigmoid", "float64")
+    assert (cfg.seed, o.name, o.lr, t.epochs, t.log_every, t.batch_size) == (
+        seed, "gd", lr, epochs, log_every, None)
+    assert d.val_fraction == 0.0  # the courses train on the whole training file
+    assert (o.l2, m.keep_prob) == {"course2_l2": (0.7, 1.0),
+                                   "course2_dropout": (0.0, 0.86)}.get(name, (0.0, 1.0))
+    if name.startswith("course2"):
+        assert (d.name, d.train_file, d.test_file, d.scale) == (
+            "h5", "train_football.h5", "test_football.h5", 1.0)
+    else:
+        assert (d.name, d.scale) == ("catvnoncat", None)  # None: uint8 images / 255
+
+
+def test_a_preset_sets_the_seed_and_the_command_line_still_wins() -> None:
+    # The primary config's own `seed: 1` must not override the preset's (it did when
+    # conf/config.yaml listed _self_ after experiment).
+    assert preset("course2_baseline").seed == 3
+    assert preset("course2_baseline", "seed=5").seed == 5
+
+
+def test_the_catvnoncat_sweep_composes_and_its_space_parses() -> None:
+    cfg = compose_config("sweep=catvnoncat", "data.dir=/nowhere", config_name="sweep_app")
+    typed = to_config(cfg)
+    assert typed.sweep is not None
+    assert (typed.data.name, typed.data.val_fraction, typed.model.hidden) == (
+        "catvnoncat", 0.2, None)
+    assert typed.sweep.objective == "val_accuracy" and typed.sweep.direction == "maximize"
+    space = parse_space(typed.sweep.params, cfg)
+    assert set(space) == {"model.depth", "model.width", "optim.lr", "train.epochs"}
+
+
+# --- the published figures, on the course's data ----------------------------------------
+
+def test_course_4layer_first_costs_match_the_course(shared_datasets: Path) -> None:
+    cfg = preset("course_4layer", f"data.dir={shared_datasets / 'catvnoncat'}",
+                 "train.epochs=101", *OFFLINE)
+    costs = run(cfg).costs
+    assert f"{costs[0]:f}" == "0.771749"
+    assert f"{costs[100]:f}" == "0.672053"
+
+
+@pytest.mark.parametrize("name, first", [("course2_baseline", 0.6557412523481002),
+                                         ("course2_l2", 0.6974484493131264)])
+def test_course2_first_cost_matches_the_course(shared_datasets: Path, name: str,
+                                               first: float) -> None:
+    cfg = preset(name, f"data.dir={shared_datasets / 'football'}", "train.epochs=1",
+                 *OFFLINE)
+    assert run(cfg).costs[0] == pytest.approx(first, rel=1e-15, abs=0)
+
+
+@pytest.mark.parametrize("name, at_10000, at_20000, train_acc, test_acc", [
+    ("course2_baseline", 0.16329987525724213, 0.13851642423245572, 0.9478672985781991, 0.915),
+    ("course2_l2", 0.26849188732822393, 0.2680916337127301, 0.9383886255924171, 0.93),
+])
+def test_course2_deterministic_runs_match_the_course(shared_datasets: Path, name: str,
+                                                     at_10000: float, at_20000: float,
+                                                     train_acc: float, test_acc: float) -> None:
+    # 30,000 iterations of a 2-20-3-1 network: about 2 s. The course's own copies differ
+    # from each other after ~12 significant digits here (summation order), hence 1e-10.
+    result = run(preset(name, f"data.dir={shared_datasets / 'football'}", *OFFLINE))
+    assert result.costs[10000] == pytest.approx(at_10000, rel=1e-10)
+    assert result.costs[20000] == pytest.approx(at_20000, rel=1e-10)
+    assert result.metrics["train_accuracy"] == pytest.approx(train_acc, abs=1e-12)
+    assert result.metrics["test_accuracy"] == pytest.approx(test_acc, abs=1e-12)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, at_2400, train_acc, test_acc", [
+    ("course_2layer", 0.048554785628770226, 1.0, 0.72),
+    ("course_4layer", 0.092878, 0.985645933014, 0.8),
+])
+def test_course1_full_runs_match_the_course(shared_datasets: Path, name: str, at_2400: float,
+                                            train_acc: float, test_acc: float) -> None:
+    result = run(preset(name, f"data.dir={shared_datasets / 'catvnoncat'}", *OFFLINE))
+    assert result.costs[2400] == pytest.approx(at_2400, abs=5e-7)  # 6 printed decimals
+    assert result.metrics["train_accuracy"] == pytest.approx(train_acc, abs=1e-12)
+    assert result.metrics["test_accuracy"] == pytest.approx(test_acc, abs=1e-12)
+
+
+# --- the study scripts' helpers -----------------------------------------------------------
+
+def load_experiment_module(relative: str) -> ModuleType:
+    path = REPO / "experiments" / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_generated_section_is_replaced_between_its_markers(tmp_path: Path) -> None:
+    sl = load_experiment_module("studylib.py")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\nbefore\n\n{sl.BEGIN}\nold table\n{sl.END}\n\nafter\n")
+    sl.replace_section(readme, "new table")
+    assert readme.read_text() == f"# title\n\nbefore\n\n{sl.BEGIN}\nnew table\n{sl.END}\n\nafter\n"
+    assert sl.digits_agreeing(0.7717493284237686, "0.771749") == "all 6 printed decimals"
+    assert sl.digits_agreeing(0.5, "0.5") == "all 1 printed decimals"
+
+
+@pytest.mark.slow
+def test_the_notebooks_fixed_dropout_masks_explain_the_published_dropout_figures(
+        shared_datasets: Path) -> None:
+    ref = load_experiment_module("course2_regularization/course_reference.py")
+    fixed = ref.run(shared_datasets / "football", 0.86, fixed_masks=True)
+    assert fixed.costs[10000] == pytest.approx(0.0610169865749056, rel=1e-9)
+    assert fixed.costs[20000] == pytest.approx(0.060582435798513114, rel=1e-9)
+    assert (fixed.train_accuracy, fixed.test_accuracy) == pytest.approx((0.9289099526066351, 0.95))

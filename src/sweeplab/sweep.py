@@ -27,6 +27,7 @@ from sweeplab.sweep_report import TrialPrinter, close_orphan_runs, summarize
 from sweeplab.tracking import TAG, get_experiment_id, prepare_store, resolve_uri
 from sweeplab.train import load_data
 from sweeplab.trial import Job, SweepAborted, work, worker_main
+from sweeplab.ui import save_sweep_view
 
 PARENT_ATTR = "mlflow_parent_run_id"
 
@@ -66,6 +67,7 @@ def sweep_job(cfg: DictConfig) -> int:
         client = prepare_store(uri)
         experiment_id = get_experiment_id(client, typed.tracking.experiment, uri)
         parent_run_id = _parent_run(client, study, experiment_id, cfg, s, storage_url)
+        save_sweep_view(client, experiment_id, s)  # the UI's table of this sweep's trials
         orphans = st.orphaned(study)
         for t in orphans:
             st.requeue(study, t._trial_id, t.number, t.params, "its process was killed")

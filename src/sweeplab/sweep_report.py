@@ -20,6 +20,7 @@ from sweeplab import study as st
 from sweeplab.cli import ui_hint
 from sweeplab.config import Config, SweepConfig
 from sweeplab.trial import short
+from sweeplab.ui import runs_url, view_key
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
@@ -171,6 +172,31 @@ def register_champion(client: MlflowClient, name: str, run_id: str) -> str | Non
     return str(version.version)
 
 
+def _finite(v: Any) -> bool:
+    return isinstance(v, float) and math.isfinite(v)
+
+
+def parent_note(s: SweepConfig, t: st.Tally, best: Sequence[FrozenTrial],
+                objectives: Sequence[str], experiment_id: str) -> str:
+    """The parent run's description (markdown): the study, its tally, the best trial with a
+    link to its run, and where the table of trials and the plots are."""
+    pruner = "no pruner" if s.pruner == "none" else f"{s.pruner} pruner"
+    note = (f"Optuna study `{s.name}` ({s.sampler} sampler, {pruner}): {t.done} trials "
+            f"({t.complete} complete, {t.pruned} pruned, {t.failed} failed) are the nested "
+            f"runs below.")
+    if best:
+        top = best[0]
+        run_id = top.user_attrs.get(st.RUN_ID)
+        name = f"trial {top.number}: {short(top.params)}"
+        link = f"[{name}](#/experiments/{experiment_id}/runs/{run_id})" if run_id else name
+        extra = "".join(f", {k} {top.user_attrs[k]:.4g}" for k in ("val_accuracy",
+                        "test_accuracy") if _finite(top.user_attrs.get(k)))
+        note += (f"\n\n**{'One of the best' if len(objectives) > 1 else 'Best'}**: {link}, "
+                 f"{'/'.join(objectives)} {_value(top)}{extra}.")
+    return note + ("\n\nArtifacts: `trials.md` and `trials.csv` (every trial), `plots/` "
+                   "(Optuna's plots of the study).")
+
+
 def summarize(study: optuna.Study, client: MlflowClient, parent_run_id: str, cfg: Config,
               experiment_id: str, uri: str, why: str, *, finished: bool) -> None:
     """Put the sweep's outcome on the parent run and print it."""
@@ -183,7 +209,8 @@ def summarize(study: optuna.Study, client: MlflowClient, parent_run_id: str, cfg
     metrics = [Metric(k, float(v), now, step) for k, v in
                {"n_done": t.done, "n_complete": t.complete, "n_pruned": t.pruned,
                 "n_failed": t.failed}.items()]
-    tags = [RunTag("sweeplab.stopped_because", why[:5000])]
+    tags = [RunTag("sweeplab.stopped_because", why[:5000]),
+            RunTag("mlflow.note.content", parent_note(s, t, best, objectives, experiment_id))]
     if best:
         top = best[0]
         for obj, v in zip(objectives, top.values, strict=True):
@@ -233,3 +260,5 @@ def _print_summary(study: optuna.Study, best: list[FrozenTrial], objectives: Seq
         print(f"best model registered: models:/{model}@champion (version {version})")
     print(f"parent run: {parent_run_id}")
     print(f"look: {ui_hint(uri, experiment_id)}")
+    print(f"      this sweep's trials, best first: "
+          f"{runs_url(5000, experiment_id, view_key(study.study_name))}")

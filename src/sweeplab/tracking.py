@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import DatasetInput, Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
@@ -33,6 +33,7 @@ from sweeplab.callbacks import Callback, RunStart
 from sweeplab.config import TrackingConfig, flatten
 
 if TYPE_CHECKING:
+    from sweeplab.data import Dataset
     from sweeplab.train import RunResult
 
 TAG = "sweeplab."
@@ -87,6 +88,35 @@ def get_experiment_id(client: MlflowClient, name: str, uri: str) -> str:
         if exp is None:
             raise
         return exp.experiment_id
+
+
+def dataset_inputs(data: Dataset) -> list[DatasetInput]:
+    """The run's data as MLflow dataset inputs, one per split, tagged with its context
+    (``train``, ``validation``, ``test``): named after the dataset, with MLflow's digest of
+    the split, its shapes, and the HDF5 file it came from. The run page lists them; the
+    runs table shows them in its Dataset column. Features are examples as rows, as MLflow
+    expects: X.T, (m, n_x); targets are the labels y, (m,)."""
+    import warnings
+
+    import mlflow.data
+    from mlflow.entities import Dataset as DatasetEntity
+    from mlflow.entities import InputTag
+
+    files = dict(part.split("=", 1) for part in data.source.split(", ") if "=" in part)
+    splits = [("train", data.X_train, data.y_train, files.get("train")),
+              ("validation", data.X_val, data.y_val, files.get("train")),
+              ("test", data.X_test, data.y_test, files.get("test"))]
+    inputs = []
+    for context, X, y, file in splits:
+        if X is None:
+            continue
+        with warnings.catch_warnings():  # "can be interpreted in multiple ways": a local file
+            warnings.simplefilter("ignore", UserWarning)
+            ds = mlflow.data.from_numpy(X.T, targets=y, name=data.name,
+                                        source=str(Path(file).resolve()) if file else None)
+        inputs.append(DatasetInput(DatasetEntity(**ds.to_dict()),
+                                   tags=[InputTag("mlflow.data.context", context)]))
+    return inputs
 
 
 class MlflowTracker(Callback):
@@ -152,6 +182,7 @@ class MlflowTracker(Callback):
         params = [Param(k, str(v)) for k, v in flatten(start.config).items()]
         for i in range(0, len(params), MAX_PARAMS):
             self.client.log_batch(self.run_id, params=params[i:i + MAX_PARAMS])
+        self._log_datasets(start.dataset)
         config_yaml = OmegaConf.to_yaml(OmegaConf.structured(start.config))
         self.client.log_text(self.run_id, config_yaml, "config.yaml")
         self.client.log_text(self.run_id, OmegaConf.to_yaml(self.overrides), "overrides.yaml")
@@ -159,6 +190,22 @@ class MlflowTracker(Callback):
         if dirty:
             self.client.log_text(self.run_id, diff, "git_diff.patch")
         self._last_flush = time.monotonic()
+
+    def _log_datasets(self, data: Dataset) -> None:
+        """The dataset inputs. Parallel sweep workers can race to add the same dataset to the
+        store, and the loser's insert fails: it is tried again (it then finds the dataset),
+        then only warned about, since the inputs describe the run and rerunning needs none."""
+        from mlflow.exceptions import MlflowException
+
+        assert self.run_id is not None
+        inputs = dataset_inputs(data)
+        for attempt in range(2):
+            try:
+                self.client.log_inputs(self.run_id, datasets=inputs)
+                return
+            except MlflowException as err:
+                if attempt:
+                    logging.getLogger(__name__).warning("dataset inputs not logged: %s", err)
 
     def on_log(self, step: int, metrics: Mapping[str, float]) -> None:
         ts = int(time.time() * 1000)
@@ -201,7 +248,8 @@ class MlflowTracker(Callback):
         self._closed = True
 
     def log_model(self, result: RunResult, registered_model_name: str | None = None) -> Any:
-        """Log the network as an MLflow pyfunc model named ``model`` on this run."""
+        """Log the network as an MLflow pyfunc model named ``model`` on this run, linked to
+        the final metrics (step = epochs run), which the model's page then shows."""
         import mlflow
 
         from sweeplab import model, pyfunc
@@ -219,4 +267,4 @@ class MlflowTracker(Callback):
                 return mlflow.pyfunc.log_model(
                     name="model", python_model=pyfunc.__file__, artifacts={"network": str(path)},
                     signature=signature, input_example=example, pip_requirements=reqs,
-                    registered_model_name=registered_model_name)
+                    registered_model_name=registered_model_name, step=result.epochs_run)

@@ -24,6 +24,8 @@ from sweeplab.tracking import MlflowTracker
 from sweeplab.train import RunResult, load_data, run
 
 HISTORY_METRICS = ("val_cost", "val_accuracy", "train_cost")
+# The metric an objective is read from, where the names differ: costs after the last update.
+OBJECTIVE_METRICS = {"val_cost": "final_val_cost", "train_cost": "final_train_cost"}
 
 
 class PruningReporter(Callback):
@@ -57,8 +59,7 @@ def objective_value(result: RunResult, name: str) -> float:
     """A trial's value for objective `name`: a metric after the last update, or n_params."""
     if name == "n_params":
         return float(result.network.n_params)
-    key = {"val_cost": "final_val_cost", "train_cost": "final_train_cost"}.get(name, name)
-    return float(result.metrics[key])
+    return float(result.metrics[OBJECTIVE_METRICS.get(name, name)])
 
 
 def short(params: Mapping[str, Any]) -> str:

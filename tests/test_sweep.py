@@ -343,3 +343,153 @@ def test_sigkilled_sweep_resumes_without_losing_or_doubling(tmp_path: Path,
     assert sorted(int(n) for n in finished) == sorted(t.number for t in complete)
     assert max(finished.values()) == 1  # no duplicate child runs
     assert not [r for r in runs if r.info.status == "RUNNING"]  # the orphan was closed
+
+
+# -- more of what a sweep promises ------------------------------------------------------------
+
+@pytest.mark.parametrize("sampler", ["tpe", "random", "cmaes", "qmc", "grid", "nsgaii"])
+def test_every_sampler_runs(sweep_env, sampler: str) -> None:
+    compose, journal, uri = sweep_env
+    cfg = compose(f"sweep.name=s-{sampler}", "sweep.n_trials=3", "sweep.pruner=none",
+                  f"sweep.sampler={sampler}", "train.epochs=3")
+    if sampler == "grid":  # grid search needs a discrete space
+        cfg = only(cfg, {"model.depth": "range(1, 3)", "model.activation": "choice(relu, tanh)"})
+    assert sweep_job(cfg) == 0
+    study = load(journal, f"s-{sampler}")
+    assert len([t for t in study.trials if t.state == TrialState.COMPLETE]) == 3
+    parent = MlflowClient(uri).get_run(study.user_attrs[PARENT_ATTR])
+    assert parent.data.tags["sweeplab.sampler"] == sampler
+    if sampler == "grid":  # three distinct points of the 2 x 2 grid
+        points = {(t.params["model.depth"], t.params["model.activation"]) for t in study.trials}
+        assert len(points) == 3
+        assert points <= {(d, a) for d in (1, 2) for a in ("relu", "tanh")}
+
+
+def test_gp_sampler_without_torch_says_what_to_install(sweep_env, monkeypatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_torch(name: str, *a, **k):  # type: ignore[no-untyped-def]
+        if name == "torch":
+            raise ImportError("no torch here")
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_torch)
+    compose, journal, _ = sweep_env
+    with pytest.raises(ConfigError, match=r"sweep.sampler='gp'.*PyTorch.*\[gp\]"):
+        sweep_job(compose("sweep.name=gp", "sweep.sampler=gp"))
+    with pytest.raises(KeyError):
+        load(journal, "gp")
+
+
+def test_multi_objective_reports_the_pareto_front(sweep_env, capsys) -> None:
+    compose, journal, uri = sweep_env
+    code = sweep_job(compose("sweep.name=multi", "sweep.n_trials=6",
+                             "sweep.objectives=[val_accuracy,n_params]",
+                             "sweep.directions=[maximize,minimize]", "sweep.sampler=random"))
+    assert code == 0
+    study = load(journal, "multi")
+    assert len(study.directions) == 2
+    front = {t.number for t in study.best_trials}
+    # No trial on the front is dominated by another completed trial.
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    for t in done:
+        dominated = any(o.values[0] >= t.values[0] and o.values[1] <= t.values[1]
+                        and o.values != t.values for o in done)
+        assert (t.number in front) == (not dominated)
+    out = capsys.readouterr().out
+    assert "Pareto front by val_accuracy/n_params" in out
+    for n in front:
+        assert f"trial {n:>3}" in out
+    client = MlflowClient(uri)
+    parent = study.user_attrs[PARENT_ATTR]
+    plots = {a.path for a in client.list_artifacts(parent, "plots")}
+    assert "plots/pareto_front.png" in plots
+    # n_params really is the network's parameter count
+    for t in done:
+        run = client.get_run(t.user_attrs[st.RUN_ID])
+        assert t.values[1] == float(run.data.tags["sweeplab.n_params"])
+
+
+def test_a_trial_with_an_invalid_config_stops_the_sweep(sweep_env, monkeypatch) -> None:
+    compose, journal, _ = sweep_env
+    from sweeplab import trial as trial_module
+
+    real_apply = trial_module.apply
+
+    def corrupt(base, values):  # type: ignore[no-untyped-def]
+        cfg = real_apply(base, values)
+        cfg.model.width = 0  # what a config bug in a trial looks like
+        return cfg
+
+    monkeypatch.setattr(trial_module, "apply", corrupt)
+    code = sweep_job(compose("sweep.name=broken", "sweep.n_trials=5"))
+    assert code == 2
+    study = load(journal, "broken")
+    assert len(study.trials) == 1  # it stopped at once
+    assert "model.width" in study.trials[0].user_attrs[st.REASON]
+
+
+def test_a_better_trial_in_a_resumed_sweep_moves_the_champion(sweep_env) -> None:
+    compose, journal, uri = sweep_env
+    common = ["sweep.name=alias", "sweep.pruner=none", "tracking.log_model=true",
+              "sweep.register_model=alias-model", "optim=gd"]
+    sweep_job(only(compose(*common, "sweep.n_trials=1"),
+                   {"optim.lr": "interval(1e-5, 1.1e-5)"}))
+    client = MlflowClient(uri)
+    first = client.get_model_version_by_alias("alias-model", "champion")
+    # A resumed study may move a numeric range (not change a choice list: next test).
+    sweep_job(only(compose(*common, "sweep.n_trials=2"), {"optim.lr": "interval(0.4, 0.5)"}))
+    study = load(journal, "alias")
+    best = min(study.trials, key=lambda t: t.values[0])
+    assert best.number == 1  # lr 0.5 learns, lr 1e-5 barely moves
+    second = client.get_model_version_by_alias("alias-model", "champion")
+    assert second.run_id == best.user_attrs[st.RUN_ID] != first.run_id
+    assert int(second.version) == int(first.version) + 1
+
+
+def test_resuming_with_a_changed_choice_list_fails_before_any_trial(sweep_env) -> None:
+    compose, journal, _ = sweep_env
+    sweep_job(only(compose("sweep.name=space", "sweep.n_trials=1", "sweep.pruner=none"),
+                   {"model.activation": "choice(relu, tanh)"}))
+    with pytest.raises(ConfigError, match=r"sweep.params.model.activation: study 'space'"):
+        sweep_job(only(compose("sweep.name=space", "sweep.n_trials=3"),
+                       {"model.activation": "choice(relu, sigmoid)"}))
+    assert len(load(journal, "space").trials) == 1
+
+
+@pytest.mark.slow
+def test_ctrl_c_writes_the_summary_and_the_sweep_resumes(tmp_path: Path,
+                                                         data_cache: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    journal = f"journal:{tmp_path / 'optuna.journal'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    cmd = _sweep_cmd(journal, "sweep.name=ctrlc", "sweep.n_trials=6", "sweep.pruner=none",
+                     "train.epochs=400", "train.log_every=20")
+    proc = subprocess.Popen(cmd, cwd=data_cache, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        time.sleep(0.3)
+        try:
+            t = st.tally(load(journal, "ctrlc"))
+        except KeyError:
+            continue
+        if t.done >= 1 and t.running == 1:
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted (Ctrl-C)" in out
+    study = load(journal, "ctrlc")
+    client = MlflowClient(uri)
+    parent = client.get_run(study.user_attrs[PARENT_ATTR])
+    assert parent.info.status == "KILLED"
+    assert "trials.csv" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert "Ctrl-C" in parent.data.tags["sweeplab.stopped_because"]
+    again = subprocess.run(cmd, cwd=data_cache, env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    study = load(journal, "ctrlc")
+    assert len([t for t in study.trials if t.state == TrialState.COMPLETE]) == 6

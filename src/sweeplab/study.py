@@ -148,6 +148,24 @@ def create_or_load(s: SweepConfig, storage: BaseStorage | str, sampler: Any,
                           f"match this sweep ({err}); choose another sweep.name") from None
 
 
+def check_space(study: optuna.Study, space: dict[str, BaseDistribution]) -> None:
+    """Fail before any trial when a resumed study has trials the new space contradicts
+    (Optuna allows a numeric range to move, not a choice list to change)."""
+    from optuna.distributions import check_distribution_compatibility
+
+    for t in study.get_trials(deepcopy=False):
+        for key, old in t.distributions.items():
+            if key not in space:
+                continue
+            try:
+                check_distribution_compatibility(old, space[key])
+            except ValueError as err:
+                raise ConfigError(
+                    f"sweep.params.{key}: study {study.study_name!r} already has trials "
+                    f"drawn from {old}, which this space cannot continue ({err}); keep the "
+                    f"space or start a new study with sweep.name=...") from None
+
+
 @dataclass(frozen=True)
 class Tally:
     done: int

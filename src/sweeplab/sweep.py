@@ -63,6 +63,7 @@ def sweep_job(cfg: DictConfig) -> int:
     with st.file_lock(st.lock_path(s)):
         study = st.create_or_load(s, storage, st.make_sampler(s, space),
                                   st.make_pruner(s, typed.train.epochs, typed.train.log_every))
+        st.check_space(study, space)
         uri = resolve_uri(typed.tracking)
         client = prepare_store(uri)
         experiment_id = get_experiment_id(client, typed.tracking.experiment, uri)

@@ -21,7 +21,8 @@ def train(X: np.ndarray, Y: np.ndarray, W0: list[np.ndarray], lr: float, iterati
     import torch
 
     torch.set_num_threads(threads)
-    Xt, Yt = torch.from_numpy(X), torch.from_numpy(Y)
+    # Copies: the dataset's arrays are read-only, which torch tensors cannot be.
+    Xt, Yt = torch.from_numpy(np.array(X)), torch.from_numpy(np.array(Y))
     W = [torch.tensor(w, requires_grad=True) for w in W0]
     b = [torch.zeros((w.shape[0], 1), dtype=Xt.dtype, requires_grad=True) for w in W0]
     opt = torch.optim.SGD([*W, *b], lr=lr)
@@ -35,5 +36,5 @@ def train(X: np.ndarray, Y: np.ndarray, W0: list[np.ndarray], lr: float, iterati
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        costs.append(float(loss))
+        costs.append(loss.item())
     return costs

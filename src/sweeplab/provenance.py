@@ -3,6 +3,7 @@ BLAS (library, CPU kernel, thread count) that summed its matrix products."""
 
 from __future__ import annotations
 
+import functools
 import platform
 import subprocess
 from importlib import metadata
@@ -21,6 +22,9 @@ def _git(*args: str, cwd: Path | None = None) -> str | None:
     return out.stdout
 
 
+# Cached per process: the code a process runs is the code it imported at the start, and a
+# sweep worker would otherwise ask git three times per trial.
+@functools.cache
 def git_state(cwd: Path | None = None) -> tuple[str | None, bool | None, str]:
     """(commit, dirty, diff against HEAD); (None, None, "") outside a git checkout."""
     root = Path(__file__).resolve().parents[2] if cwd is None else cwd
@@ -32,6 +36,7 @@ def git_state(cwd: Path | None = None) -> tuple[str | None, bool | None, str]:
     return commit.strip(), bool(status.strip()), diff
 
 
+@functools.cache
 def versions() -> dict[str, str]:
     """Python and package versions, by distribution name."""
     out = {"python": platform.python_version()}

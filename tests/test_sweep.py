@@ -276,6 +276,20 @@ def _sweep_cmd(journal: str, *overrides: str) -> list[str]:
             *overrides]
 
 
+def wait_mid_trial(journal: str, name: str, done: int, seconds: float = 300) -> None:
+    """Return once study `name` has `done` trials finished and one running."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        time.sleep(0.3)
+        try:
+            t = st.tally(load(journal, name))
+        except KeyError:  # the study does not exist yet
+            continue
+        if t.done >= done and t.running == 1:
+            return
+    raise AssertionError(f"study {name} never had {done} trials done and one running")
+
+
 @pytest.mark.slow
 def test_two_workers_complete_exactly_n_trials(tmp_path: Path, data_cache: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -304,17 +318,7 @@ def test_sigkilled_sweep_resumes_without_losing_or_doubling(tmp_path: Path,
                      "train.epochs=400", "train.log_every=20")
     proc = subprocess.Popen(cmd, cwd=data_cache, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
-    # Kill it mid-trial, once at least two trials are done.
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        time.sleep(0.3)
-        try:
-            study = load(journal, "kill")
-        except KeyError:
-            continue
-        t = st.tally(study)
-        if t.done >= 2 and t.running == 1:
-            break
+    wait_mid_trial(journal, "kill", done=2)  # then kill it in the middle of a trial
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     before = load(journal, "kill")
@@ -469,15 +473,7 @@ def test_ctrl_c_writes_the_summary_and_the_sweep_resumes(tmp_path: Path,
                      "train.epochs=400", "train.log_every=20")
     proc = subprocess.Popen(cmd, cwd=data_cache, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        time.sleep(0.3)
-        try:
-            t = st.tally(load(journal, "ctrlc"))
-        except KeyError:
-            continue
-        if t.done >= 1 and t.running == 1:
-            break
+    wait_mid_trial(journal, "ctrlc", done=1)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]

@@ -39,7 +39,7 @@ rerun: $(STAMP) ## rerun a logged run from its config and compare (RUN=<run id>,
 	@test -n "$(RUN)" || { echo "usage: make rerun RUN=<mlflow run id> [ARGS=\"train.epochs=5000\"]"; exit 2; }
 	$(BIN)/python -m sweeplab.rerun $(RUN) $(ARGS)
 
-ui: $(STAMP) ## open the MLflow UI on 127.0.0.1:$(PORT) over the local store
+ui: $(STAMP) ## open the MLflow UI on 127.0.0.1:5000 over the local store (PORT=5001 for another)
 	$(BIN)/python -m sweeplab.ui --port $(PORT)
 
 test: $(STAMP) ## run the test suite (fast tests; the slow ones: make test-slow)

@@ -255,7 +255,9 @@ class MlflowTracker(Callback):
         from sweeplab import model, pyfunc
 
         net, data = result.network, result.dataset
-        example = data.X_train[:, :5].T.copy()
+        # MLflow stores the example as JSON and validates it by loading the model and
+        # predicting it: one row is enough for wide inputs (a cat image is 12,288 numbers).
+        example = data.X_train[:, :5 if data.n_x <= 256 else 1].T.copy()
         signature = mlflow.models.infer_signature(example, net.predict(example.T.copy()))
         versions = provenance.versions()
         reqs = [f"numpy=={versions['numpy']}", f"h5py=={versions['h5py']}",

@@ -181,6 +181,15 @@ def test_pyfunc_predicts_like_the_network(tracked) -> None:
         np.testing.assert_array_equal(p, q)
 
 
+def test_the_model_uri_tag_names_the_logged_model(tracked) -> None:
+    uri = tracked.client.get_run(tracked.run_id).data.tags["sweeplab.model_uri"]
+    assert uri.startswith("models:/")
+    X = tracked.result.dataset.X_test
+    np.testing.assert_array_equal(
+        np.asarray(mlflow.pyfunc.load_model(uri).predict(np.ascontiguousarray(X.T))),
+        tracked.result.network.predict(X))
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_model_file_round_trip(compose, tmp_path: Path, dtype: str) -> None:
     r = train.run(compose("data=digits", "model.hidden=[7,5]", "model.activation=leaky_relu",

@@ -167,7 +167,8 @@ def register_champion(client: MlflowClient, name: str, run_id: str) -> str | Non
     except Exception:  # no such model or alias yet
         pass
     mlflow.set_tracking_uri(client._tracking_client.tracking_uri)
-    version = mlflow.register_model(f"runs:/{run_id}/model", name)
+    uri = client.get_run(run_id).data.tags.get("sweeplab.model_uri", f"runs:/{run_id}/model")
+    version = mlflow.register_model(uri, name)
     client.set_registered_model_alias(name, "champion", version.version)
     return str(version.version)
 

@@ -243,7 +243,10 @@ class MlflowTracker(Callback):
             self.client.log_figure(self.run_id, fig, "plots/cost_curve.png")
             plots.close(fig)
         if self.cfg.log_model and result.status != "diverged":
-            self.log_model(result)
+            info = self.log_model(result)
+            # MLflow 3 keeps the model as a LoggedModel, not under the run's artifacts:
+            # its own URI is what registering it needs.
+            self.client.set_tag(self.run_id, TAG + "model_uri", info.model_uri)
         self.client.set_terminated(self.run_id, MLFLOW_STATUS[result.status])
         self._closed = True
 

@@ -178,5 +178,22 @@ def run_link(run: Run | None) -> str:
     return "-" if run is None else f"`{run.info.run_id[:8]}`"
 
 
+def reproduction_rows(study: Study, run: Run | None, label: str, published: dict[str, object],
+                      costs: dict[int, str]) -> tuple[list[str], dict[int, float] | None]:
+    """Two table rows, the course's published figures and sweeplab's run of the same model
+    (train_cost at the steps of `costs`, then train and test accuracy), and the run's
+    train_cost history (None when the run is missing)."""
+    rows = [f"| {label} | course (published) | {' | '.join(costs.values())} | "
+            f"{published['train_accuracy']} | {published['test_accuracy']} |"]
+    if run is None:
+        return [*rows, f"| {label} | sweeplab | (not run) | | | | |"], None
+    h = study.history(run, "train_cost")
+    m = run.data.metrics
+    rows.append(f"| {label} | sweeplab, run {run_link(run)} | "
+                + " | ".join(repr(h.get(i, float("nan"))) for i in costs)
+                + f" | {m['train_accuracy']!r} | {m['test_accuracy']!r} |")
+    return rows, h
+
+
 def finite(x: float | None) -> bool:
     return x is not None and math.isfinite(x)

@@ -138,17 +138,10 @@ def tables(study: sl.Study, seeds: list[int], prefix: str) -> str:
     agreement: list[str] = []
     for p in PRESETS:
         c = COURSE[p]
-        add(f"| {LABEL[p]} | course (published) | {' | '.join(c['cost'].values())} | "
-            f"{c['train_accuracy']} | {c['test_accuracy']} |")
-        run = runs.get(f"{p}-seed1")
-        if run is None:
-            add(f"| {LABEL[p]} | sweeplab | (not run) | | | | |")
+        rows, h = sl.reproduction_rows(study, runs.get(f"{p}-seed1"), LABEL[p], c, c["cost"])
+        out.extend(rows)
+        if h is None:
             continue
-        h = study.history(run, "train_cost")
-        m = run.data.metrics
-        add(f"| {LABEL[p]} | sweeplab, run {sl.run_link(run)} | "
-            + " | ".join(repr(h.get(i, float("nan"))) for i in c["cost"])
-            + f" | {m['train_accuracy']!r} | {m['test_accuracy']!r} |")
         agreement.append(f"{LABEL[p]}: " + ", ".join(
             f"cost at {i}: {sl.digits_agreeing(h[i], v)}" for i, v in c["cost"].items() if i in h))
     add("")

@@ -103,17 +103,11 @@ def tables(study: sl.Study, seeds: list[int], reference: dict[str, ref.Result]) 
     agreement: list[str] = []
     for p in PRESETS:
         c = COURSE[p]
-        add(f"| {LABEL[p]} | course (published) | {' | '.join(c['cost'])} | "
-            f"{c['train_accuracy']} | {c['test_accuracy']} |")
-        run = runs.get(f"{p}-seed3")
-        if run is None:
-            add(f"| {LABEL[p]} | sweeplab | (not run) | | | | |")
+        rows, h = sl.reproduction_rows(study, runs.get(f"{p}-seed3"), LABEL[p], c,
+                                       dict(zip(STEPS, c["cost"], strict=True)))
+        out.extend(rows)
+        if h is None:
             continue
-        h = study.history(run, "train_cost")
-        m = run.data.metrics
-        add(f"| {LABEL[p]} | sweeplab, run {sl.run_link(run)} | "
-            + " | ".join(repr(h.get(i, float("nan"))) for i in STEPS)
-            + f" | {m['train_accuracy']!r} | {m['test_accuracy']!r} |")
         if p != "course2_dropout":
             agreement.append(f"{LABEL[p]}: " + ", ".join(
                 f"{sl.rel_diff(h[i], float(v)):.0e}" for i, v in zip(STEPS, c["cost"], strict=True)

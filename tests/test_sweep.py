@@ -276,6 +276,13 @@ def _sweep_cmd(journal: str, *overrides: str) -> list[str]:
             *overrides]
 
 
+def process_stores(tmp_path: Path) -> tuple[str, str, dict[str, str]]:
+    """(MLflow URI, Optuna journal URL, environment) for a sweep run as a subprocess."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    return uri, f"journal:{tmp_path / 'optuna.journal'}", {**os.environ,
+                                                           "MLFLOW_TRACKING_URI": uri}
+
+
 def wait_mid_trial(journal: str, name: str, done: int, seconds: float = 300) -> None:
     """Return once study `name` has `done` trials finished and one running."""
     deadline = time.time() + seconds
@@ -292,9 +299,7 @@ def wait_mid_trial(journal: str, name: str, done: int, seconds: float = 300) -> 
 
 @pytest.mark.slow
 def test_two_workers_complete_exactly_n_trials(tmp_path: Path, data_cache: Path) -> None:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    journal = f"journal:{tmp_path / 'optuna.journal'}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    uri, journal, env = process_stores(tmp_path)
     proc = subprocess.run(_sweep_cmd(journal, "sweep.name=par", "sweep.n_trials=10",
                                      "sweep.n_jobs=2", "tracking.log_model=true"),
                           cwd=data_cache, env=env, capture_output=True, text=True, timeout=600)
@@ -311,9 +316,7 @@ def test_two_workers_complete_exactly_n_trials(tmp_path: Path, data_cache: Path)
 @pytest.mark.slow
 def test_sigkilled_sweep_resumes_without_losing_or_doubling(tmp_path: Path,
                                                            data_cache: Path) -> None:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    journal = f"journal:{tmp_path / 'optuna.journal'}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    uri, journal, env = process_stores(tmp_path)
     cmd = _sweep_cmd(journal, "sweep.name=kill", "sweep.n_trials=8", "sweep.pruner=none",
                      "train.epochs=400", "train.log_every=20")
     proc = subprocess.Popen(cmd, cwd=data_cache, env=env, stdout=subprocess.DEVNULL,
@@ -466,9 +469,7 @@ def test_resuming_with_a_changed_choice_list_fails_before_any_trial(sweep_env) -
 @pytest.mark.slow
 def test_ctrl_c_writes_the_summary_and_the_sweep_resumes(tmp_path: Path,
                                                          data_cache: Path) -> None:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    journal = f"journal:{tmp_path / 'optuna.journal'}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    uri, journal, env = process_stores(tmp_path)
     cmd = _sweep_cmd(journal, "sweep.name=ctrlc", "sweep.n_trials=6", "sweep.pruner=none",
                      "train.epochs=400", "train.log_every=20")
     proc = subprocess.Popen(cmd, cwd=data_cache, env=env, stdout=subprocess.PIPE,

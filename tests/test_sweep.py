@@ -490,3 +490,10 @@ def test_ctrl_c_writes_the_summary_and_the_sweep_resumes(tmp_path: Path,
     assert again.returncode == 0, again.stderr[-2000:]
     study = load(journal, "ctrlc")
     assert len([t for t in study.trials if t.state == TrialState.COMPLETE]) == 6
+
+
+def test_each_study_registers_its_own_model_by_default(compose) -> None:
+    from sweeplab.config import to_config
+
+    cfg = to_config(compose("sweep.name=mine", config_name="sweep_app"))
+    assert cfg.sweep is not None and cfg.sweep.register_model == "sweeplab-mine"

@@ -25,8 +25,6 @@ from sweeplab.config import Config, ConfigError, to_config
 from sweeplab.data import Dataset, load_dataset
 from sweeplab.nn import Network, layer_dims_from, make_optimizer, minibatches, summary
 
-STATUSES = ("finished", "early_stopped", "diverged", "pruned", "stopped")
-
 
 @dataclass
 class History:
@@ -109,19 +107,11 @@ def build_network(cfg: Config, data: Dataset) -> Network:
 
 def evaluate(net: Network, X: NDArray[Any], Y: NDArray[Any],
              y: NDArray[Any]) -> tuple[float, float]:
-    """(cost without L2, accuracy) of the network on X (n_x, m), Y (n_y, m), labels y (m,)."""
-    A = net.predict_proba(X)
-    Z_free_cost = _cost_from_A(net, A, Y)
-    return Z_free_cost, float((net.output.predict(A) == y).mean())
-
-
-def _cost_from_A(net: Network, A: NDArray[Any], Y: NDArray[Any]) -> float:
-    # Evaluation only needs the value, so the clipped A form is fine here.
-    eps = np.finfo(A.dtype).tiny
-    m = Y.shape[1]
-    if net.output.name == "sigmoid":
-        return float(-(Y * np.log(A + eps) + (1 - Y) * np.log(1 - A + eps)).sum() / m)
-    return float(-(Y * np.log(A + eps)).sum() / m)
+    """(cost without L2, accuracy) of the network on X (n_x, m), Y (n_y, m), labels y (m,),
+    the cost in the same stable form as training's."""
+    Z = net.logits(X)
+    A = net.output.activate(Z)
+    return net.output.cost(Z, Y), float((net.output.predict(A) == y).mean())
 
 
 def _call(callbacks: Sequence[Callback], method: str, *args: Any) -> None:

@@ -110,13 +110,17 @@ class Network:
         if Y is not None and Y.dtype != self.dtype:
             raise TypeError(f"Y is {Y.dtype} but the network is {self.dtype}")
 
-    def predict_proba(self, X: Array) -> Array:
-        """A[L] (n_y, m) for X (n_x, m), without dropout."""
+    def logits(self, X: Array) -> Array:
+        """Z[L] (n_y, m) for X (n_x, m), without dropout: what the stable costs take."""
         self._check_input(X)
         A = X
         for l in range(self.L - 1):
             A = self.activation.forward(self.W[l] @ A + self.b[l])
-        return self.output.activate(self.W[-1] @ A + self.b[-1])
+        return self.W[-1] @ A + self.b[-1]
+
+    def predict_proba(self, X: Array) -> Array:
+        """A[L] (n_y, m) for X (n_x, m), without dropout."""
+        return self.output.activate(self.logits(X))
 
     def predict(self, X: Array) -> NDArray[np.int64]:
         """Class labels (m,) for X (n_x, m)."""

@@ -497,3 +497,54 @@ def test_each_study_registers_its_own_model_by_default(compose) -> None:
 
     cfg = to_config(compose("sweep.name=mine", config_name="sweep_app"))
     assert cfg.sweep is not None and cfg.sweep.register_model == "sweeplab-mine"
+
+
+def test_ctrl_c_inside_an_mlflow_write_lets_the_write_finish(sweep_env, monkeypatch) -> None:
+    """Ctrl-C lands inside a trial's first MLflow write: the write completes (an SQLite
+    transaction cut there could lock the store for the summary), the trial stops at its
+    next log point, is marked KILLED, queued again, and the summary is written."""
+    compose, journal, uri = sweep_env
+    original = MlflowClient.log_batch
+    hits: list[str] = []
+
+    def log_batch(self, run_id, metrics=(), params=(), tags=(), **kw):
+        if params and any(p.key == "model.width" for p in params):
+            hits.append(run_id)
+            if len(hits) == 2:  # the second trial's parameters
+                os.kill(os.getpid(), signal.SIGINT)
+        return original(self, run_id, metrics=metrics, params=params, tags=tags, **kw)
+
+    monkeypatch.setattr(MlflowClient, "log_batch", log_batch)
+    code = sweep_job(compose("sweep.name=mid", "sweep.n_trials=4", "sweep.pruner=none",
+                             "train.epochs=60", "train.log_every=5"))
+    assert code == 130
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    client = MlflowClient(uri)
+    killed = client.get_run(hits[1])
+    assert "model.width" in killed.data.params  # the interrupted write went through
+    assert killed.info.status == "KILLED"
+    assert killed.data.tags["sweeplab.status"] == "interrupted"
+    study = load(journal, "mid")
+    assert Counter(t.state for t in study.trials) == {
+        TrialState.COMPLETE: 1, TrialState.FAIL: 1, TrialState.WAITING: 1}
+    assert study.trials[1].user_attrs[st.STATUS] == "interrupted"
+    assert study.trials[2].user_attrs[st.RETRY_OF] == 1
+    parent = client.get_run(study.user_attrs[PARENT_ATTR])
+    assert parent.info.status == "KILLED"
+    assert "Ctrl-C" in parent.data.tags["sweeplab.stopped_because"]
+
+
+def test_a_second_ctrl_c_interrupts_at_once() -> None:
+    from sweeplab.interrupt import deferred_interrupt
+
+    previous = signal.getsignal(signal.SIGINT)
+    with deferred_interrupt() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)  # the handler runs; nothing is raised yet
+        assert stop.requested
+        with pytest.raises(KeyboardInterrupt):
+            stop.check()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+    assert signal.getsignal(signal.SIGINT) is previous

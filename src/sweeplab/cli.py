@@ -20,7 +20,7 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 def hydra_app(config_name: str, job: Callable[[DictConfig], Any]) -> Callable[[], Any]:
     """A Hydra app over conf/ that turns sweeplab's input errors into one clear message
-    and exit code 2, instead of a traceback."""
+    and exit code 2, and Ctrl-C into exit code 130, instead of a traceback."""
     import hydra
 
     from sweeplab.config import ConfigError, register_configs
@@ -38,6 +38,9 @@ def hydra_app(config_name: str, job: Callable[[DictConfig], Any]) -> Callable[[]
             # the schema, such as a logged config.yaml; their message names the key.
             print(f"error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
+        except KeyboardInterrupt:
+            print("interrupted (Ctrl-C)", file=sys.stderr)
+            raise SystemExit(130) from None
 
     def main() -> Any:
         sys.argv = absolute_config_path(sys.argv)

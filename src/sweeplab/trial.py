@@ -19,6 +19,7 @@ from sweeplab import study as st
 from sweeplab.callbacks import Callback, RunStart, StopTraining
 from sweeplab.config import ConfigError, SweepConfig, to_config
 from sweeplab.data import Dataset
+from sweeplab.interrupt import StopOnRequest, StopRequest, deferred_interrupt
 from sweeplab.search_space import apply, parse_space
 from sweeplab.tracking import MlflowTracker
 from sweeplab.train import RunResult, load_data, run
@@ -87,8 +88,9 @@ class Job:
 
 
 def run_trial(trial: Trial, job: Job, base: DictConfig, data_cache: dict[str, Dataset],
-              s: SweepConfig) -> None:
-    """Run and tell one trial; pruned and diverged trials are told as such."""
+              s: SweepConfig, stop: StopRequest | None = None) -> None:
+    """Run and tell one trial; pruned and diverged trials are told as such. A requested
+    stop (Ctrl-C) ends it at its next log point, and it is queued again."""
     objectives, _ = st.objectives_of(s)
     cfg = apply(base, trial.params)
     OmegaConf.update(cfg, "tracking.run_name",
@@ -106,6 +108,8 @@ def run_trial(trial: Trial, job: Job, base: DictConfig, data_cache: dict[str, Da
                             tags={"sweeplab.trial_number": str(trial.number),
                                   "sweeplab.study": s.name, "sweeplab.role": "trial"})
     callbacks: list[Callback] = [tracker, RecordRunId(trial, tracker)]
+    if stop is not None:
+        callbacks.insert(0, StopOnRequest(stop))
     if len(objectives) == 1 and objectives[0] in HISTORY_METRICS and s.pruner != "none":
         callbacks.insert(0, PruningReporter(trial, objectives[0], s.pruner))
     try:
@@ -167,8 +171,9 @@ def work(job: Job, on_trial_done: Callable[[optuna.Study], None] | None = None) 
         pruner=st.make_pruner(s, typed.train.epochs, typed.train.log_every))
     data_cache: dict[str, Dataset] = {}
     limits = threadpool_limits(job.threads) if job.threads else contextlib.nullcontext()
-    with limits:
+    with limits, deferred_interrupt() as stop:
         while True:
+            stop.check()
             if s.timeout is not None and time.time() - job.started > s.timeout:
                 return f"timeout of {s.timeout}s reached"
             with st.file_lock(st.lock_path(s)):
@@ -182,7 +187,7 @@ def work(job: Job, on_trial_done: Callable[[optuna.Study], None] | None = None) 
                 trial = study.ask(space)
                 trial.set_user_attr(st.PID, os.getpid())
                 trial.set_user_attr(st.HOST, socket.gethostname())
-            run_trial(trial, job, base, data_cache, s)
+            run_trial(trial, job, base, data_cache, s, stop)
             if on_trial_done is not None:
                 on_trial_done(study)
 

@@ -38,6 +38,7 @@ class RunStart:
     network: Network
     summary: str
     run_name: str
+    first_layer: str = "direct"  # how W[1] X is computed: direct or dual (sweeplab.nn.dual)
 
 
 class Callback:

@@ -19,6 +19,7 @@ OUTPUTS = ("auto", "sigmoid", "softmax")
 INITS = ("he", "xavier", "course_deep", "course_small")
 OPTIMIZERS = ("gd", "momentum", "adam")
 DTYPES = ("float64", "float32")
+FIRST_LAYER_FORMS = ("auto", "direct", "dual")
 BUILTIN_DATASETS = ("planar", "moons", "circles", "digits", "breast_cancer")
 DATASETS = (*BUILTIN_DATASETS, "catvnoncat", "h5")
 
@@ -93,6 +94,10 @@ class TrainConfig:
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     # null = a bar on a terminal for runs longer than a couple of seconds.
     progress: bool | None = None
+    # How layer 1's W[1] X is computed: direct, or dual (W[1] = a W1₀ + R Xᵀ with XᵀX
+    # computed once, see sweeplab.nn.dual); auto = dual for full-batch gd/momentum when
+    # m <= n_x / 4 (the course's cat images), else direct.
+    first_layer: str = "auto"
 
 
 @dataclass
@@ -224,6 +229,14 @@ def validate(cfg: Config) -> None:
     _check(p, t.batch_size is None or t.batch_size >= 1, "train.batch_size", t.batch_size,
            "must be an integer >= 1, or null for full batch")
     _check(p, t.log_every >= 1, "train.log_every", t.log_every, "must be an integer >= 1")
+    _one_of(p, "train.first_layer", t.first_layer, FIRST_LAYER_FORMS)
+    if t.first_layer == "dual":
+        _check(p, o.name in ("gd", "momentum"), "train.first_layer", t.first_layer,
+               f"needs optim.name gd or momentum (got {o.name!r}: Adam's update is not "
+               f"linear in the gradient); use auto or direct")
+        _check(p, t.batch_size is None, "train.first_layer", t.first_layer,
+               f"needs full batch, train.batch_size=null (got {t.batch_size}); "
+               f"use auto or direct")
     es = t.early_stopping
     _check(p, es.patience is None or es.patience >= 1, "train.early_stopping.patience",
            es.patience, "must be an integer >= 1, or null for no early stopping")

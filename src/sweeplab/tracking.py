@@ -166,6 +166,7 @@ class MlflowTracker(Callback):
             TAG + "seed": str(start.config.seed),
             TAG + "layer_dims": str(start.network.layer_dims),
             TAG + "n_params": str(start.network.n_params),
+            TAG + "first_layer": start.first_layer,
             TAG + "status": "running",
             "mlflow.note.content": f"```\n{start.summary}\n```",
         }

@@ -24,6 +24,7 @@ from sweeplab.callbacks import Callback, RunStart, StopTraining
 from sweeplab.config import Config, ConfigError, to_config
 from sweeplab.data import Dataset, load_dataset
 from sweeplab.nn import Network, layer_dims_from, make_optimizer, minibatches, summary
+from sweeplab.nn.dual import DualLayer1, dual_pays_off
 
 
 @dataclass
@@ -55,6 +56,7 @@ class RunResult:
     epochs_run: int = 0
     summary: str = ""
     run_name: str = ""
+    first_layer: str = "direct"  # the form train.first_layer resolved to
 
     @property
     def ok(self) -> bool:
@@ -114,6 +116,20 @@ def evaluate(net: Network, X: NDArray[Any], Y: NDArray[Any],
     return net.output.cost(Z, Y), float((net.output.predict(A) == y).mean())
 
 
+def first_layer_form(cfg: Config, n_x: int, m: int) -> str:
+    """'direct' or 'dual': what train.first_layer means for training inputs (n_x, m)."""
+    form = cfg.train.first_layer
+    full_batch = cfg.train.batch_size is None or cfg.train.batch_size >= m
+    if form == "auto":
+        linear = cfg.optim.name in ("gd", "momentum")
+        return "dual" if full_batch and linear and dual_pays_off(n_x, m) else "direct"
+    if form == "dual" and m > n_x:
+        raise ConfigError(f"train.first_layer='dual' needs m <= n_x, but the training set "
+                          f"has m={m} examples of n_x={n_x} features (XᵀX would be larger "
+                          f"than X): use auto or direct")
+    return form
+
+
 def _call(callbacks: Sequence[Callback], method: str, *args: Any) -> None:
     for cb in callbacks:
         getattr(cb, method)(*args)
@@ -141,13 +157,15 @@ def run(cfg: Config | DictConfig | dict[str, Any], callbacks: Sequence[Callback]
     has_val = data.X_val is not None
     l2 = cfg.optim.l2
 
+    form = first_layer_form(cfg, data.n_x, m)
     result = RunResult(cfg, net, data, np.empty(0), History(), {}, summary=summary(net, m),
-                       run_name=cfg.tracking.run_name or describe(cfg))
+                       run_name=cfg.tracking.run_name or describe(cfg), first_layer=form)
     _call(callbacks, "on_train_start",
-          RunStart(cfg, data, net, result.summary, result.run_name))
+          RunStart(cfg, data, net, result.summary, result.run_name, form))
     costs = np.full(t.epochs, np.nan)
     best_val, since_best = math.inf, 0
-    params = [*net.W, *net.b]
+    dual = DualLayer1(net, X) if form == "dual" else None
+    params = dual.params if dual is not None else [*net.W, *net.b]
     start = time.perf_counter()
     epoch = -1
     # Overflow at a too-large learning rate is detected as a non-finite cost; no warnings.
@@ -155,13 +173,19 @@ def run(cfg: Config | DictConfig | dict[str, Any], callbacks: Sequence[Callback]
         for epoch in range(t.epochs):
             log_now = epoch % t.log_every == 0 or epoch == t.epochs - 1
             if log_now and has_val:
+                if dual is not None:
+                    dual.materialize()
                 val_cost, val_acc = evaluate(net, data.X_val, data.Y_val, data.y_val)  # type: ignore[arg-type]
-            total = 0.0
-            for Xb, Yb in minibatches(X, Y, t.batch_size, batch_rng):
-                J, dW, db = net.forward_backward(Xb, Yb, l2, dropout_rng)
-                total += J * Xb.shape[1]
-                opt.step(params, [*dW, *db])
-            cost = total / m
+            if dual is not None:
+                cost, grads = dual.forward_backward(Y, l2, dropout_rng)
+                opt.step(params, grads)
+            else:
+                total = 0.0
+                for Xb, Yb in minibatches(X, Y, t.batch_size, batch_rng):
+                    J, dW, db = net.forward_backward(Xb, Yb, l2, dropout_rng)
+                    total += J * Xb.shape[1]
+                    opt.step(params, [*dW, *db])
+                cost = total / m
             costs[epoch] = cost
             diverged = not math.isfinite(cost)
             if not (log_now or diverged):
@@ -197,6 +221,8 @@ def run(cfg: Config | DictConfig | dict[str, Any], callbacks: Sequence[Callback]
                         result.reason = (f"val_cost did not improve by {es.min_delta} for "
                                          f"{es.patience} log points (best {best_val:.6g})")
                         break
+    if dual is not None:
+        dual.materialize()
     result.epochs_run = epoch + 1
     result.costs = costs[: result.epochs_run]
     result.metrics = final_metrics(net, data) if result.status != "diverged" else {}

@@ -126,11 +126,11 @@ class Network:
         """Class labels (m,) for X (n_x, m)."""
         return self.output.predict(self.predict_proba(X))
 
-    def l2_cost(self, l2: float, m: int) -> float:
-        """(λ / 2m) Σ_l ‖W[l]‖², the course's L2 term."""
+    def l2_cost(self, l2: float, m: int, first: int = 1) -> float:
+        """(λ / 2m) Σ_l ‖W[l]‖² over layers l = first..L, the course's L2 term."""
         if l2 == 0:
             return 0.0
-        return l2 / (2 * m) * sum(float(np.vdot(W, W)) for W in self.W)
+        return l2 / (2 * m) * sum(float(np.vdot(W, W)) for W in self.W[first - 1:])
 
     def cost(self, X: Array, Y: Array, l2: float = 0.0,
              rng: np.random.Generator | None = None) -> float:
@@ -145,17 +145,24 @@ class Network:
         return self.output.cost(ZL, Y) + self.l2_cost(l2, X.shape[1])
 
     def forward_backward(self, X: Array, Y: Array, l2: float = 0.0,
-                         rng: np.random.Generator | None = None
-                         ) -> tuple[float, list[Array], list[Array]]:
+                         rng: np.random.Generator | None = None, *,
+                         Z1: Array | None = None) -> tuple[float, list[Array], list[Array]]:
         """One forward and one backward pass over X (n_x, m), Y (n_y, m).
 
         Returns (J, dW, db) with dW[l-1] (n[l], n[l-1]) and db[l-1] (n[l], 1). Dropout is
         applied to hidden layers when `rng` is given and keep_prob < 1 (inverted: kept units
         are divided by keep_prob). The dW arrays are buffers reused by the next call.
+
+        Z1 (n[1], m), when given, is W[1] X computed elsewhere (see `nn.dual`; it is
+        overwritten): W[1] is then not used, dW[0] holds dZ[1] (n[1], m) in place of
+        dW[1] = dZ[1] Xᵀ, and neither J nor dW[0] includes layer 1's L2 term.
         """
         self._check_input(X, Y)
         m = X.shape[1]
         L, g = self.L, self.activation
+        if Z1 is not None and Z1.shape != (self.layer_dims[1], m):
+            raise ShapeError(f"layer 1: Z1 has shape {Z1.shape}, expected (n[1], m) = "
+                             f"{(self.layer_dims[1], m)}")
         dropout = rng is not None and self.keep_prob < 1
         A_prev: list[Array] = [X]  # A[l-1], the input of layer l (after dropout)
         Zs: list[Array] = []
@@ -163,7 +170,7 @@ class Network:
         masks: list[Array] = []
         A = X
         for l in range(L - 1):
-            Z = self.W[l] @ A
+            Z = Z1 if l == 0 and Z1 is not None else self.W[l] @ A
             Z += self.b[l]
             G = g.forward(Z)
             A = G
@@ -176,9 +183,9 @@ class Network:
             Zs.append(Z)
             Gs.append(G)
             A_prev.append(A)
-        ZL = self.W[-1] @ A
+        ZL = Z1 if L == 1 and Z1 is not None else self.W[-1] @ A
         ZL += self.b[-1]
-        J = self.output.cost(ZL, Y) + self.l2_cost(l2, m)
+        J = self.output.cost(ZL, Y) + self.l2_cost(l2, m, first=1 if Z1 is None else 2)
 
         dZ = self.output.activate(ZL)  # becomes dZ[L] = (A[L] - Y) / m in place
         dZ -= Y
@@ -186,10 +193,12 @@ class Network:
         dW: list[Array] = self._dW
         db: list[Array] = [np.empty(0)] * L
         for l in range(L - 1, -1, -1):
+            db[l] = dZ.sum(axis=1, keepdims=True)
+            if l == 0 and Z1 is not None:
+                return J, [dZ, *dW[1:]], db
             np.matmul(dZ, A_prev[l].T, out=dW[l])
             if l2:
                 dW[l] += (l2 / m) * self.W[l]
-            db[l] = dZ.sum(axis=1, keepdims=True)
             if l == 0:
                 break  # dA[0] would be the gradient w.r.t. X: never needed
             dA = self.W[l].T @ dZ

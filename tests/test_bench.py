@@ -35,6 +35,11 @@ def test_bench_smoke(shared_datasets: Path, tmp_path: Path) -> None:
     t = results["training"]
     assert t["iterations"] == 5
     assert t["curve_identical"] and t["curve_max_rel_diff_vs_textbook"] < 1e-10
+    # the default form on the cat images is the dual one; the direct one is timed beside it
+    assert t["first_layer"] == "dual"
+    assert t["curve_max_rel_diff_vs_textbook_direct"] < 1e-10
+    assert {"sweeplab float64", "sweeplab direct float64"} <= t["ms_per_iteration"].keys()
+    assert t["speedup_float64_vs_textbook_direct"] > 0
     assert all(v > 0 for v in t["ms_per_iteration"].values())
     assert results["tracking"]["median_seconds"]["with tracker"] > 0
     text = (tmp_path / "latest.md").read_text()

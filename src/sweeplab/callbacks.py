@@ -35,7 +35,8 @@ class RunStart:
 
     config: Config
     dataset: Dataset
-    network: Network
+    network: Network  # updated in place; under the dual form W[0] only at log points with
+    #                   validation and at the end (see sweeplab.nn.dual)
     summary: str
     run_name: str
     first_layer: str = "direct"  # how W[1] X is computed: direct or dual (sweeplab.nn.dual)

@@ -409,3 +409,21 @@ def test_train_on_a_downloaded_config(store: Store, tmp_path: Path) -> None:
          "config", "model.depth=abc", f"hydra.run.dir={tmp_path / 'out'}"],
         cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "model.depth" in bad.stderr
+
+
+def test_a_config_logged_before_first_layer_existed_reruns_in_the_direct_form(
+        store: Store) -> None:
+    from sweeplab.logged_run import logged_config
+
+    run_id = store.original(store.config())
+    run = store.client.get_run(run_id)
+    logged = logged_config(store.client, run)
+    assert logged.train.first_layer == "auto"  # what today's runs log
+    old = OmegaConf.to_container(logged)
+    del old["train"]["first_layer"]  # type: ignore[index, union-attr]
+    exp = store.client.create_experiment("before-first-layer")
+    old_id = store.client.create_run(exp, tags={"sweeplab.status": "finished"}).info.run_id
+    store.client.log_text(old_id, OmegaConf.to_yaml(old), "config.yaml")
+    again = logged_config(store.client, store.client.get_run(old_id))
+    assert again.train.first_layer == "direct"
+    assert again.train.epochs == logged.train.epochs

@@ -22,6 +22,9 @@ from sweeplab.config import Config, flatten, to_config
 from sweeplab.tracking import TAG
 
 CONFIG_ARTIFACT = "config.yaml"
+# Keys added to the schema after a run was logged take the value that reproduces that run,
+# not today's default: before train.first_layer existed, every run used the direct form.
+ADDED_KEYS = {"train.first_layer": "direct"}
 
 
 class RunError(Exception):
@@ -60,6 +63,11 @@ def logged_config(client: MlflowClient, run: Run) -> DictConfig:
         cfg = OmegaConf.load(path)
     if not isinstance(cfg, DictConfig):
         raise RunError(f"run {run_id}: {CONFIG_ARTIFACT} is not a mapping of config keys")
+    for key, then in ADDED_KEYS.items():
+        section = key.rsplit(".", 1)[0]
+        if OmegaConf.select(cfg, section) is not None and \
+                OmegaConf.select(cfg, key, default="<missing>") == "<missing>":
+            OmegaConf.update(cfg, key, then)
     return cfg
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 import time
 import warnings
@@ -122,6 +123,10 @@ def log_plots(client: MlflowClient, run_id: str, study: optuna.Study,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as ovm
+
+    # A slice plot of a categorical parameter with numeric choices (train.epochs: 500,
+    # 1000, ...) makes matplotlib log a note at INFO, which Hydra's logging would print.
+    logging.getLogger("matplotlib.category").setLevel(logging.WARNING)
 
     target = None if len(objectives) == 1 else (lambda t: t.values[0])
     name = objectives[0]

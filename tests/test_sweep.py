@@ -284,15 +284,17 @@ def process_stores(tmp_path: Path) -> tuple[str, str, dict[str, str]]:
 
 
 def wait_mid_trial(journal: str, name: str, done: int, seconds: float = 300) -> None:
-    """Return once study `name` has `done` trials finished and one running."""
+    """Return once study `name` has `done` trials finished and one training (asked, all
+    its parameters drawn and claimed by its worker's PID)."""
     deadline = time.time() + seconds
     while time.time() < deadline:
         time.sleep(0.3)
         try:
-            t = st.tally(load(journal, name))
+            study = load(journal, name)
         except KeyError:  # the study does not exist yet
             continue
-        if t.done >= done and t.running == 1:
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if st.tally(study).done >= done and len(running) == 1 and st.PID in running[0].user_attrs:
             return
     raise AssertionError(f"study {name} never had {done} trials done and one running")
 
@@ -311,6 +313,21 @@ def test_two_workers_complete_exactly_n_trials(tmp_path: Path, data_cache: Path)
     assert len({t.user_attrs[st.PID] for t in study.trials}) == 2  # both workers pulled trials
     runs = child_runs(uri, study.user_attrs[PARENT_ATTR])
     assert sorted(int(r.data.tags["sweeplab.trial_number"]) for r in runs) == list(range(10))
+
+
+def test_a_trial_killed_before_it_recorded_its_process_is_retried(sweep_env) -> None:
+    """A worker killed between asking for a trial and writing its PID leaves a RUNNING
+    trial nobody owns: the next start must queue it again, not count it as running."""
+    compose, journal, _ = sweep_env
+    assert sweep_job(compose("sweep.name=gap", "sweep.n_trials=2")) == 0
+    load(journal, "gap").ask()  # the kill came right after this write
+    assert sweep_job(compose("sweep.name=gap", "sweep.n_trials=4")) == 0
+    study = load(journal, "gap")
+    assert Counter(t.state for t in study.trials) == {
+        TrialState.COMPLETE: 4, TrialState.FAIL: 1}
+    orphan = study.trials[2]
+    assert orphan.state == TrialState.FAIL and orphan.user_attrs[st.STATUS] == "interrupted"
+    assert [t.user_attrs.get(st.RETRY_OF) for t in study.trials[3:]] == [2, None]
 
 
 @pytest.mark.slow

@@ -196,12 +196,17 @@ def _alive(pid: int) -> bool:
 
 
 def orphaned(study: optuna.Study) -> list[FrozenTrial]:
-    """RUNNING trials whose process on this host is gone (killed sweeps)."""
+    """RUNNING trials whose process on this host is gone (killed sweeps).
+
+    Call it holding the sweep's `file_lock`: workers ask for a trial and record their PID
+    under that lock, so a RUNNING trial without a PID seen here was left by a process
+    killed between those two writes, and is orphaned too.
+    """
     host = socket.gethostname()
     out = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid, where = t.user_attrs.get(PID), t.user_attrs.get(HOST)
-        if where == host and isinstance(pid, int) and not _alive(pid):
+        if pid is None or (where == host and isinstance(pid, int) and not _alive(pid)):
             out.append(t)
     return out
 

@@ -107,6 +107,20 @@ def test_params_from_the_command_line_add_override_and_drop(compose) -> None:
                     "model.keep_prob": "interval(0.5, 1.0)"}
 
 
+def test_search_space_expressions_on_the_command_line_need_no_quotes() -> None:
+    from sweeplab.search_space import quote_space_overrides
+
+    argv = ["sweeplab.sweep", "+sweep.params.model.keep_prob=interval(0.5, 1.0)",
+            "++sweep.params.model.depth='range(1, 3)'", "~sweep.params.optim.lr",
+            "++sweep.params.model.width=null", "sweep.params.x=choice('a', b)",
+            "sweep.n_trials=3", "model.depth=2"]
+    assert quote_space_overrides(argv) == [
+        "sweeplab.sweep", "+sweep.params.model.keep_prob='interval(0.5, 1.0)'",
+        "++sweep.params.model.depth='range(1, 3)'", "~sweep.params.optim.lr",
+        "++sweep.params.model.width=null", "sweep.params.x=\"choice('a', b)\"",
+        "sweep.n_trials=3", "model.depth=2"]
+
+
 def test_bad_space_fails_before_any_trial(sweep_env) -> None:
     compose, journal, uri = sweep_env
     cfg = compose("sweep.name=bad", "+sweep.params.model.nope='range(1,3)'")
@@ -122,7 +136,9 @@ def test_bad_override_fails_before_any_trial(tmp_path: Path, data_cache: Path) -
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     for override, key in [("sweep.sampler=bayes", "sweep.sampler"),
                           ("sweep.objective=test_accuracy", "test set is never an objective"),
-                          ("sweep.n_trials=0", "sweep.n_trials")]:
+                          ("sweep.n_trials=0", "sweep.n_trials"),
+                          # unquoted, as `make sweep ARGS="...='range(1, 3)'"` passes it on
+                          ("+sweep.params.model.nope=range(1, 3)", "model.nope")]:
         proc = subprocess.run([sys.executable, "-m", "sweeplab.sweep", *FAST, override,
                                f"sweep.storage=journal:{tmp_path / 'j.journal'}"],
                               cwd=data_cache, env=env, capture_output=True, text=True,

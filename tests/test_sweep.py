@@ -108,7 +108,7 @@ def test_params_from_the_command_line_add_override_and_drop(compose) -> None:
 
 
 def test_search_space_expressions_on_the_command_line_need_no_quotes() -> None:
-    from sweeplab.search_space import quote_space_overrides
+    from sweeplab.cli import quote_space_overrides
 
     argv = ["sweeplab.sweep", "+sweep.params.model.keep_prob=interval(0.5, 1.0)",
             "++sweep.params.model.depth='range(1, 3)'", "~sweep.params.optim.lr",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -90,3 +91,25 @@ def report_run(result: RunResult, tracker: MlflowTracker | None) -> None:
         print(f"  logged to MLflow run {tracker.run_id}")
         print(f"  rerun:  make rerun RUN={tracker.run_id}")
         print(f"  look:   {ui_hint(tracker.uri, tracker.experiment_id, tracker.run_id)}")
+
+
+# `[+|++|~]sweep.params.<key>=<expression>` on the command line, the expression unquoted.
+_SPACE_ARG = re.compile(r"^(\+{0,2}|~)(sweep\.params\.[^=]+)=([^'\"].*\(.*)$")
+
+
+def quote_space_overrides(argv: list[str]) -> list[str]:
+    """argv with each unquoted search-space expression quoted for Hydra.
+
+    Unquoted, Hydra reads `sweep.params.model.depth=range(1, 6)` as a sweep of its own and
+    refuses it without --multirun; the shell, and `make`'s recipe, strip the quotes users
+    write around it, so the quoting is done here. Quoted ones are left as they are.
+    """
+    out = []
+    for arg in argv:
+        m = _SPACE_ARG.match(arg)
+        if m and "'" not in m[3]:
+            arg = f"{m[1]}{m[2]}='{m[3]}'"
+        elif m and '"' not in m[3]:
+            arg = f'{m[1]}{m[2]}="{m[3]}"'
+        out.append(arg)
+    return out

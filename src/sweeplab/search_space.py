@@ -16,7 +16,6 @@ against the config's value checks, so a bad space fails before any trial runs.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -41,28 +40,6 @@ from sweeplab.config import ConfigError, to_config
 
 GRAMMAR = ("choice(a, b, ...), range(start, stop[, step]), interval(low, high), "
            "int(interval(low, high)), tag(log, interval(low, high))")
-
-# `[+|++|~]sweep.params.<key>=<expression>` on the command line, the expression unquoted.
-_SPACE_ARG = re.compile(r"^(\+{0,2}|~)(sweep\.params\.[^=]+)=([^'\"].*\(.*)$")
-
-
-def quote_space_overrides(argv: list[str]) -> list[str]:
-    """argv with each unquoted search-space expression quoted for Hydra.
-
-    Unquoted, Hydra reads `sweep.params.model.depth=range(1, 6)` as a sweep of its own and
-    refuses it without --multirun; the shell, and `make`'s recipe, strip the quotes users
-    write around it, so the quoting is done here. Quoted ones are left as they are.
-    """
-    out = []
-    for arg in argv:
-        m = _SPACE_ARG.match(arg)
-        if m and "'" not in m[3]:
-            arg = f"{m[1]}{m[2]}='{m[3]}'"
-        elif m and '"' not in m[3]:
-            arg = f'{m[1]}{m[2]}="{m[3]}"'
-        out.append(arg)
-    return out
-
 
 def _distribution(key: str, override: Override) -> BaseDistribution:
     if not override.is_sweep_override():

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sweeplab import study as st
 from sweeplab.config import SweepConfig, to_config
-from sweeplab.search_space import flat_params, parse_space, quote_space_overrides
+from sweeplab.search_space import flat_params, parse_space
 from sweeplab.sweep_report import TrialPrinter, close_orphan_runs, summarize
 from sweeplab.tracking import TAG, get_experiment_id, prepare_store, resolve_uri
 from sweeplab.train import load_data
@@ -33,7 +33,7 @@ PARENT_ATTR = "mlflow_parent_run_id"
 
 
 def main() -> None:
-    from sweeplab.cli import hydra_app
+    from sweeplab.cli import hydra_app, quote_space_overrides
 
     sys.argv = quote_space_overrides(sys.argv)
     hydra_app("sweep_app", _sweep_cli)()

@@ -37,10 +37,10 @@ experiment: $(STAMP) ## run experiments/NAME/study.py, rewrite its README table 
 
 rerun: $(STAMP) ## rerun a logged run from its config and compare (RUN=<run id>, ARGS=overrides)
 	@test -n "$(RUN)" || { echo "usage: make rerun RUN=<mlflow run id> [ARGS=\"train.epochs=5000\"]"; exit 2; }
-	$(BIN)/python -m sweeplab.rerun $(RUN) $(ARGS)
+	$(BIN)/python -m sweeplab.cli.rerun $(RUN) $(ARGS)
 
 ui: $(STAMP) ## open the MLflow UI on 127.0.0.1:5000 over the local store (PORT=5001 for another)
-	$(BIN)/python -m sweeplab.ui --port $(PORT)
+	$(BIN)/python -m sweeplab.cli.ui --port $(PORT)
 
 test: $(STAMP) ## run the test suite (fast tests; the slow ones: make test-slow)
 	$(BIN)/python -m pytest -q

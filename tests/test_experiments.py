@@ -22,7 +22,7 @@ import pytest
 
 from conftest import REPO, compose_config
 from sweeplab.config import Config, to_config
-from sweeplab.search_space import parse_space
+from sweeplab.sweep.space import parse_space
 from sweeplab.train import run
 
 OFFLINE = ["tracking.enabled=false", "train.progress=false"]

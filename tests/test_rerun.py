@@ -21,13 +21,14 @@ from omegaconf import OmegaConf
 from threadpoolctl import threadpool_limits
 
 from conftest import use_mlflow_store
-from sweeplab import compare, provenance, rerun, train
-from sweeplab.callbacks import Callback, StopTraining
-from sweeplab.cli import absolute_config_path
+from sweeplab import train
+from sweeplab.cli import rerun
+from sweeplab.cli.common import absolute_config_path
 from sweeplab.config import Config, to_config
 from sweeplab.data.h5 import write_course_h5
-from sweeplab.logged_run import RunError, apply_overrides
-from sweeplab.tracking import MlflowTracker
+from sweeplab.tracking import MlflowTracker, compare, provenance
+from sweeplab.tracking.logged_run import RunError, apply_overrides
+from sweeplab.train.callbacks import Callback, StopTraining
 
 HISTORIES = ("train_cost", "val_cost", "val_accuracy")
 
@@ -413,7 +414,7 @@ def test_train_on_a_downloaded_config(store: Store, tmp_path: Path) -> None:
 
 def test_a_config_logged_before_first_layer_existed_reruns_in_the_direct_form(
         store: Store) -> None:
-    from sweeplab.logged_run import logged_config
+    from sweeplab.tracking.logged_run import logged_config
 
     run_id = store.original(store.config())
     run = store.client.get_run(run_id)

@@ -22,10 +22,11 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from conftest import compose_config, use_mlflow_store
-from sweeplab import study as st
 from sweeplab.config import ConfigError
-from sweeplab.search_space import parse_space
-from sweeplab.sweep import PARENT_ATTR, sweep_job
+from sweeplab.names import TrialAttr
+from sweeplab.sweep import study as st
+from sweeplab.sweep.controller import sweep_job
+from sweeplab.sweep.space import parse_space
 
 FAST = ["data=moons", "data.n_samples=200", "train.epochs=12", "train.log_every=3",
         "train.batch_size=null", "tracking.log_model=false", "tracking.log_plots=false",
@@ -96,7 +97,7 @@ def test_bad_search_space_names_the_key(compose, params: dict, message: str) -> 
 
 
 def test_params_from_the_command_line_add_override_and_drop(compose) -> None:
-    from sweeplab.search_space import flat_params
+    from sweeplab.sweep.space import flat_params
 
     cfg = compose("+sweep.params.model.keep_prob='interval(0.5, 1.0)'",
                   "++sweep.params.optim.lr='choice(0.1, 0.01)'",
@@ -108,7 +109,7 @@ def test_params_from_the_command_line_add_override_and_drop(compose) -> None:
 
 
 def test_search_space_expressions_on_the_command_line_need_no_quotes() -> None:
-    from sweeplab.cli import quote_space_overrides
+    from sweeplab.cli.common import quote_space_overrides
 
     argv = ["sweeplab.sweep", "+sweep.params.model.keep_prob=interval(0.5, 1.0)",
             "++sweep.params.model.depth='range(1, 3)'", "~sweep.params.optim.lr",
@@ -157,14 +158,14 @@ def test_trials_agree_between_optuna_and_mlflow(sweep_env) -> None:
     study = load(journal, "agree")
     assert len(study.trials) == 5
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
-    parent = study.user_attrs[PARENT_ATTR]
+    parent = study.user_attrs[TrialAttr.PARENT_RUN_ID]
     runs = child_runs(uri, parent)
     assert len(runs) == 5
     by_number = {int(r.data.tags["sweeplab.trial_number"]): r for r in runs}
     assert sorted(by_number) == [t.number for t in study.trials]
     for t in study.trials:
         run = by_number[t.number]
-        assert run.info.run_id == t.user_attrs[st.RUN_ID]
+        assert run.info.run_id == t.user_attrs[TrialAttr.RUN_ID]
         assert run.data.tags["sweeplab.trial_state"] == "COMPLETE"
         assert run.info.status == "FINISHED"
         # the trial's params are the run's params, and its value the run's final val_cost
@@ -204,11 +205,11 @@ def test_resume_runs_only_the_missing_trials(sweep_env) -> None:
     compose, journal, uri = sweep_env
     sweep_job(compose("sweep.name=resume", "sweep.n_trials=3", "sweep.pruner=none"))
     first = load(journal, "resume")
-    parent = first.user_attrs[PARENT_ATTR]
+    parent = first.user_attrs[TrialAttr.PARENT_RUN_ID]
     sweep_job(compose("sweep.name=resume", "sweep.n_trials=5", "sweep.pruner=none"))
     study = load(journal, "resume")
     assert len(study.trials) == 5
-    assert study.user_attrs[PARENT_ATTR] == parent  # the same parent run, reused
+    assert study.user_attrs[TrialAttr.PARENT_RUN_ID] == parent  # the same parent run, reused
     assert len(child_runs(uri, parent)) == 5
     # running it again with the total reached starts nothing
     sweep_job(compose("sweep.name=resume", "sweep.n_trials=5", "sweep.pruner=none"))
@@ -224,9 +225,9 @@ def test_aggressive_pruner_prunes_and_mlflow_says_so(sweep_env) -> None:
     study = load(journal, "prune")
     pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
     assert pruned, [t.state for t in study.trials]
-    runs = {r.info.run_id: r for r in child_runs(uri, study.user_attrs[PARENT_ATTR])}
+    runs = {r.info.run_id: r for r in child_runs(uri, study.user_attrs[TrialAttr.PARENT_RUN_ID])}
     for t in pruned:
-        run = runs[t.user_attrs[st.RUN_ID]]
+        run = runs[t.user_attrs[TrialAttr.RUN_ID]]
         assert run.data.tags["sweeplab.status"] == "pruned"
         assert run.data.tags["sweeplab.trial_state"] == "PRUNED"
         assert run.info.status == "KILLED"
@@ -249,11 +250,11 @@ def test_diverging_trials_are_recorded_and_the_sweep_goes_on(sweep_env) -> None:
     assert states[(1e300, TrialState.FAIL)] >= 1
     assert states[(0.1, TrialState.COMPLETE)] >= 1
     failed = [t for t in study.trials if t.state == TrialState.FAIL]
-    assert all(t.user_attrs[st.STATUS] == "diverged" for t in failed)
-    assert all("epoch" in t.user_attrs[st.REASON] for t in failed)
-    runs = {r.info.run_id: r for r in child_runs(uri, study.user_attrs[PARENT_ATTR])}
+    assert all(t.user_attrs[TrialAttr.STATUS] == "diverged" for t in failed)
+    assert all("epoch" in t.user_attrs[TrialAttr.REASON] for t in failed)
+    runs = {r.info.run_id: r for r in child_runs(uri, study.user_attrs[TrialAttr.PARENT_RUN_ID])}
     for t in failed:
-        assert runs[t.user_attrs[st.RUN_ID]].info.status == "FAILED"
+        assert runs[t.user_attrs[TrialAttr.RUN_ID]].info.status == "FAILED"
 
 
 def test_max_failure_rate_stops_a_sweep_that_only_fails(sweep_env) -> None:
@@ -278,7 +279,7 @@ def test_champion_model_is_registered_and_predicts(sweep_env) -> None:
     best = min(study.trials, key=lambda t: t.values[0])
     client = MlflowClient(uri)
     version = client.get_model_version_by_alias("champ-model", "champion")
-    assert version.run_id == best.user_attrs[st.RUN_ID]
+    assert version.run_id == best.user_attrs[TrialAttr.RUN_ID]
     model = mlflow.pyfunc.load_model("models:/champ-model@champion")
     X = np.random.default_rng(0).standard_normal((7, 2))
     labels = model.predict(X)
@@ -310,7 +311,8 @@ def wait_mid_trial(journal: str, name: str, done: int, seconds: float = 300) -> 
         except KeyError:  # the study does not exist yet
             continue
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        if st.tally(study).done >= done and len(running) == 1 and st.PID in running[0].user_attrs:
+        if st.tally(study).done >= done and len(running) == 1 \
+                and TrialAttr.PID in running[0].user_attrs:
             return
     raise AssertionError(f"study {name} never had {done} trials done and one running")
 
@@ -326,8 +328,9 @@ def test_two_workers_complete_exactly_n_trials(tmp_path: Path, data_cache: Path)
     study = load(journal, "par")
     assert len(study.trials) == 10
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
-    assert len({t.user_attrs[st.PID] for t in study.trials}) == 2  # both workers pulled trials
-    runs = child_runs(uri, study.user_attrs[PARENT_ATTR])
+    # both workers pulled trials
+    assert len({t.user_attrs[TrialAttr.PID] for t in study.trials}) == 2
+    runs = child_runs(uri, study.user_attrs[TrialAttr.PARENT_RUN_ID])
     assert sorted(int(r.data.tags["sweeplab.trial_number"]) for r in runs) == list(range(10))
 
 
@@ -342,8 +345,9 @@ def test_a_trial_killed_before_it_recorded_its_process_is_retried(sweep_env) -> 
     assert Counter(t.state for t in study.trials) == {
         TrialState.COMPLETE: 4, TrialState.FAIL: 1}
     orphan = study.trials[2]
-    assert orphan.state == TrialState.FAIL and orphan.user_attrs[st.STATUS] == "interrupted"
-    assert [t.user_attrs.get(st.RETRY_OF) for t in study.trials[3:]] == [2, None]
+    assert orphan.state == TrialState.FAIL
+    assert st.status_of(orphan) == "interrupted"
+    assert [t.user_attrs.get(TrialAttr.RETRY_OF) for t in study.trials[3:]] == [2, None]
 
 
 @pytest.mark.slow
@@ -373,11 +377,11 @@ def test_sigkilled_sweep_resumes_without_losing_or_doubling(tmp_path: Path,
     for number, params in done_before.items():  # nothing finished was lost or redone
         assert study.trials[number].state == TrialState.COMPLETE
         assert study.trials[number].params == params
-    interrupted = [t for t in study.trials if t.user_attrs.get(st.STATUS) == "interrupted"]
+    interrupted = [t for t in study.trials if st.status_of(t) == "interrupted"]
     assert len(interrupted) == 1
-    retried = [t for t in complete if t.user_attrs.get(st.RETRY_OF) == interrupted[0].number]
+    retried = [t for t in complete if t.user_attrs.get(TrialAttr.RETRY_OF) == interrupted[0].number]
     assert len(retried) == 1 and retried[0].params == interrupted[0].params
-    runs = child_runs(uri, study.user_attrs[PARENT_ATTR])
+    runs = child_runs(uri, study.user_attrs[TrialAttr.PARENT_RUN_ID])
     finished = Counter(r.data.tags["sweeplab.trial_number"] for r in runs
                        if r.info.status == "FINISHED")
     assert sorted(int(n) for n in finished) == sorted(t.number for t in complete)
@@ -397,7 +401,7 @@ def test_every_sampler_runs(sweep_env, sampler: str) -> None:
     assert sweep_job(cfg) == 0
     study = load(journal, f"s-{sampler}")
     assert len([t for t in study.trials if t.state == TrialState.COMPLETE]) == 3
-    parent = MlflowClient(uri).get_run(study.user_attrs[PARENT_ATTR])
+    parent = MlflowClient(uri).get_run(study.user_attrs[TrialAttr.PARENT_RUN_ID])
     assert parent.data.tags["sweeplab.sampler"] == sampler
     if sampler == "grid":  # three distinct points of the 2 x 2 grid
         points = {(t.params["model.depth"], t.params["model.activation"]) for t in study.trials}
@@ -443,18 +447,18 @@ def test_multi_objective_reports_the_pareto_front(sweep_env, capsys) -> None:
     for n in front:
         assert f"trial {n:>3}" in out
     client = MlflowClient(uri)
-    parent = study.user_attrs[PARENT_ATTR]
+    parent = study.user_attrs[TrialAttr.PARENT_RUN_ID]
     plots = {a.path for a in client.list_artifacts(parent, "plots")}
     assert "plots/pareto_front.png" in plots
     # n_params really is the network's parameter count
     for t in done:
-        run = client.get_run(t.user_attrs[st.RUN_ID])
+        run = client.get_run(t.user_attrs[TrialAttr.RUN_ID])
         assert t.values[1] == float(run.data.tags["sweeplab.n_params"])
 
 
 def test_a_trial_with_an_invalid_config_stops_the_sweep(sweep_env, monkeypatch) -> None:
     compose, journal, _ = sweep_env
-    from sweeplab import trial as trial_module
+    from sweeplab.sweep import worker as trial_module
 
     real_apply = trial_module.apply
 
@@ -468,7 +472,7 @@ def test_a_trial_with_an_invalid_config_stops_the_sweep(sweep_env, monkeypatch) 
     assert code == 2
     study = load(journal, "broken")
     assert len(study.trials) == 1  # it stopped at once
-    assert "model.width" in study.trials[0].user_attrs[st.REASON]
+    assert "model.width" in study.trials[0].user_attrs[TrialAttr.REASON]
 
 
 def test_a_better_trial_in_a_resumed_sweep_moves_the_champion(sweep_env) -> None:
@@ -485,7 +489,7 @@ def test_a_better_trial_in_a_resumed_sweep_moves_the_champion(sweep_env) -> None
     best = min(study.trials, key=lambda t: t.values[0])
     assert best.number == 1  # lr 0.5 learns, lr 1e-5 barely moves
     second = client.get_model_version_by_alias("alias-model", "champion")
-    assert second.run_id == best.user_attrs[st.RUN_ID] != first.run_id
+    assert second.run_id == best.user_attrs[TrialAttr.RUN_ID] != first.run_id
     assert int(second.version) == int(first.version) + 1
 
 
@@ -514,7 +518,7 @@ def test_ctrl_c_writes_the_summary_and_the_sweep_resumes(tmp_path: Path,
     assert "interrupted (Ctrl-C)" in out
     study = load(journal, "ctrlc")
     client = MlflowClient(uri)
-    parent = client.get_run(study.user_attrs[PARENT_ATTR])
+    parent = client.get_run(study.user_attrs[TrialAttr.PARENT_RUN_ID])
     assert parent.info.status == "KILLED"
     assert "trials.csv" in {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert "Ctrl-C" in parent.data.tags["sweeplab.stopped_because"]
@@ -560,15 +564,15 @@ def test_ctrl_c_inside_an_mlflow_write_lets_the_write_finish(sweep_env, monkeypa
     study = load(journal, "mid")
     assert Counter(t.state for t in study.trials) == {
         TrialState.COMPLETE: 1, TrialState.FAIL: 1, TrialState.WAITING: 1}
-    assert study.trials[1].user_attrs[st.STATUS] == "interrupted"
-    assert study.trials[2].user_attrs[st.RETRY_OF] == 1
-    parent = client.get_run(study.user_attrs[PARENT_ATTR])
+    assert study.trials[1].user_attrs[TrialAttr.STATUS] == "interrupted"
+    assert study.trials[2].user_attrs[TrialAttr.RETRY_OF] == 1
+    parent = client.get_run(study.user_attrs[TrialAttr.PARENT_RUN_ID])
     assert parent.info.status == "KILLED"
     assert "Ctrl-C" in parent.data.tags["sweeplab.stopped_because"]
 
 
 def test_a_second_ctrl_c_interrupts_at_once() -> None:
-    from sweeplab.interrupt import deferred_interrupt
+    from sweeplab.train.interrupt import deferred_interrupt
 
     previous = signal.getsignal(signal.SIGINT)
     with deferred_interrupt() as stop:

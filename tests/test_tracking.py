@@ -22,11 +22,11 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from conftest import REPO, compose_config, use_mlflow_store
-from sweeplab import model, train
-from sweeplab.callbacks import Callback, StopTraining
+from sweeplab import train
 from sweeplab.config import to_config
 from sweeplab.data import load_dataset
-from sweeplab.tracking import MlflowTracker
+from sweeplab.tracking import MlflowTracker, model_file
+from sweeplab.train.callbacks import Callback, StopTraining
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MOONS = ["data=moons", "data.val_fraction=0.2", "model.depth=2", "model.width=8",
@@ -195,8 +195,8 @@ def test_model_file_round_trip(compose, tmp_path: Path, dtype: str) -> None:
     r = train.run(compose("data=digits", "model.hidden=[7,5]", "model.activation=leaky_relu",
                           "model.leaky_slope=0.2", "model.keep_prob=0.9", f"model.dtype={dtype}",
                           "train.epochs=2", "train.log_every=1"))
-    path = model.save(r.network, tmp_path / "net.h5", r.dataset.classes)
-    net, classes = model.load(path)
+    path = model_file.save(r.network, tmp_path / "net.h5", r.dataset.classes)
+    net, classes = model_file.load(path)
     assert classes == list(r.dataset.classes)
     assert net.layer_dims == r.network.layer_dims == [64, 7, 5, 10]
     assert (net.activation.name, net.output.name, net.keep_prob) == ("leaky_relu", "softmax", 0.9)
@@ -212,11 +212,11 @@ def test_model_load_refuses_other_files(tmp_path: Path) -> None:
     import h5py
 
     with pytest.raises(FileNotFoundError, match=r"nope\.h5"):
-        model.load(tmp_path / "nope.h5")
+        model_file.load(tmp_path / "nope.h5")
     with h5py.File(tmp_path / "other.h5", "w") as f:
         f["W1"] = np.zeros((1, 1))
     with pytest.raises(ValueError, match="not a sweeplab-network/1 file"):
-        model.load(tmp_path / "other.h5")
+        model_file.load(tmp_path / "other.h5")
 
 
 # --- how runs end -------------------------------------------------------------------------

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from sweeplab import train
-from sweeplab.callbacks import Callback, RunStart, StopTraining
+from sweeplab.config import to_config
 from sweeplab.nn import Network
+from sweeplab.train.callbacks import Callback, RunStart, StopTraining
 
 # Small and fast: planar (300 training points, 2 features) and a full batch.
 PLANAR = ["data=planar", "model.depth=1", "model.width=4", "model.activation=tanh", "optim=gd",
@@ -102,7 +103,7 @@ def test_log_steps(compose, epochs: int, log_every: int) -> None:
 
 
 def test_step_zero_is_the_untrained_network(compose) -> None:
-    cfg = train.to_config(compose(*PLANAR, "train.epochs=5", "train.log_every=2"))
+    cfg = to_config(compose(*PLANAR, "train.epochs=5", "train.log_every=2"))
     data = train.load_data(cfg)
     fresh = train.build_network(cfg, data)  # same seed, same initialisation, not trained
     want = cost_by_hand(fresh.W, fresh.b, data.X_train, data.Y_train, "tanh")

@@ -15,8 +15,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import compose_config
-from sweeplab import train, ui
+from sweeplab import train
+from sweeplab.cli import ui
 from sweeplab.config import to_config
+from sweeplab.sweep import view
 from sweeplab.tracking import MlflowTracker
 
 SWEEP = ["data=moons", "data.n_samples=200", "train.epochs=6", "train.log_every=3",
@@ -132,7 +134,7 @@ def test_main_becomes_a_lean_loopback_server_and_prints_the_pages(
     client = MlflowClient(tmp_mlflow)
     exp = client.create_experiment("sweeplab")
     sweep = to_config(compose(*SWEEP, "sweep.name=ui-test", config_name="sweep_app")).sweep
-    key = ui.save_sweep_view(client, exp, sweep)
+    key = view.save_sweep_view(client, exp, sweep)
     port = free_port()
     code, out, _ = run_ui(capsys, "--uri", tmp_mlflow, "--port", str(port))
     assert code == 0
@@ -178,7 +180,7 @@ def sweep_cfg(*overrides: str):
 
 def test_sweep_view_shows_the_searched_params_and_key_metrics_best_first(
         in_data_cache: Path) -> None:
-    state = ui.sweep_view_state(sweep_cfg("sweep.name=s1"))
+    state = view.sweep_view_state(sweep_cfg("sweep.name=s1"))
     cols = state["selectedColumns"]
     assert cols[:3] == ["params.`model.depth`", "params.`model.width`", "params.`optim.lr`"]
     assert cols[3:7] == ["metrics.`final_val_cost`", "metrics.`val_accuracy`",
@@ -190,12 +192,12 @@ def test_sweep_view_shows_the_searched_params_and_key_metrics_best_first(
 
 
 def test_sweep_view_follows_the_objectives(in_data_cache: Path) -> None:
-    state = ui.sweep_view_state(sweep_cfg("sweep.objective=val_accuracy",
+    state = view.sweep_view_state(sweep_cfg("sweep.objective=val_accuracy",
                                           "sweep.direction=maximize",
                                           "++sweep.params.model.depth=null"))
     assert state["orderByKey"] == "metrics.`val_accuracy`" and state["orderByAsc"] is False
     assert "params.`model.depth`" not in state["selectedColumns"]
-    multi = ui.sweep_view_state(sweep_cfg("sweep.objectives=[val_accuracy,n_params]",
+    multi = view.sweep_view_state(sweep_cfg("sweep.objectives=[val_accuracy,n_params]",
                                           "sweep.directions=[maximize,minimize]"))
     assert "tags.`sweeplab.n_params`" in multi["selectedColumns"]
     assert multi["orderByKey"] == "metrics.`val_accuracy`"
@@ -206,13 +208,13 @@ def test_saved_view_round_trips_through_the_experiment_tag(tmp_mlflow: str,
     client = MlflowClient(tmp_mlflow)
     exp = client.create_experiment("views")
     s = sweep_cfg("sweep.name=my sweep.v2")
-    key = ui.save_sweep_view(client, exp, s)
+    key = view.save_sweep_view(client, exp, s)
     assert key == "sweeplab-my-sweep-v2"
-    tag = client.get_experiment(exp).tags[ui.VIEW_TAG + key]
-    assert ui.read_view_state(tag) == ui.sweep_view_state(s)
-    ui.save_sweep_view(client, exp, s)  # saving again replaces it
-    assert [t for t in client.get_experiment(exp).tags if t.startswith(ui.VIEW_TAG)] == \
-           [ui.VIEW_TAG + key]
+    tag = client.get_experiment(exp).tags[view.VIEW_TAG + key]
+    assert view.read_view_state(tag) == view.sweep_view_state(s)
+    view.save_sweep_view(client, exp, s)  # saving again replaces it
+    assert [t for t in client.get_experiment(exp).tags if t.startswith(view.VIEW_TAG)] == \
+           [view.VIEW_TAG + key]
 
 
 # -- what a run shows: its data and its model's metrics ------------------------------------------
@@ -259,12 +261,13 @@ def test_parent_description_links_the_best_trial(in_data_cache: Path) -> None:
     from optuna.distributions import IntDistribution
     from optuna.trial import create_trial
 
-    from sweeplab import study as st
-    from sweeplab.sweep_report import parent_note
+    from sweeplab.names import TrialAttr
+    from sweeplab.sweep import study as st
+    from sweeplab.sweep.report import parent_note
 
     best = create_trial(value=0.25, params={"model.depth": 2},
                         distributions={"model.depth": IntDistribution(1, 5)},
-                        user_attrs={st.RUN_ID: "abc123", "val_accuracy": 0.875,
+                        user_attrs={TrialAttr.RUN_ID: "abc123", "val_accuracy": 0.875,
                                     "test_accuracy": float("nan")})
     best.number = 4
     s = sweep_cfg("sweep.name=s1", "sweep.pruner=none")

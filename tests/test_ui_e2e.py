@@ -1,5 +1,5 @@
 """The MLflow UI in a real browser: a small sweep into a temporary store, `python -m
-sweeplab.ui` on a free loopback port, Debian's Chromium driven by Playwright.
+sweeplab.cli.ui` on a free loopback port, Debian's Chromium driven by Playwright.
 
 Checks what a person would look at: the sweep's parent run with every trial nested under
 it, one trial's train_cost chart and model, the parent's plots and table of trials, and
@@ -119,13 +119,13 @@ def _answers(url: str) -> bool:
 
 @pytest.fixture(scope="module")
 def server(sweep: Sweep, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """`python -m sweeplab.ui` over the sweep's store, in its own process group, which is
+    """`python -m sweeplab.cli.ui` over the sweep's store, in its own process group, which is
     stopped whatever happens."""
     port = _free_port()
     log = tmp_path_factory.mktemp("e2e-server") / "ui.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "sweeplab.ui", "--port", str(port), "--uri", sweep.uri],
+            [sys.executable, "-m", "sweeplab.cli.ui", "--port", str(port), "--uri", sweep.uri],
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}/"
     try:
@@ -238,10 +238,10 @@ def test_runs_page_lists_the_sweep_with_every_trial_nested(page, server, sweep, 
 
 def test_sweep_view_ranks_the_trials_with_params_and_metrics(page, server, sweep,
                                                              shots) -> None:
-    from sweeplab import ui
+    from sweeplab.sweep import view
 
     open_page(page, server, f"#/experiments/{sweep.experiment_id}/runs?viewStateShareKey="
-                            f"{ui.view_key('e2e')}")
+                            f"{view.view_key('e2e')}")
     page.set_viewport_size({"width": 1800, "height": 700})  # columns off screen aren't drawn
     for column in ("model.depth", "model.width", "optim.lr", "final_val_cost", "val_accuracy",
                    "val_cost", "test_accuracy", "sweeplab.trial_state"):

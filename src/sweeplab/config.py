@@ -14,11 +14,15 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid")
-OUTPUTS = ("auto", "sigmoid", "softmax")
-INITS = ("he", "xavier", "course_deep", "course_small")
-OPTIMIZERS = ("gd", "momentum", "adam")
-DTYPES = ("float64", "float32")
+from sweeplab import nn
+from sweeplab.names import OBJECTIVES
+
+# Choices the network offers come from sweeplab.nn's own registries.
+ACTIVATIONS = tuple(nn.ACTIVATIONS)
+OUTPUTS = ("auto", *nn.OUTPUTS)  # auto: sigmoid for 2 classes, softmax beyond
+INITS = tuple(nn.INITS)
+OPTIMIZERS = tuple(nn.OPTIMIZERS)
+DTYPES = tuple(nn.DTYPES)
 FIRST_LAYER_FORMS = ("auto", "direct", "dual")
 BUILTIN_DATASETS = ("planar", "moons", "circles", "digits", "breast_cancer")
 DATASETS = (*BUILTIN_DATASETS, "catvnoncat", "h5")
@@ -114,8 +118,6 @@ class TrackingConfig:
 SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc", "grid", "nsgaii")
 PRUNERS = ("median", "hyperband", "successive_halving", "none")
 DIRECTIONS = ("minimize", "maximize")
-# What a trial can be judged on: validation and training metrics, never the test set.
-OBJECTIVES = ("val_cost", "val_accuracy", "train_cost", "train_accuracy", "n_params")
 
 
 @dataclass
@@ -161,6 +163,13 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     # Only the sweep app (conf/sweep_app.yaml) fills this; a single run leaves it null.
     sweep: SweepConfig | None = None
+
+
+def objectives_of(s: SweepConfig) -> tuple[list[str], list[str]]:
+    """The sweep's objectives and their directions, one objective or several alike."""
+    objectives = list(s.objectives) if s.objectives is not None else [s.objective]
+    directions = list(s.directions) if s.directions is not None else [s.direction]
+    return objectives, directions
 
 
 def register_configs() -> None:
@@ -269,8 +278,7 @@ def _validate_sweep(p: list[str], cfg: Config) -> None:
            "must be in (0, 1]")
     _check(p, s.params != {}, "sweep.params", s.params,
            "must name at least one config key to search, e.g. {model.depth: 'range(1, 6)'}")
-    objectives = s.objectives if s.objectives is not None else [s.objective]
-    directions = s.directions if s.directions is not None else [s.direction]
+    objectives, directions = objectives_of(s)
     key = "sweep.objectives" if s.objectives is not None else "sweep.objective"
     for obj in objectives:
         if obj.startswith("test"):

@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
 def machine_facts() -> dict[str, Any]:
     from threadpoolctl import threadpool_info
 
-    from sweeplab.provenance import versions
+    from sweeplab.tracking.provenance import versions
 
     cpu = platform.processor() or platform.machine()
     try:

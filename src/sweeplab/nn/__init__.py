@@ -3,16 +3,21 @@
 Examples are columns: X (n_x, m), Y (n_y, m). See `network` for the notation.
 """
 
-from sweeplab.nn.activations import get_activation
+from sweeplab.nn.activations import ACTIVATIONS, get_activation
 from sweeplab.nn.batches import minibatches
 from sweeplab.nn.gradcheck import gradient_check
-from sweeplab.nn.initializers import initialize
-from sweeplab.nn.losses import get_output
-from sweeplab.nn.network import Network, ShapeError, layer_dims_from
-from sweeplab.nn.optimizers import make_optimizer
+from sweeplab.nn.initializers import INITS, initialize
+from sweeplab.nn.losses import OUTPUTS, get_output
+from sweeplab.nn.network import DTYPES, Network, ShapeError, layer_dims_from
+from sweeplab.nn.optimizers import OPTIMIZERS, make_optimizer
 from sweeplab.nn.summary import layer_rows, summary
 
 __all__ = [
+    "ACTIVATIONS",
+    "DTYPES",
+    "INITS",
+    "OPTIMIZERS",
+    "OUTPUTS",
     "Network",
     "ShapeError",
     "get_activation",

@@ -7,6 +7,7 @@ network hands it a fresh W.T @ dZ that nothing else reads, which saves one array
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -86,14 +87,17 @@ class Sigmoid:
         return dA
 
 
+# name -> factory taking the leaky slope (the registry the config validates against)
+ACTIVATIONS: dict[str, Callable[[float], Activation]] = {
+    "relu": lambda slope: ReLU(),
+    "leaky_relu": lambda slope: LeakyReLU(slope=slope),
+    "tanh": lambda slope: Tanh(),
+    "sigmoid": lambda slope: Sigmoid(),
+}
+
+
 def get_activation(name: str, *, leaky_slope: float = 0.01) -> Activation:
-    """The activation called `name` (relu, leaky_relu, tanh, sigmoid)."""
-    table: dict[str, Activation] = {
-        "relu": ReLU(),
-        "leaky_relu": LeakyReLU(slope=leaky_slope),
-        "tanh": Tanh(),
-        "sigmoid": Sigmoid(),
-    }
-    if name not in table:
-        raise ValueError(f"unknown activation {name!r}: allowed are {', '.join(table)}")
-    return table[name]
+    """The activation called `name` (one of ACTIVATIONS)."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}: allowed are {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name](leaky_slope)

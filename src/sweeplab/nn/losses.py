@@ -7,6 +7,7 @@ Shapes: Z, A, Y are (n_y, m).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -76,10 +77,12 @@ class SoftmaxCE:
         return A.argmax(axis=0).astype(np.int64)
 
 
+# name -> output layer (the registry the config validates against)
+OUTPUTS: dict[str, Callable[[], Output]] = {"sigmoid": SigmoidBCE, "softmax": SoftmaxCE}
+
+
 def get_output(name: str) -> Output:
-    """The output layer called `name` (sigmoid, softmax)."""
-    if name == "sigmoid":
-        return SigmoidBCE()
-    if name == "softmax":
-        return SoftmaxCE()
-    raise ValueError(f"unknown output {name!r}: allowed are sigmoid, softmax")
+    """The output layer called `name` (one of OUTPUTS)."""
+    if name not in OUTPUTS:
+        raise ValueError(f"unknown output {name!r}: allowed are {', '.join(OUTPUTS)}")
+    return OUTPUTS[name]()

@@ -22,6 +22,8 @@ from sweeplab.nn.initializers import initialize
 from sweeplab.nn.losses import Output, get_output
 
 Array = NDArray[np.floating]
+# The float types a network computes in.
+DTYPES = ("float64", "float32")
 
 
 class ShapeError(ValueError):

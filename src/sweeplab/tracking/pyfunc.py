@@ -3,7 +3,7 @@
 Logged as "models from code": MLflow copies this file beside the HDF5 weights and runs it
 at load time, so nothing is pickled.
 
-``mlflow.pyfunc.load_model("runs:/<id>/model").predict(X_rows)`` gives the labels the
+``mlflow.pyfunc.load_model("models:/<model id>").predict(X_rows)`` gives the labels the
 in-process network predicts for ``X_rows.T``. Input rows are features as the network saw
 them (flattened and scaled the way the run's data config says).
 """
@@ -16,7 +16,7 @@ import mlflow.models
 import mlflow.pyfunc
 import numpy as np
 
-from sweeplab import model
+from sweeplab.tracking import model_file
 
 
 class NetworkModel(mlflow.pyfunc.PythonModel):
@@ -26,7 +26,7 @@ class NetworkModel(mlflow.pyfunc.PythonModel):
     _skip_type_hint_validation = True
 
     def load_context(self, context: Any) -> None:  # MLflow requires the name `context`
-        self.net, self.classes = model.load(context.artifacts["network"])
+        self.net, self.classes = model_file.load(context.artifacts["network"])
 
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
         """Labels (m,) for model_input (m, n_x): one example per row."""

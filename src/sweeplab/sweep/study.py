@@ -25,13 +25,10 @@ from optuna.storages import BaseStorage, JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
-from sweeplab.config import ConfigError, SweepConfig
+from sweeplab.config import ConfigError, SweepConfig, objectives_of
+from sweeplab.names import DONE_FAILURES, RunStatus, TrialAttr
 
 STORE_DIR = Path(".sweeplab")
-# user_attrs a sweeplab trial carries
-STATUS, REASON, RUN_ID, PID, HOST, RETRY_OF = (
-    "sweeplab_status", "sweeplab_reason", "mlflow_run_id", "pid", "host", "retry_of")
-DONE_FAILURES = ("diverged", "error")
 
 
 def storage_url(s: SweepConfig) -> str:
@@ -130,12 +127,6 @@ def make_pruner(s: SweepConfig, epochs: int, log_every: int) -> optuna.pruners.B
     return cls(**(defaults | dict(s.pruner_args)))
 
 
-def objectives_of(s: SweepConfig) -> tuple[list[str], list[str]]:
-    objectives = list(s.objectives) if s.objectives is not None else [s.objective]
-    directions = list(s.directions) if s.directions is not None else [s.direction]
-    return objectives, directions
-
-
 def create_or_load(s: SweepConfig, storage: BaseStorage | str, sampler: Any,
                    pruner: Any) -> optuna.Study:
     """The study named `s.name`, created if new; resuming with other directions is an error."""
@@ -179,8 +170,7 @@ def tally(study: optuna.Study) -> Tally:
     trials = study.get_trials(deepcopy=False)
     complete = sum(t.state == TrialState.COMPLETE for t in trials)
     pruned = sum(t.state == TrialState.PRUNED for t in trials)
-    failed = sum(t.state == TrialState.FAIL and t.user_attrs.get(STATUS) in DONE_FAILURES
-                 for t in trials)
+    failed = sum(t.state == TrialState.FAIL and status_of(t) in DONE_FAILURES for t in trials)
     running = sum(t.state == TrialState.RUNNING for t in trials)
     return Tally(complete + pruned + failed, running, failed, complete, pruned)
 
@@ -205,17 +195,31 @@ def orphaned(study: optuna.Study) -> list[FrozenTrial]:
     host = socket.gethostname()
     out = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        pid, where = t.user_attrs.get(PID), t.user_attrs.get(HOST)
+        pid, where = t.user_attrs.get(TrialAttr.PID), t.user_attrs.get(TrialAttr.HOST)
         if pid is None or (where == host and isinstance(pid, int) and not _alive(pid)):
             out.append(t)
     return out
 
 
-def requeue(study: optuna.Study, trial_id: int, number: int, params: dict[str, Any],
-            reason: str) -> None:
-    """Mark a trial failed as interrupted and queue its parameters to run again."""
-    storage = study._storage
-    storage.set_trial_user_attr(trial_id, STATUS, "interrupted")
-    storage.set_trial_user_attr(trial_id, REASON, reason)
-    storage.set_trial_state_values(trial_id, TrialState.FAIL)
-    study.enqueue_trial(params, user_attrs={RETRY_OF: number}, skip_if_exists=False)
+def status_of(t: FrozenTrial) -> str:
+    """The trial's sweeplab status (a RunStatus), else Optuna's state in lower case. A
+    failed trial without one was interrupted: `requeue` closes trials of processes that
+    are gone with Optuna's state alone, as no public API writes another process's trial."""
+    status = t.user_attrs.get(TrialAttr.STATUS)
+    if status is not None:
+        return str(status)
+    return RunStatus.INTERRUPTED if t.state == TrialState.FAIL else t.state.name.lower()
+
+
+def reason_of(t: FrozenTrial) -> str | None:
+    """Why the trial ended as it did (None for a complete one)."""
+    return t.user_attrs.get(TrialAttr.REASON)
+
+
+def requeue(study: optuna.Study, number: int, params: dict[str, Any], reason: str) -> None:
+    """Mark trial `number` failed (interrupted: not counted as done) and queue its
+    parameters to run again; the retry records which trial it retries, and why."""
+    study.tell(number, state=TrialState.FAIL)
+    study.enqueue_trial(params, user_attrs={TrialAttr.RETRY_OF: number,
+                                            TrialAttr.RETRY_REASON: reason},
+                        skip_if_exists=False)

@@ -1,6 +1,6 @@
 """Rerun a logged run from its config.yaml, and say whether it came out the same, or why not.
 
-Usage: python -m sweeplab.rerun <run id> [key=value ...] [--allow-data-change]
+Usage: python -m sweeplab.cli.rerun <run id> [key=value ...] [--allow-data-change]
                                 [--tracking-uri URI]
        (or: make rerun RUN=<run id> ARGS="train.epochs=5000")
 
@@ -31,12 +31,14 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from threadpoolctl import threadpool_limits
 
-from sweeplab import compare, provenance, train
-from sweeplab.callbacks import Callback, ProgressBar, StopTraining
-from sweeplab.cli import ui_hint
+from sweeplab import train
 from sweeplab.config import Config, ConfigError
 from sweeplab.data import DataError, Dataset
-from sweeplab.logged_run import (
+from sweeplab.names import ExitCode, Metric, MlflowTag, RunStatus, Tag
+from sweeplab.nn import ShapeError
+from sweeplab.tracking import MlflowTracker, compare, default_uri, provenance
+from sweeplab.tracking.links import ui_hint
+from sweeplab.tracking.logged_run import (
     RunError,
     apply_overrides,
     fetch_run,
@@ -44,17 +46,16 @@ from sweeplab.logged_run import (
     open_store,
     typed_config,
 )
-from sweeplab.nn import ShapeError
-from sweeplab.tracking import TAG, MlflowTracker, default_uri
+from sweeplab.train.callbacks import Callback, ProgressBar, StopTraining
 
 DIFF_ARTIFACT = "git_diff.patch"
 # Statuses a callback (an Optuna pruner, say) gave the original; the rerun replays the stop.
-STOPPED_BY_CALLBACK = ("pruned", "stopped")
+STOPPED_BY_CALLBACK = (RunStatus.PRUNED, RunStatus.STOPPED)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m sweeplab.rerun",
+        prog="python -m sweeplab.cli.rerun",
         description="Rerun a logged sweeplab run from its config.yaml and compare the result.")
     p.add_argument("run_id", help="the MLflow run id to rerun")
     p.add_argument("overrides", nargs="*", metavar="key=value",
@@ -67,17 +68,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return p.parse_intermixed_args(argv)
 
 
-def _data_key(cfg: Config) -> tuple[object, ...]:
-    # What train.load_data reads from the config: equal keys load equal data.
-    return (cfg.data, cfg.seed, cfg.model.dtype, cfg.model.output)
-
-
 def check_data(run: Run, original: Config, allow_change: bool) -> tuple[Dataset, bool]:
     """Load the data as the original config asks and compare its fingerprint with the
     recorded one. Returns (data, changed); a change is an error unless `allow_change`."""
     tags = run.data.tags
     data = train.load_data(original)
-    recorded = tags.get(TAG + "data_fingerprint")
+    recorded = tags.get(Tag.DATA_FINGERPRINT)
     if recorded is None:
         _warn("the original run recorded no data fingerprint: the data cannot be checked")
         return data, False
@@ -85,7 +81,7 @@ def check_data(run: Run, original: Config, allow_change: bool) -> tuple[Dataset,
         print(f"  data:      same fingerprint {recorded[:12]} ({data.source})")
         return data, False
     msg = (f"the data changed since run {run.info.run_id}:\n"
-           f"    then: {recorded} ({tags.get(TAG + 'data_source', 'source not recorded')})\n"
+           f"    then: {recorded} ({tags.get(Tag.DATA_SOURCE, 'source not recorded')})\n"
            f"    now:  {data.fingerprint} ({data.source})")
     if not allow_change:
         raise RunError(msg + "\n  the rerun could not be the same run; pass "
@@ -97,7 +93,7 @@ def check_data(run: Run, original: Config, allow_change: bool) -> tuple[Dataset,
 def provenance_report(client: MlflowClient, run: Run) -> None:
     """Print what differs between the original's code and packages and today's."""
     tags, run_id = run.data.tags, run.info.run_id
-    then_commit = tags.get(TAG + "git_commit")
+    then_commit = tags.get(Tag.GIT_COMMIT)
     now_commit, now_dirty, _ = provenance.git_state()
     if then_commit is None:
         _warn("the original run recorded no git commit (not run from a git checkout)")
@@ -107,7 +103,7 @@ def provenance_report(client: MlflowClient, run: Run) -> None:
         _warn(f"git commit {then_commit[:10]} -> {now_commit[:10]} (the code changed)")
     else:
         print(f"  code:      same git commit {now_commit[:10]}")
-    if tags.get(TAG + "git_dirty") == "true":
+    if tags.get(Tag.GIT_DIRTY) == "true":
         where = (f"its artifact {DIFF_ARTIFACT} (mlflow artifacts download -r {run_id} "
                  f"-a {DIFF_ARTIFACT})"
                  if DIFF_ARTIFACT in {a.path for a in client.list_artifacts(run_id)}
@@ -117,8 +113,8 @@ def provenance_report(client: MlflowClient, run: Run) -> None:
     if now_dirty:
         _warn("the working tree has uncommitted changes now (the rerun logs them as "
               f"{DIFF_ARTIFACT})")
-    then = {k.removeprefix(TAG + "version."): v for k, v in tags.items()
-            if k.startswith(TAG + "version.")}
+    then = {k.removeprefix(Tag.VERSION): v for k, v in tags.items()
+            if k.startswith(Tag.VERSION)}
     now = provenance.versions()
     changed = [f"{name} {then.get(name, 'not recorded')} -> {now.get(name, 'not installed')}"
                for name in sorted(then.keys() | now.keys()) if then.get(name) != now.get(name)]
@@ -135,7 +131,7 @@ def blas_threads(run: Run) -> int | None:
     float64 matrix products in another order."""
     tags = run.data.tags
     now = provenance.blas()
-    then_lib, then_threads = tags.get(TAG + "blas"), tags.get(TAG + "blas_threads")
+    then_lib, then_threads = tags.get(Tag.BLAS), tags.get(Tag.BLAS_THREADS)
     if then_lib is not None and then_lib != now.get("blas"):
         _warn(f"BLAS {then_lib} -> {now.get('blas', 'not found')} (float sums can differ)")
     if then_threads is None:
@@ -167,21 +163,21 @@ def callbacks_for(client: MlflowClient, run: Run, tracker: MlflowTracker,
     (and `replay`), a ReplayStop at the same epoch, placed before the tracker if the
     original's tracker did not log that epoch (the pruner ran first), else after it."""
     tags = run.data.tags
-    status = tags.get(TAG + "status", "")
+    status = tags.get(Tag.STATUS, "")
     if status not in STOPPED_BY_CALLBACK:
-        if status not in ("finished", "early_stopped", "diverged"):
+        if status not in (RunStatus.FINISHED, RunStatus.EARLY_STOPPED, RunStatus.DIVERGED):
             _warn(f"the original run ended as {status or 'unknown'!r}: its history may be "
                   f"partial, so the rerun can differ from it")
         return [tracker]
-    stop_at = int(tags.get(TAG + "epochs_run", "0")) - 1
+    stop_at = int(tags.get(Tag.EPOCHS_RUN, "0")) - 1
     if not replay:
         print(f"  note:      the original was {status} at epoch {stop_at}; with overrides the "
               f"rerun runs to its own end")
         return [tracker]
     print(f"  note:      the original was {status} at epoch {stop_at}; the rerun stops there")
-    stop = ReplayStop(stop_at, status, tags.get(TAG + "reason", status))
+    stop = ReplayStop(stop_at, status, tags.get(Tag.REASON, status))
     logged = any(m.step == stop_at
-                 for m in client.get_metric_history(run.info.run_id, "train_cost"))
+                 for m in client.get_metric_history(run.info.run_id, Metric.TRAIN_COST))
     return [tracker, stop] if logged else [stop, tracker]
 
 
@@ -201,13 +197,13 @@ def rerun(run_id: str, overrides: Sequence[str], *, uri: str,
     experiment = client.get_experiment(original.info.experiment_id)
     print(f"rerun of {run_id} ({original.info.run_name}) in experiment {experiment.name!r}"
           + (f" with {' '.join(overrides)}" if overrides else ""))
-    if "mlflow.parentRunId" in tags:
-        print(f"  sweep:     trial {tags.get(TAG + 'trial_number', '?')} of run "
-              f"{tags['mlflow.parentRunId']}; the rerun is a run of its own, not in the sweep")
+    if MlflowTag.PARENT_RUN_ID in tags:
+        print(f"  sweep:     trial {tags.get(Tag.TRIAL_NUMBER, '?')} of run "
+              f"{tags[MlflowTag.PARENT_RUN_ID]}; the rerun is a run of its own, not in the sweep")
 
     # Provenance, before any run is created.
     data, data_changed = check_data(original, before, allow_data_change)
-    if _data_key(cfg) != _data_key(before):
+    if train.data_key(cfg) != train.data_key(before):
         data = train.load_data(cfg)
         print(f"  data:      the overrides change the data: now {data.fingerprint[:12]}")
     provenance_report(client, original)
@@ -217,7 +213,7 @@ def rerun(run_id: str, overrides: Sequence[str], *, uri: str,
     # sees this; the logged config stays the original's (plus overrides).
     tracking = replace(cfg.tracking, uri=uri, experiment=experiment.name)
     tracker = MlflowTracker(tracking, overrides=list(overrides), tags={
-        TAG + "rerun_of": run_id, TAG + "rerun_overrides": json.dumps(list(overrides))})
+        Tag.RERUN_OF: run_id, Tag.RERUN_OVERRIDES: json.dumps(list(overrides))})
     callbacks = [ProgressBar(cfg.train.progress),
                  *callbacks_for(client, original, tracker, replay=not overrides)]
     limits = threadpool_limits(threads, user_api="blas") if threads else nullcontext()
@@ -229,7 +225,7 @@ def rerun(run_id: str, overrides: Sequence[str], *, uri: str,
 
     diffs = compare.compare_runs(client, run_id, new_id)
     worst = compare.largest(diffs)
-    client.set_tag(new_id, TAG + "rerun_identical", str(worst is None).lower())
+    client.set_tag(new_id, Tag.RERUN_IDENTICAL, str(worst is None).lower())
     print(f"compared with the original {run_id}:\n{compare.format_table(diffs)}")
     if worst is None:
         print("identical: every compared point is bit-identical to the original's")
@@ -237,20 +233,20 @@ def rerun(run_id: str, overrides: Sequence[str], *, uri: str,
         why = (" (expected: overrides given)" if overrides
                else " (expected: the data changed)" if data_changed else "")
         print(f"NOT identical{why}: largest difference {compare.describe_largest(worst)}")
-    print(f"\nnew run:  {new_id}   (tag {TAG}rerun_of={run_id})")
+    print(f"\nnew run:  {new_id}   (tag {Tag.RERUN_OF}={run_id})")
     print(f"look:     {ui_hint(uri, tracker.experiment_id, new_id)}")
     return 0 if worst is None or overrides else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m sweeplab.rerun`: returns the exit status (see the module docstring)."""
+    """`python -m sweeplab.cli.rerun`: returns the exit status (see the module docstring)."""
     args = parse_args(argv)
     try:
         return rerun(args.run_id, args.overrides, uri=args.tracking_uri or default_uri(),
                      allow_data_change=args.allow_data_change)
     except (RunError, ConfigError, DataError, ShapeError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
 
 
 if __name__ == "__main__":

@@ -1,6 +1,4 @@
-"""One training run as a function of its config: ``run(cfg, callbacks) -> RunResult``.
-
-Usage: python -m sweeplab.train [hydra overrides]   (or: make train ARGS="model.depth=3")
+"""The training loop: ``run(cfg, callbacks) -> RunResult``, and what it needs around it.
 
 `run` knows nothing of MLflow or Optuna; they listen through callbacks. Every random draw
 comes from Generators seeded by ``cfg.seed`` (mini-batch order and dropout masks each get
@@ -9,7 +7,6 @@ their own stream), so a run depends on its config alone.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Sequence
@@ -20,11 +17,12 @@ import numpy as np
 from numpy.typing import NDArray
 from omegaconf import DictConfig
 
-from sweeplab.callbacks import Callback, RunStart, StopTraining
 from sweeplab.config import Config, ConfigError, to_config
 from sweeplab.data import Dataset, load_dataset
+from sweeplab.names import Metric, RunStatus
 from sweeplab.nn import Network, layer_dims_from, make_optimizer, minibatches, summary
 from sweeplab.nn.dual import DualLayer1, dual_pays_off
+from sweeplab.train.callbacks import Callback, RunStart, StopTraining
 
 
 @dataclass
@@ -37,9 +35,9 @@ class History:
     val_accuracy: list[float] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, list[float]]:
-        out = {"train_cost": self.train_cost}
+        out = {Metric.TRAIN_COST: self.train_cost}
         if self.val_cost:
-            out |= {"val_cost": self.val_cost, "val_accuracy": self.val_accuracy}
+            out |= {Metric.VAL_COST: self.val_cost, Metric.VAL_ACCURACY: self.val_accuracy}
         return out
 
 
@@ -51,7 +49,7 @@ class RunResult:
     costs: NDArray[np.float64]  # (epochs_run,) train cost of every epoch, before its update
     history: History
     metrics: dict[str, float]  # final: train_accuracy, val_*, test_accuracy, train_seconds
-    status: str = "finished"
+    status: str = RunStatus.FINISHED
     reason: str | None = None
     epochs_run: int = 0
     summary: str = ""
@@ -60,7 +58,7 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
-        return self.status in ("finished", "early_stopped")
+        return self.status in (RunStatus.FINISHED, RunStatus.EARLY_STOPPED)
 
 
 def describe(cfg: Config) -> str:
@@ -86,12 +84,44 @@ def output_for(cfg: Config, n_classes: int) -> str:
     return name
 
 
-def load_data(cfg: Config) -> Dataset:
-    """The dataset `cfg` asks for, with Y shaped for the output layer it implies."""
+@dataclass(frozen=True)
+class DataKey:
+    """Everything of a config that `load_data` reads: equal keys load equal data.
+
+    The one definition of "the same data", for caches (a sweep worker keeps the datasets
+    it loaded) and for reruns (do the overrides change the data?). The run's seed is in it
+    because it draws the validation split.
+    """
+
+    data: tuple[tuple[str, Any], ...]
+    seed: int
+    dtype: str
+    one_hot: bool | None
+
+
+def data_key(cfg: Config) -> DataKey:
+    """The `DataKey` of `cfg`."""
+    # Frozen as a sorted tuple of (key, value): DataConfig is a mutable dataclass.
+    fields = tuple(sorted((k, v) for k, v in vars(cfg.data).items()))
+    return DataKey(fields, cfg.seed, cfg.model.dtype, _one_hot(cfg))
+
+
+def _one_hot(cfg: Config) -> bool | None:
     # sigmoid: one 0/1 row for 2 classes; with more, one-hot, so that `build_network` can
     # name model.output in its error (the loader could only name the file).
-    one_hot = True if cfg.model.output == "softmax" else None
-    return load_dataset(cfg.data, seed=cfg.seed, dtype=cfg.model.dtype, one_hot=one_hot)
+    return True if cfg.model.output == "softmax" else None
+
+
+def load_data(cfg: Config, cache: dict[DataKey, Dataset] | None = None) -> Dataset:
+    """The dataset `cfg` asks for, with Y shaped for the output layer it implies; from
+    `cache` when it holds one with the same `data_key` (and put there when not)."""
+    key = data_key(cfg) if cache is not None else None
+    if cache is not None and key in cache:
+        return cache[key]
+    data = load_dataset(cfg.data, seed=cfg.seed, dtype=cfg.model.dtype, one_hot=_one_hot(cfg))
+    if cache is not None and key is not None:
+        cache[key] = data
+    return data
 
 
 def build_network(cfg: Config, data: Dataset) -> Network:
@@ -196,13 +226,13 @@ def run(cfg: Config | DictConfig | dict[str, Any], callbacks: Sequence[Callback]
             h = result.history
             h.step.append(epoch)
             h.train_cost.append(cost)
-            metrics = {"train_cost": cost}
+            metrics = {Metric.TRAIN_COST: cost}
             if has_val:
                 h.val_cost.append(val_cost)
                 h.val_accuracy.append(val_acc)
-                metrics |= {"val_cost": val_cost, "val_accuracy": val_acc}
+                metrics |= {Metric.VAL_COST: val_cost, Metric.VAL_ACCURACY: val_acc}
             if diverged:
-                result.status = "diverged"
+                result.status = RunStatus.DIVERGED
                 result.reason = f"cost became {cost} at epoch {epoch} (learning rate too high?)"
                 break
             try:
@@ -217,7 +247,7 @@ def run(cfg: Config | DictConfig | dict[str, Any], callbacks: Sequence[Callback]
                 else:
                     since_best += 1
                     if since_best >= es.patience:
-                        result.status = "early_stopped"
+                        result.status = RunStatus.EARLY_STOPPED
                         result.reason = (f"val_cost did not improve by {es.min_delta} for "
                                          f"{es.patience} log points (best {best_val:.6g})")
                         break
@@ -225,8 +255,8 @@ def run(cfg: Config | DictConfig | dict[str, Any], callbacks: Sequence[Callback]
         dual.materialize()
     result.epochs_run = epoch + 1
     result.costs = costs[: result.epochs_run]
-    result.metrics = final_metrics(net, data) if result.status != "diverged" else {}
-    result.metrics["train_seconds"] = time.perf_counter() - start
+    result.metrics = final_metrics(net, data) if result.status != RunStatus.DIVERGED else {}
+    result.metrics[Metric.TRAIN_SECONDS] = time.perf_counter() - start
     _call(callbacks, "on_train_end", result)
     return result
 
@@ -234,56 +264,12 @@ def run(cfg: Config | DictConfig | dict[str, Any], callbacks: Sequence[Callback]
 def final_metrics(net: Network, data: Dataset) -> dict[str, float]:
     """Accuracies (and costs) after the last update, on every split the data has."""
     out: dict[str, float] = {}
-    splits = {"train": (data.X_train, data.Y_train, data.y_train),
-              "val": (data.X_val, data.Y_val, data.y_val),
-              "test": (data.X_test, data.Y_test, data.y_test)}
-    for name, (X, Y, y) in splits.items():
-        if X is None:
-            continue
-        cost, acc = evaluate(net, X, Y, y)
-        out[f"{name}_accuracy"] = acc
-        out[f"final_{name}_cost"] = cost
+    splits = [(data.X_train, data.Y_train, data.y_train, Metric.TRAIN_ACCURACY,
+               Metric.FINAL_TRAIN_COST),
+              (data.X_val, data.Y_val, data.y_val, Metric.VAL_ACCURACY, Metric.FINAL_VAL_COST),
+              (data.X_test, data.Y_test, data.y_test, Metric.TEST_ACCURACY,
+               Metric.FINAL_TEST_COST)]
+    for X, Y, y, accuracy, cost in splits:
+        if X is not None:
+            out[cost], out[accuracy] = evaluate(net, X, Y, y)
     return out
-
-
-def main() -> None:
-    """The Hydra app behind `python -m sweeplab.train` / `make train`."""
-    from sweeplab.cli import hydra_app
-
-    hydra_app("config", _train_job)()
-
-
-def _train_job(cfg: DictConfig) -> None:
-    from sweeplab.callbacks import ProgressBar
-    from sweeplab.cli import report_run
-    from sweeplab.tracking import MlflowTracker
-
-    typed = to_config(cfg)  # fails before any run is created
-    data = load_data(typed)
-    callbacks: list[Callback] = [PrintSummary(), ProgressBar(typed.train.progress)]
-    tracker = MlflowTracker(typed.tracking, overrides=_hydra_overrides()) \
-        if typed.tracking.enabled else None
-    if tracker is not None:
-        callbacks.append(tracker)
-    with tracker if tracker is not None else contextlib.nullcontext():
-        result = run(typed, callbacks, data)
-    report_run(result, tracker)
-    if result.status == "diverged":
-        raise SystemExit(1)
-
-
-def _hydra_overrides() -> list[str]:
-    from hydra.core.hydra_config import HydraConfig
-
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-
-
-class PrintSummary(Callback):
-    """Print the network's dimensions before training, as the course checks them."""
-
-    def on_train_start(self, start: RunStart) -> None:
-        print(start.summary, flush=True)
-
-
-if __name__ == "__main__":
-    main()

@@ -13,17 +13,20 @@ from collections.abc import Sequence
 from typing import Any
 
 import optuna
-from mlflow.entities import Metric, RunTag
+from mlflow.entities import Metric as MetricPoint
+from mlflow.entities import RunTag
 from mlflow.tracking import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
-from sweeplab import study as st
-from sweeplab.cli import ui_hint
-from sweeplab.config import Config, SweepConfig
-from sweeplab.trial import short
-from sweeplab.ui import runs_url, view_key
+from sweeplab.config import Config, SweepConfig, objectives_of
+from sweeplab.names import MLFLOW_STATUS, Metric, MlflowTag, RunStatus, Tag, TrialAttr
+from sweeplab.sweep import study as st
+from sweeplab.sweep.view import view_key
+from sweeplab.sweep.worker import short
+from sweeplab.tracking.links import DEFAULT_UI_PORT, runs_url, ui_hint
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+CHAMPION = "champion"  # the registered model's alias for a sweep's best trial
 
 
 def _value(t: FrozenTrial) -> str:
@@ -34,11 +37,12 @@ def _value(t: FrozenTrial) -> str:
 
 def trial_line(t: FrozenTrial, objectives: Sequence[str]) -> str:
     secs = t.duration.total_seconds() if t.duration else 0.0
-    state = t.user_attrs.get(st.STATUS, t.state.name.lower())
+    state = st.status_of(t)
     line = (f"trial {t.number:>3}  {short(t.params):<40} {'/'.join(objectives)}={_value(t):<10}"
             f" {state:<12} {secs:5.1f}s")
-    if t.state != TrialState.COMPLETE and t.user_attrs.get(st.REASON):
-        line += f"  ({t.user_attrs[st.REASON]})"
+    reason = st.reason_of(t)
+    if t.state != TrialState.COMPLETE and reason:
+        line += f"  ({reason})"
     return line
 
 
@@ -49,7 +53,7 @@ class TrialPrinter:
     def __init__(self, study: optuna.Study, s: SweepConfig, already: int) -> None:
         from tqdm.auto import tqdm
 
-        self.study, self.objectives = study, st.objectives_of(s)[0]
+        self.study, self.objectives = study, objectives_of(s)[0]
         self.seen = {t.number for t in study.get_trials(deepcopy=False, states=FINISHED)}
         self.bar = tqdm(total=s.n_trials, initial=min(already, s.n_trials), unit="trial",
                         desc=f"sweep {s.name}", dynamic_ncols=True)
@@ -60,7 +64,7 @@ class TrialPrinter:
                 continue
             self.seen.add(t.number)
             self.bar.write(trial_line(t, self.objectives))
-            if t.user_attrs.get(st.STATUS) != "interrupted":
+            if st.status_of(t) != RunStatus.INTERRUPTED:
                 self.bar.update(1)
 
     def close(self) -> None:
@@ -73,13 +77,13 @@ def close_orphan_runs(client: MlflowClient, trials: Sequence[FrozenTrial], paren
     number under the parent, since a kill can come before the trial learnt its run id."""
     for t in trials:
         runs = client.search_runs(
-            [experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}' and "
-                             f"tags.`sweeplab.trial_number` = '{t.number}' and "
+            [experiment_id], f"tags.`{MlflowTag.PARENT_RUN_ID}` = '{parent_run_id}' and "
+                             f"tags.`{Tag.TRIAL_NUMBER}` = '{t.number}' and "
                              f"attributes.status = 'RUNNING'")
         for run in runs:
-            client.set_tag(run.info.run_id, "sweeplab.status", "interrupted")
-            client.set_tag(run.info.run_id, "sweeplab.trial_state", "FAIL")
-            client.set_terminated(run.info.run_id, "KILLED")
+            client.log_batch(run.info.run_id, tags=[
+                RunTag(Tag.STATUS, RunStatus.INTERRUPTED), RunTag(Tag.TRIAL_STATE, "FAIL")])
+            client.set_terminated(run.info.run_id, MLFLOW_STATUS[RunStatus.INTERRUPTED])
 
 
 def ranked(study: optuna.Study) -> list[FrozenTrial]:
@@ -94,16 +98,17 @@ def ranked(study: optuna.Study) -> list[FrozenTrial]:
 def trials_table(study: optuna.Study, objectives: Sequence[str]) -> tuple[str, str]:
     """(CSV, markdown) of every trial: number, state, params, values, test accuracy, run."""
     keys = sorted({k for t in study.trials for k in t.params})
-    head = ["trial", "state", "status", *keys, *objectives, "val_accuracy", "test_accuracy",
+    head = ["trial", "state", "status", *keys, *objectives, Metric.VAL_ACCURACY,
+            Metric.TEST_ACCURACY,
             "seconds", "mlflow_run_id", "reason"]
     rows = []
     for t in study.get_trials(deepcopy=False):
         values = list(t.values) if t.values else [None] * len(objectives)
         secs = t.duration.total_seconds() if t.duration else None
-        rows.append([t.number, t.state.name, t.user_attrs.get(st.STATUS, ""),
+        rows.append([t.number, t.state.name, st.status_of(t),
                      *(t.params.get(k) for k in keys), *values,
-                     t.user_attrs.get("val_accuracy"), t.user_attrs.get("test_accuracy"),
-                     secs, t.user_attrs.get(st.RUN_ID, ""), t.user_attrs.get(st.REASON, "")])
+                     t.user_attrs.get(Metric.VAL_ACCURACY), t.user_attrs.get(Metric.TEST_ACCURACY),
+                     secs, t.user_attrs.get(TrialAttr.RUN_ID, ""), st.reason_of(t) or ""])
     buf = io.StringIO()
     csv.writer(buf).writerows([head, *rows])
 
@@ -163,18 +168,24 @@ def log_plots(client: MlflowClient, run_id: str, study: optuna.Study,
 def register_champion(client: MlflowClient, name: str, run_id: str) -> str | None:
     """Register run `run_id`'s model under `name` and point alias `champion` at it (unless
     it already does). Returns the version."""
-    import mlflow
+    from mlflow.exceptions import MlflowException
 
     try:
-        current = client.get_model_version_by_alias(name, "champion")
+        current = client.get_model_version_by_alias(name, CHAMPION)
         if current.run_id == run_id:
             return str(current.version)
-    except Exception:  # no such model or alias yet
+    except MlflowException:  # no such model or alias yet
         pass
-    mlflow.set_tracking_uri(client._tracking_client.tracking_uri)
-    uri = client.get_run(run_id).data.tags.get("sweeplab.model_uri", f"runs:/{run_id}/model")
-    version = mlflow.register_model(uri, name)
-    client.set_registered_model_alias(name, "champion", version.version)
+    # MLflow 3 keeps a model as a LoggedModel (models:/<model id>), not in run artifacts.
+    uri = client.get_run(run_id).data.tags.get(Tag.MODEL_URI, f"runs:/{run_id}/model")
+    model_id = uri.removeprefix("models:/") if uri.startswith("models:/") else None
+    try:
+        client.create_registered_model(name)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    version = client.create_model_version(name, source=uri, run_id=run_id, model_id=model_id)
+    client.set_registered_model_alias(name, CHAMPION, version.version)
     return str(version.version)
 
 
@@ -192,11 +203,11 @@ def parent_note(s: SweepConfig, t: st.Tally, best: Sequence[FrozenTrial],
             f"runs below.")
     if best:
         top = best[0]
-        run_id = top.user_attrs.get(st.RUN_ID)
+        run_id = top.user_attrs.get(TrialAttr.RUN_ID)
         name = f"trial {top.number}: {short(top.params)}"
         link = f"[{name}](#/experiments/{experiment_id}/runs/{run_id})" if run_id else name
-        extra = "".join(f", {k} {top.user_attrs[k]:.4g}" for k in ("val_accuracy",
-                        "test_accuracy") if _finite(top.user_attrs.get(k)))
+        extra = "".join(f", {k} {top.user_attrs[k]:.4g}" for k in (
+            Metric.VAL_ACCURACY, Metric.TEST_ACCURACY) if _finite(top.user_attrs.get(k)))
         note += (f"\n\n**{'One of the best' if len(objectives) > 1 else 'Best'}**: {link}, "
                  f"{'/'.join(objectives)} {_value(top)}{extra}.")
     return note + ("\n\nArtifacts: `trials.md` and `trials.csv` (every trial), `plots/` "
@@ -208,27 +219,27 @@ def summarize(study: optuna.Study, client: MlflowClient, parent_run_id: str, cfg
     """Put the sweep's outcome on the parent run and print it."""
     s = cfg.sweep
     assert s is not None
-    objectives, _ = st.objectives_of(s)
+    objectives, _ = objectives_of(s)
     t = st.tally(study)
     best = ranked(study)
     now, step = int(time.time() * 1000), t.done
-    metrics = [Metric(k, float(v), now, step) for k, v in
+    metrics = [MetricPoint(k, float(v), now, step) for k, v in
                {"n_done": t.done, "n_complete": t.complete, "n_pruned": t.pruned,
                 "n_failed": t.failed}.items()]
-    tags = [RunTag("sweeplab.stopped_because", why[:5000]),
-            RunTag("mlflow.note.content", parent_note(s, t, best, objectives, experiment_id))]
+    tags = [RunTag(Tag.STOPPED_BECAUSE, why[:5000]),
+            RunTag(MlflowTag.NOTE, parent_note(s, t, best, objectives, experiment_id))]
     if best:
         top = best[0]
         for obj, v in zip(objectives, top.values, strict=True):
-            metrics.append(Metric(f"best_{obj}", v, now, step))
-        metrics += [Metric(f"best.{k}", float(v), now, step) for k, v in top.params.items()
+            metrics.append(MetricPoint(f"best_{obj}", v, now, step))
+        metrics += [MetricPoint(f"best.{k}", float(v), now, step) for k, v in top.params.items()
                     if isinstance(v, int | float) and not isinstance(v, bool)]
-        for k in ("val_accuracy", "test_accuracy"):
+        for k in (Metric.VAL_ACCURACY, Metric.TEST_ACCURACY):
             if k in top.user_attrs:
-                metrics.append(Metric(f"best_trial_{k}", float(top.user_attrs[k]), now, step))
-        tags += [RunTag("sweeplab.best_trial", str(top.number)),
-                 RunTag("sweeplab.best_run_id", str(top.user_attrs.get(st.RUN_ID, "")))]
-        tags += [RunTag(f"sweeplab.best.{k}", str(v)) for k, v in top.params.items()]
+                metrics.append(MetricPoint(f"best_trial_{k}", float(top.user_attrs[k]), now, step))
+        tags += [RunTag(Tag.BEST_TRIAL, str(top.number)),
+                 RunTag(Tag.BEST_RUN_ID, str(top.user_attrs.get(TrialAttr.RUN_ID, "")))]
+        tags += [RunTag(Tag.BEST + k, str(v)) for k, v in top.params.items()]
     client.log_batch(parent_run_id, metrics=metrics, tags=tags)
     table_csv, table_md = trials_table(study, objectives)
     client.log_text(parent_run_id, table_csv, "trials.csv")
@@ -237,8 +248,8 @@ def summarize(study: optuna.Study, client: MlflowClient, parent_run_id: str, cfg
     if skipped:
         client.log_text(parent_run_id, "\n".join(skipped) + "\n", "plots/skipped.txt")
     version = None
-    if best and s.register_model and best[0].user_attrs.get(st.RUN_ID):
-        version = register_champion(client, s.register_model, best[0].user_attrs[st.RUN_ID])
+    if best and s.register_model and best[0].user_attrs.get(TrialAttr.RUN_ID):
+        version = register_champion(client, s.register_model, best[0].user_attrs[TrialAttr.RUN_ID])
     client.set_terminated(parent_run_id, "FINISHED" if finished else "KILLED")
     _print_summary(study, best, objectives, t, parent_run_id, experiment_id, uri, why,
                    s.register_model if version else None, version)
@@ -253,8 +264,8 @@ def _print_summary(study: optuna.Study, best: list[FrozenTrial], objectives: Seq
     if best:
         print(f"{title} by {'/'.join(objectives)}:")
         for trial in best[:5] if len(objectives) == 1 else best:
-            test = trial.user_attrs.get("test_accuracy")
-            val = trial.user_attrs.get("val_accuracy")
+            test = trial.user_attrs.get(Metric.TEST_ACCURACY)
+            val = trial.user_attrs.get(Metric.VAL_ACCURACY)
             extra = "" if val is None or (isinstance(val, float) and math.isnan(val)) \
                 else f"  val_accuracy={val:.4f}"
             extra += f"  test_accuracy={test:.4f}" if test is not None else ""
@@ -267,4 +278,4 @@ def _print_summary(study: optuna.Study, best: list[FrozenTrial], objectives: Seq
     print(f"parent run: {parent_run_id}")
     print(f"look: {ui_hint(uri, experiment_id)}")
     print(f"      this sweep's trials, best first: "
-          f"{runs_url(5000, experiment_id, view_key(study.study_name))}")
+          f"{runs_url(DEFAULT_UI_PORT, experiment_id, view_key(study.study_name))}")

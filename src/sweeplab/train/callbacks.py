@@ -13,11 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from sweeplab.names import Metric
+
 if TYPE_CHECKING:
     from sweeplab.config import Config
     from sweeplab.data import Dataset
     from sweeplab.nn import Network
-    from sweeplab.train import RunResult
+    from sweeplab.train.loop import RunResult
 
 
 class StopTraining(Exception):
@@ -78,7 +80,8 @@ class ProgressBar(Callback):
             return
         self._bar.update(step + 1 - self._done)
         self._done = step + 1
-        shown = {k: f"{v:.4g}" for k, v in metrics.items() if k in ("train_cost", "val_accuracy")}
+        shown = {k: f"{v:.4g}" for k, v in metrics.items()
+                 if k in (Metric.TRAIN_COST, Metric.VAL_ACCURACY)}
         self._bar.set_postfix(shown, refresh=False)
 
     def on_train_end(self, result: RunResult) -> None:

@@ -1,6 +1,4 @@
-"""`make sweep`: an Optuna study over the run config, tracked as one MLflow parent run.
-
-Usage: python -m sweeplab.sweep [overrides]   (or: make sweep ARGS="sweep.n_trials=60" JOBS=2)
+"""A sweep's controller: an Optuna study over the run config, one MLflow parent run.
 
 The sweep is checked whole before any trial runs (config, search space, data, sampler,
 pruner). Workers are processes that pull trials from one study as each finishes; the
@@ -10,6 +8,7 @@ command runs again: finished trials are kept, interrupted ones are retried.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import sys
@@ -18,31 +17,18 @@ import warnings
 from typing import Any
 
 import optuna
+from mlflow.entities import Param
 from omegaconf import DictConfig, OmegaConf
 
-from sweeplab import study as st
-from sweeplab.config import SweepConfig, to_config
-from sweeplab.search_space import flat_params, parse_space
-from sweeplab.sweep_report import TrialPrinter, close_orphan_runs, summarize
-from sweeplab.tracking import TAG, get_experiment_id, prepare_store, resolve_uri
+from sweeplab.config import SweepConfig, flatten, to_config
+from sweeplab.names import ExitCode, MlflowTag, Role, Tag, TrialAttr
+from sweeplab.sweep import study as st
+from sweeplab.sweep.report import TrialPrinter, close_orphan_runs, summarize
+from sweeplab.sweep.space import flat_params, parse_space
+from sweeplab.sweep.view import save_sweep_view
+from sweeplab.sweep.worker import Job, SweepAborted, work, worker_main
+from sweeplab.tracking import get_experiment_id, prepare_store, resolve_uri
 from sweeplab.train import load_data
-from sweeplab.trial import Job, SweepAborted, work, worker_main
-from sweeplab.ui import save_sweep_view
-
-PARENT_ATTR = "mlflow_parent_run_id"
-
-
-def main() -> None:
-    from sweeplab.cli import hydra_app, quote_space_overrides
-
-    sys.argv = quote_space_overrides(sys.argv)
-    hydra_app("sweep_app", _sweep_cli)()
-
-
-def _sweep_cli(cfg: DictConfig) -> None:
-    code = sweep_job(cfg)
-    if code:
-        raise SystemExit(code)
 
 
 def sweep_job(cfg: DictConfig) -> int:
@@ -56,14 +42,13 @@ def sweep_job(cfg: DictConfig) -> int:
     space = parse_space(s.params, base)
     # Fail here, not in a worker: data files, sampler needs, pruner arguments.
     load_data(typed)
-    st.make_sampler(s, space)
-    st.make_pruner(s, typed.train.epochs, typed.train.log_every)
+    sampler = st.make_sampler(s, space)
+    pruner = st.make_pruner(s, typed.train.epochs, typed.train.log_every)
 
     storage_url = st.storage_url(s)
     storage = st.open_storage(storage_url)
     with st.file_lock(st.lock_path(s)):
-        study = st.create_or_load(s, storage, st.make_sampler(s, space),
-                                  st.make_pruner(s, typed.train.epochs, typed.train.log_every))
+        study = st.create_or_load(s, storage, sampler, pruner)
         st.check_space(study, space)
         uri = resolve_uri(typed.tracking)
         client = prepare_store(uri)
@@ -72,7 +57,7 @@ def sweep_job(cfg: DictConfig) -> int:
         save_sweep_view(client, experiment_id, s)  # the UI's table of this sweep's trials
         orphans = st.orphaned(study)
         for t in orphans:
-            st.requeue(study, t._trial_id, t.number, t.params, "its process was killed")
+            st.requeue(study, t.number, t.params, "its process was killed")
         close_orphan_runs(client, orphans, parent_run_id, experiment_id)
     before = st.tally(study)
     print(f"sweep {s.name!r}: {before.done} of {s.n_trials} trials done"
@@ -94,35 +79,32 @@ def sweep_job(cfg: DictConfig) -> int:
             code, why = _run_workers(job, n_jobs, printer)
     except SweepAborted as err:
         print(f"error: {err}", file=sys.stderr)
-        code, why = 2, str(err)
+        code, why = ExitCode.USAGE, str(err)
     except KeyboardInterrupt:
-        code, why = 130, "interrupted (Ctrl-C); run the same command again to resume"
+        code = ExitCode.INTERRUPTED
+        why = "interrupted (Ctrl-C); run the same command again to resume"
     finally:
         printer.poll()
         printer.close()
         summarize(study, client, parent_run_id, typed, experiment_id, uri, why,
-                  finished=code == 0)
+                  finished=code == ExitCode.OK)
     return code
 
 
 def _parent_run(client: Any, study: optuna.Study, experiment_id: str, cfg: DictConfig,
                 s: SweepConfig, storage_url: str) -> str:
     """The sweep's MLflow parent run: the one recorded on the study, or a new one."""
-    from mlflow.entities import Param
-
-    from sweeplab.config import flatten
-
-    run_id = study.user_attrs.get(PARENT_ATTR)
+    run_id = study.user_attrs.get(TrialAttr.PARENT_RUN_ID)
     if run_id is not None:
         try:
             client.update_run(run_id, status="RUNNING")
             return str(run_id)
         except Exception:  # the store was wiped while the study was kept
             pass
-    tags = {TAG + "role": "sweep", TAG + "study": s.name, TAG + "storage": storage_url,
-            TAG + "sampler": s.sampler, TAG + "pruner": s.pruner,
-            "mlflow.note.content": f"Optuna study `{s.name}` ({s.sampler} sampler, {s.pruner} "
-                                   f"pruner): trials are the nested runs below."}
+    tags = {Tag.ROLE: Role.SWEEP, Tag.STUDY: s.name, Tag.STORAGE: storage_url,
+            Tag.SAMPLER: s.sampler, Tag.PRUNER: s.pruner,
+            MlflowTag.NOTE: f"Optuna study `{s.name}` ({s.sampler} sampler, {s.pruner} "
+                            f"pruner): trials are the nested runs below."}
     run = client.create_run(experiment_id, run_name=f"sweep {s.name}", tags=tags)
     run_id = run.info.run_id
     params = [Param(f"sweep.{k}", str(v)) for k, v in
@@ -132,7 +114,7 @@ def _parent_run(client: Any, study: optuna.Study, experiment_id: str, cfg: DictC
         client.log_batch(run_id, params=params[i:i + 100])
     client.log_text(run_id, OmegaConf.to_yaml(cfg), "sweep_config.yaml")
     client.log_text(run_id, OmegaConf.to_yaml(flat_params(s.params)), "search_space.yaml")
-    study.set_user_attr(PARENT_ATTR, run_id)
+    study.set_user_attr(TrialAttr.PARENT_RUN_ID, run_id)
     return str(run_id)
 
 
@@ -141,28 +123,25 @@ def _run_workers(job: Job, n_jobs: int, printer: TrialPrinter) -> tuple[int, str
     ctx = multiprocessing.get_context("spawn")
     procs = []
     for k in range(n_jobs):
-        p = ctx.Process(target=worker_main, args=(Job(**{**job.__dict__, "worker": k}),),
+        p = ctx.Process(target=worker_main, args=(dataclasses.replace(job, worker=k),),
                         name=f"sweeplab-worker-{k}")
         p.start()
         procs.append(p)
     try:
         while any(p.is_alive() for p in procs):
             printer.poll()
-            if any(p.exitcode == 3 for p in procs):
+            if any(p.exitcode == ExitCode.ABORT for p in procs):
                 break
             time.sleep(0.5)
     finally:
         for p in procs:
-            if p.exitcode is None and any(q.exitcode == 3 for q in procs):
+            if p.exitcode is None and any(q.exitcode == ExitCode.ABORT for q in procs):
                 p.terminate()
             p.join()
-    if any(p.exitcode == 3 for p in procs):
-        return 2, "a trial had an invalid config"
-    bad = [p.exitcode for p in procs if p.exitcode not in (0, 130)]
+    if any(p.exitcode == ExitCode.ABORT for p in procs):
+        return ExitCode.USAGE, "a trial had an invalid config"
+    bad = [p.exitcode for p in procs if p.exitcode not in (ExitCode.OK, ExitCode.INTERRUPTED)]
     if bad:
-        return 1, f"worker(s) exited with {bad}"
-    return 0, "enough trials"
+        return ExitCode.FAILED, f"worker(s) exited with {bad}"
+    return ExitCode.OK, "enough trials"
 
-
-if __name__ == "__main__":
-    main()

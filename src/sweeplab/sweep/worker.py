@@ -15,18 +15,23 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import Trial, TrialState
 
-from sweeplab import study as st
-from sweeplab.callbacks import Callback, RunStart, StopTraining
-from sweeplab.config import ConfigError, SweepConfig, to_config
+from sweeplab.config import ConfigError, SweepConfig, objectives_of, to_config
 from sweeplab.data import Dataset
-from sweeplab.interrupt import StopOnRequest, StopRequest, deferred_interrupt
-from sweeplab.search_space import apply, parse_space
+from sweeplab.names import (
+    HISTORY_METRICS,
+    OBJECTIVE_METRICS,
+    ExitCode,
+    Metric,
+    Role,
+    RunStatus,
+    Tag,
+    TrialAttr,
+)
+from sweeplab.sweep import study as st
+from sweeplab.sweep.space import apply, parse_space
 from sweeplab.tracking import MlflowTracker
-from sweeplab.train import RunResult, load_data, run
-
-HISTORY_METRICS = ("val_cost", "val_accuracy", "train_cost")
-# The metric an objective is read from, where the names differ: costs after the last update.
-OBJECTIVE_METRICS = {"val_cost": "final_val_cost", "train_cost": "final_train_cost"}
+from sweeplab.train import Callback, DataKey, RunResult, RunStart, StopTraining, load_data, run
+from sweeplab.train.interrupt import StopOnRequest, StopRequest, deferred_interrupt
 
 
 class PruningReporter(Callback):
@@ -41,8 +46,8 @@ class PruningReporter(Callback):
             return
         self.trial.report(value, step)
         if self.trial.should_prune():
-            raise StopTraining("pruned", f"pruned by the {self.pruner_name} pruner at epoch "
-                                         f"{step} ({self.metric}={value:.4g})")
+            raise StopTraining(RunStatus.PRUNED, f"pruned by the {self.pruner_name} pruner "
+                                                 f"at epoch {step} ({self.metric}={value:.4g})")
 
 
 class RecordRunId(Callback):
@@ -53,7 +58,7 @@ class RecordRunId(Callback):
         self.trial, self.tracker = trial, tracker
 
     def on_train_start(self, start: RunStart) -> None:
-        self.trial.set_user_attr(st.RUN_ID, self.tracker.run_id)
+        self.trial.set_user_attr(TrialAttr.RUN_ID, self.tracker.run_id)
 
 
 def objective_value(result: RunResult, name: str) -> float:
@@ -87,26 +92,24 @@ class Job:
     started: float = 0.0
 
 
-def run_trial(trial: Trial, job: Job, base: DictConfig, data_cache: dict[str, Dataset],
+def run_trial(trial: Trial, job: Job, base: DictConfig, data_cache: dict[DataKey, Dataset],
               s: SweepConfig, stop: StopRequest | None = None) -> None:
     """Run and tell one trial; pruned and diverged trials are told as such. A requested
     stop (Ctrl-C) ends it at its next log point, and it is queued again."""
-    objectives, _ = st.objectives_of(s)
+    objectives, _ = objectives_of(s)
     cfg = apply(base, trial.params)
     OmegaConf.update(cfg, "tracking.run_name",
                      f"trial {trial.number}: {short(trial.params)}", merge=False)
     try:
         typed = to_config(cfg)
     except ConfigError as err:
-        job_fail(trial, "error", str(err))
+        job_fail(trial, RunStatus.ERROR, str(err))
         raise SweepAborted(f"trial {trial.number} has an invalid config: {err}") from None
-    data_key = repr(OmegaConf.to_container(cfg.data)) + typed.model.dtype + typed.model.output
-    if data_key not in data_cache:
-        data_cache[data_key] = load_data(typed)
+    data = load_data(typed, data_cache)
     tracker = MlflowTracker(typed.tracking, parent_run_id=job.parent_run_id,
                             overrides=[f"{k}={v}" for k, v in trial.params.items()],
-                            tags={"sweeplab.trial_number": str(trial.number),
-                                  "sweeplab.study": s.name, "sweeplab.role": "trial"})
+                            tags={Tag.TRIAL_NUMBER: str(trial.number), Tag.STUDY: s.name,
+                                  Tag.ROLE: Role.TRIAL})
     callbacks: list[Callback] = [tracker, RecordRunId(trial, tracker)]
     if stop is not None:
         callbacks.insert(0, StopOnRequest(stop))
@@ -114,25 +117,28 @@ def run_trial(trial: Trial, job: Job, base: DictConfig, data_cache: dict[str, Da
         callbacks.insert(0, PruningReporter(trial, objectives[0], s.pruner))
     try:
         with tracker:
-            result = run(typed, callbacks, data_cache[data_key])
+            result = run(typed, callbacks, data)
     except KeyboardInterrupt:
-        st.requeue(trial.study, trial._trial_id, trial.number, trial.params, "interrupted")
+        trial.set_user_attr(TrialAttr.STATUS, RunStatus.INTERRUPTED)
+        trial.set_user_attr(TrialAttr.REASON, "interrupted (Ctrl-C)")
+        st.requeue(trial.study, trial.number, trial.params, "interrupted (Ctrl-C)")
         raise
     except Exception as err:  # a crash in one trial is recorded; the sweep goes on
-        job_fail(trial, "error", f"{type(err).__name__}: {err}")
+        job_fail(trial, RunStatus.ERROR, f"{type(err).__name__}: {err}")
         _tag_run(tracker, "FAIL")
         return
-    for key in ("test_accuracy", "val_accuracy", "train_accuracy", "train_seconds"):
+    for key in (Metric.TEST_ACCURACY, Metric.VAL_ACCURACY, Metric.TRAIN_ACCURACY,
+                Metric.TRAIN_SECONDS):
         if key in result.metrics:
             trial.set_user_attr(key, result.metrics[key])
-    trial.set_user_attr(st.STATUS, result.status)
+    trial.set_user_attr(TrialAttr.STATUS, result.status)
     if result.reason:
-        trial.set_user_attr(st.REASON, result.reason)
-    if result.status == "pruned":
-        trial.set_user_attr("pruned_at_epoch", result.epochs_run - 1)
+        trial.set_user_attr(TrialAttr.REASON, result.reason)
+    if result.status == RunStatus.PRUNED:
+        trial.set_user_attr(TrialAttr.PRUNED_AT_EPOCH, result.epochs_run - 1)
         trial.study.tell(trial, state=TrialState.PRUNED)
         _tag_run(tracker, "PRUNED", pruned_at=result.epochs_run - 1)
-    elif result.status == "diverged":
+    elif result.status == RunStatus.DIVERGED:
         trial.study.tell(trial, state=TrialState.FAIL)
         _tag_run(tracker, "FAIL")
     else:
@@ -141,17 +147,17 @@ def run_trial(trial: Trial, job: Job, base: DictConfig, data_cache: dict[str, Da
 
 
 def job_fail(trial: Trial, status: str, reason: str) -> None:
-    trial.set_user_attr(st.STATUS, status)
-    trial.set_user_attr(st.REASON, reason[:2000])
+    trial.set_user_attr(TrialAttr.STATUS, status)
+    trial.set_user_attr(TrialAttr.REASON, reason[:2000])
     trial.study.tell(trial, state=TrialState.FAIL)
 
 
 def _tag_run(tracker: MlflowTracker, state: str, pruned_at: int | None = None) -> None:
     if tracker.run_id is None:
         return
-    tracker.client.set_tag(tracker.run_id, "sweeplab.trial_state", state)
+    tracker.client.set_tag(tracker.run_id, Tag.TRIAL_STATE, state)
     if pruned_at is not None:
-        tracker.client.set_tag(tracker.run_id, "sweeplab.pruned_at_epoch", str(pruned_at))
+        tracker.client.set_tag(tracker.run_id, Tag.PRUNED_AT_EPOCH, str(pruned_at))
 
 
 def work(job: Job, on_trial_done: Callable[[optuna.Study], None] | None = None) -> str:
@@ -169,7 +175,7 @@ def work(job: Job, on_trial_done: Callable[[optuna.Study], None] | None = None) 
         study_name=s.name, storage=storage,
         sampler=st.make_sampler(s, space, seed_salt=(job.worker, existing)),
         pruner=st.make_pruner(s, typed.train.epochs, typed.train.log_every))
-    data_cache: dict[str, Dataset] = {}
+    data_cache: dict[DataKey, Dataset] = {}
     limits = threadpool_limits(job.threads) if job.threads else contextlib.nullcontext()
     with limits, deferred_interrupt() as stop:
         while True:
@@ -187,21 +193,21 @@ def work(job: Job, on_trial_done: Callable[[optuna.Study], None] | None = None) 
                 # Asked and claimed under the lock, so study.orphaned can tell a trial
                 # whose process died between the two writes.
                 trial = study.ask(space)
-                trial.set_user_attr(st.PID, os.getpid())
-                trial.set_user_attr(st.HOST, socket.gethostname())
+                trial.set_user_attr(TrialAttr.PID, os.getpid())
+                trial.set_user_attr(TrialAttr.HOST, socket.gethostname())
             run_trial(trial, job, base, data_cache, s, stop)
             if on_trial_done is not None:
                 on_trial_done(study)
 
 
 def worker_main(job: Job) -> None:
-    """Entry point of a worker process: exit code 3 means the sweep must abort."""
+    """Entry point of a worker process: exit code ExitCode.ABORT stops the sweep."""
     import sys
 
     try:
         work(job)
     except SweepAborted as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
-        raise SystemExit(3) from None
+        raise SystemExit(ExitCode.ABORT) from None
     except KeyboardInterrupt:
-        raise SystemExit(130) from None
+        raise SystemExit(ExitCode.INTERRUPTED) from None

@@ -15,79 +15,34 @@ What one run logs (names are stable; the README documents them):
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from mlflow.entities import DatasetInput, Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from sweeplab import provenance
-from sweeplab.callbacks import Callback, RunStart
 from sweeplab.config import TrackingConfig, flatten
+from sweeplab.names import MLFLOW_STATUS, TAG_PREFIX, MlflowTag, RunStatus, Tag
+from sweeplab.tracking import provenance
+from sweeplab.tracking.store import get_experiment_id, resolve_uri
+from sweeplab.train.callbacks import Callback, RunStart
 
 if TYPE_CHECKING:
     from sweeplab.data import Dataset
     from sweeplab.train import RunResult
 
-TAG = "sweeplab."
 # MLflow's download bars would interleave with ours on every model logged.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 # MLflow narrates every model it logs at INFO; sweeplab prints what matters itself.
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 # MLflow's limits per log_batch call.
 MAX_PARAMS, MAX_METRICS = 100, 1000
-# A run's status in MLflow; the finer sweeplab status goes in the tag sweeplab.status.
-MLFLOW_STATUS = {"finished": "FINISHED", "early_stopped": "FINISHED", "diverged": "FAILED",
-                 "pruned": "KILLED", "stopped": "KILLED"}
-
-
-def default_uri() -> str:
-    """$MLFLOW_TRACKING_URI, else the embedded store: sqlite mlflow.db in the working dir."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-
-
-def resolve_uri(cfg: TrackingConfig) -> str:
-    return cfg.uri or default_uri()
-
-
-def prepare_store(uri: str) -> MlflowClient:
-    """A client on `uri`, with the store created now, by this one process: several processes
-    creating a fresh SQLite store at once corrupt it. SQLite gets write-ahead logging, so
-    parallel sweep workers read while one writes instead of failing with "database is
-    locked"."""
-    client = MlflowClient(uri)
-    client.search_experiments(max_results=1)  # creates and migrates the database
-    if uri.startswith("sqlite:///"):
-        import sqlite3
-
-        with contextlib.closing(sqlite3.connect(uri.removeprefix("sqlite:///"))) as con:
-            con.execute("PRAGMA journal_mode=WAL")
-    return client
-
-
-def get_experiment_id(client: MlflowClient, name: str, uri: str) -> str:
-    """The id of experiment `name`, created (artifacts under ./mlruns for SQLite) if needed."""
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    location = None
-    if uri.startswith("sqlite:///"):
-        db = Path(uri.removeprefix("sqlite:///"))
-        location = (db.parent / "mlruns").resolve().as_uri()
-    try:
-        return client.create_experiment(name, artifact_location=location)
-    except Exception:  # another process created it first
-        exp = client.get_experiment_by_name(name)
-        if exp is None:
-            raise
-        return exp.experiment_id
 
 
 def dataset_inputs(data: Dataset) -> list[DatasetInput]:
@@ -128,7 +83,7 @@ class MlflowTracker(Callback):
                  flush_seconds: float = 5.0) -> None:
         self.cfg = cfg
         self.uri = resolve_uri(cfg)
-        self.client = MlflowClient(self.uri)
+        self.client = MlflowClient(tracking_uri=self.uri)
         self.overrides = overrides or []
         self.parent_run_id = parent_run_id
         self.extra_tags = dict(tags or {})
@@ -148,12 +103,12 @@ class MlflowTracker(Callback):
         if self.run_id is None or self._closed:
             return
         self.flush()
-        status = "KILLED" if exc_type is KeyboardInterrupt else "FAILED"
-        reason = "interrupted" if exc_type is KeyboardInterrupt else f"{exc_type}: {exc}"
-        self.client.log_batch(self.run_id, tags=[
-            RunTag(TAG + "status", "interrupted" if status == "KILLED" else "error"),
-            RunTag(TAG + "reason", reason[:5000])])
-        self.client.set_terminated(self.run_id, status)
+        interrupted = exc_type is KeyboardInterrupt
+        status = RunStatus.INTERRUPTED if interrupted else RunStatus.ERROR
+        reason = "interrupted" if interrupted else f"{exc_type}: {exc}"
+        self.client.log_batch(self.run_id, tags=[RunTag(Tag.STATUS, status),
+                                                 RunTag(Tag.REASON, reason[:5000])])
+        self.client.set_terminated(self.run_id, MLFLOW_STATUS[status])
         self._closed = True
 
     # -- callback -------------------------------------------------------------------------
@@ -161,22 +116,23 @@ class MlflowTracker(Callback):
         self.experiment_id = get_experiment_id(self.client, self.cfg.experiment, self.uri)
         commit, dirty, diff = provenance.git_state()
         tags: dict[str, str] = {
-            TAG + "data_fingerprint": start.dataset.fingerprint,
-            TAG + "data_source": start.dataset.source,
-            TAG + "seed": str(start.config.seed),
-            TAG + "layer_dims": str(start.network.layer_dims),
-            TAG + "n_params": str(start.network.n_params),
-            TAG + "first_layer": start.first_layer,
-            TAG + "status": "running",
-            "mlflow.note.content": f"```\n{start.summary}\n```",
+            Tag.DATA_FINGERPRINT: start.dataset.fingerprint,
+            Tag.DATA_SOURCE: start.dataset.source,
+            Tag.SEED: str(start.config.seed),
+            Tag.LAYER_DIMS: str(start.network.layer_dims),
+            Tag.N_PARAMS: str(start.network.n_params),
+            Tag.FIRST_LAYER: start.first_layer,
+            Tag.STATUS: RunStatus.RUNNING,
+            MlflowTag.NOTE: f"```\n{start.summary}\n```",
         }
-        tags |= {TAG + f"version.{k}": v for k, v in provenance.versions().items()}
-        tags |= {TAG + k: v for k, v in provenance.blas().items()}  # rerun replays threads
+        tags |= {Tag.VERSION + k: v for k, v in provenance.versions().items()}
+        # blas, blas_threads: a rerun replays the thread count
+        tags |= {TAG_PREFIX + k: v for k, v in provenance.blas().items()}
         if commit is not None:
-            tags |= {TAG + "git_commit": commit, TAG + "git_dirty": str(dirty).lower(),
-                     "mlflow.source.git.commit": commit}
+            tags |= {Tag.GIT_COMMIT: commit, Tag.GIT_DIRTY: str(dirty).lower(),
+                     MlflowTag.GIT_COMMIT: commit}
         if self.parent_run_id:
-            tags["mlflow.parentRunId"] = self.parent_run_id
+            tags[MlflowTag.PARENT_RUN_ID] = self.parent_run_id
         tags |= self.extra_tags
         run = self.client.create_run(self.experiment_id, run_name=start.run_name, tags=tags)
         self.run_id = run.info.run_id
@@ -225,52 +181,70 @@ class MlflowTracker(Callback):
 
     def on_train_end(self, result: RunResult) -> None:
         assert self.run_id is not None, "on_train_start was not called"
+        # The model is created first, so the final metrics can name it (its page in the UI
+        # shows them); the run is marked finished only once the model is READY.
+        model_id = None
+        if self.cfg.log_model and result.status != RunStatus.DIVERGED:
+            model_id = self.client.create_logged_model(
+                self.experiment_id, name="model", source_run_id=self.run_id).model_id
         ts = int(time.time() * 1000)
         # Final metrics are measured after the last update, i.e. where epoch `epochs_run`
         # would start; at the last log step they would share it with val_accuracy's history
         # point, and MLflow's latest value would be either of the two.
         step = result.epochs_run
-        self._pending += [Metric(k, float(v), ts, step) for k, v in result.metrics.items()]
+        self._pending += [Metric(k, float(v), ts, step, model_id=model_id)
+                          for k, v in result.metrics.items()]
         self.flush()
-        tags = [RunTag(TAG + "status", result.status),
-                RunTag(TAG + "epochs_run", str(result.epochs_run))]
+        tags = [RunTag(Tag.STATUS, result.status),
+                RunTag(Tag.EPOCHS_RUN, str(result.epochs_run))]
         if result.reason:
-            tags.append(RunTag(TAG + "reason", result.reason[:5000]))
+            tags.append(RunTag(Tag.REASON, result.reason[:5000]))
         self.client.log_batch(self.run_id, tags=tags)
         if self.cfg.log_plots and len(result.costs):
-            from sweeplab import plots
+            from sweeplab.tracking import plots
 
             fig = plots.cost_curve(result)
             self.client.log_figure(self.run_id, fig, "plots/cost_curve.png")
             plots.close(fig)
-        if self.cfg.log_model and result.status != "diverged":
-            info = self.log_model(result)
-            # MLflow 3 keeps the model as a LoggedModel, not under the run's artifacts:
-            # its own URI is what registering it needs.
-            self.client.set_tag(self.run_id, TAG + "model_uri", info.model_uri)
+        if model_id is not None:
+            self.log_model(result, model_id)
+            self.client.set_tag(self.run_id, Tag.MODEL_URI, f"models:/{model_id}")
         self.client.set_terminated(self.run_id, MLFLOW_STATUS[result.status])
         self._closed = True
 
-    def log_model(self, result: RunResult, registered_model_name: str | None = None) -> Any:
-        """Log the network as an MLflow pyfunc model named ``model`` on this run, linked to
-        the final metrics (step = epochs run), which the model's page then shows."""
-        import mlflow
+    def log_model(self, result: RunResult, model_id: str) -> None:
+        """Write the network as an MLflow pyfunc model into LoggedModel `model_id` (created
+        with this run as its source, `models:/<model_id>`), and mark it READY; FAILED if
+        writing it fails."""
+        import mlflow.pyfunc
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+        from mlflow.models import Model, infer_signature
 
-        from sweeplab import model, pyfunc
+        from sweeplab.tracking import model_file, pyfunc
 
+        assert self.run_id is not None
         net, data = result.network, result.dataset
-        # MLflow stores the example as JSON and validates it by loading the model and
-        # predicting it: one row is enough for wide inputs (a cat image is 12,288 numbers).
+        # MLflow stores the example as JSON: one row is enough for wide inputs (a cat image
+        # is 12,288 numbers).
         example = data.X_train[:, :5 if data.n_x <= 256 else 1].T.copy()
-        signature = mlflow.models.infer_signature(example, net.predict(example.T.copy()))
+        signature = infer_signature(example, net.predict(example.T.copy()))
         versions = provenance.versions()
         reqs = [f"numpy=={versions['numpy']}", f"h5py=={versions['h5py']}",
                 f"mlflow=={versions['mlflow']}"]
-        mlflow.set_tracking_uri(self.uri)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = model.save(net, Path(tmp) / "network.h5", data.classes)
-            with mlflow.start_run(run_id=self.run_id):
-                return mlflow.pyfunc.log_model(
-                    name="model", python_model=pyfunc.__file__, artifacts={"network": str(path)},
+        try:
+            logged = self.client.get_logged_model(model_id)
+            with tempfile.TemporaryDirectory() as tmp:
+                weights = model_file.save(net, Path(tmp) / "network.h5", data.classes)
+                local = Path(tmp) / "model"
+                mlflow.pyfunc.save_model(
+                    local, python_model=pyfunc.__file__, artifacts={"network": str(weights)},
                     signature=signature, input_example=example, pip_requirements=reqs,
-                    registered_model_name=registered_model_name, step=result.epochs_run)
+                    mlflow_model=Model(artifact_path=logged.artifact_location,
+                                       model_uuid=model_id, run_id=self.run_id,
+                                       model_id=model_id))
+                self.client.log_model_artifacts(model_id, str(local))
+        except BaseException:
+            self.client.finalize_logged_model(model_id, LoggedModelStatus.FAILED)
+            raise
+        self.client.finalize_logged_model(model_id, LoggedModelStatus.READY)
+        self.client.log_outputs(self.run_id, [LoggedModelOutput(model_id, result.epochs_run)])

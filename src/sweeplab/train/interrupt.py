@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from types import FrameType
 
-from sweeplab.callbacks import Callback
+from sweeplab.train.callbacks import Callback
 
 
 class StopRequest:

@@ -21,11 +21,8 @@ from dataclasses import dataclass
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-# Histories, logged every train.log_every epochs (and at the last).
-HISTORY_METRICS = ("train_cost", "val_cost", "val_accuracy")
-# Logged once, after training. train_seconds is wall time: never compared.
-FINAL_METRICS = ("train_accuracy", "test_accuracy", "final_train_cost", "final_val_cost",
-                 "final_test_cost")
+from sweeplab.names import FINAL_METRICS, HISTORY_METRICS
+
 COMPARED = (*HISTORY_METRICS, *FINAL_METRICS)
 
 

@@ -11,22 +11,24 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from sweeplab.config import ConfigError, register_configs
+from sweeplab.data import DataError
+from sweeplab.names import ExitCode
+from sweeplab.nn import ShapeError
+from sweeplab.tracking.links import ui_hint
+
 if TYPE_CHECKING:
     from sweeplab.tracking import MlflowTracker
     from sweeplab.train import RunResult
 
 # conf/ sits at the top of the repository, beside src/.
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
 
 
 def hydra_app(config_name: str, job: Callable[[DictConfig], Any]) -> Callable[[], Any]:
     """A Hydra app over conf/ that turns sweeplab's input errors into one clear message
     and exit code 2, and Ctrl-C into exit code 130, instead of a traceback."""
     import hydra
-
-    from sweeplab.config import ConfigError, register_configs
-    from sweeplab.data import DataError
-    from sweeplab.nn import ShapeError
 
     register_configs()
 
@@ -38,10 +40,10 @@ def hydra_app(config_name: str, job: Callable[[DictConfig], Any]) -> Callable[[]
             # OmegaConf's errors (a wrong type) reach here for a config composed without
             # the schema, such as a logged config.yaml; their message names the key.
             print(f"error: {err}", file=sys.stderr)
-            raise SystemExit(2) from None
+            raise SystemExit(ExitCode.USAGE) from None
         except KeyboardInterrupt:
             print("interrupted (Ctrl-C)", file=sys.stderr)
-            raise SystemExit(130) from None
+            raise SystemExit(ExitCode.INTERRUPTED) from None
 
     def main() -> Any:
         sys.argv = absolute_config_path(sys.argv)
@@ -68,14 +70,6 @@ def absolute_config_path(argv: list[str]) -> list[str]:
 def _absolute(path: str) -> str:
     # pkg:// and file:// paths are Hydra's own, and already unambiguous.
     return path if "://" in path else str(Path(path).absolute())
-
-
-def ui_hint(uri: str, experiment_id: str | None, run_id: str | None = None) -> str:
-    """The command that opens the MLflow UI, and the page to look at."""
-    page = ""
-    if experiment_id is not None:
-        page = f"#/experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "/runs")
-    return f"make ui   then open http://127.0.0.1:5000/{page}   (store: {uri})"
 
 
 def report_run(result: RunResult, tracker: MlflowTracker | None) -> None:

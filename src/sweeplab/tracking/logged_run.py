@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sweeplab.config import Config, flatten, to_config
-from sweeplab.tracking import TAG
+from sweeplab.names import TAG_PREFIX
 
 CONFIG_ARTIFACT = "config.yaml"
 # Keys added to the schema after a run was logged take the value that reproduces that run,
@@ -53,8 +53,8 @@ def fetch_run(client: MlflowClient, run_id: str, uri: str) -> Run:
 def logged_config(client: MlflowClient, run: Run) -> DictConfig:
     """The run's config.yaml, after checking that sweeplab made the run."""
     run_id = run.info.run_id
-    if not any(k.startswith(TAG) for k in run.data.tags):
-        raise RunError(f"run {run_id} was not made by sweeplab (no {TAG}* tags)")
+    if not any(k.startswith(TAG_PREFIX) for k in run.data.tags):
+        raise RunError(f"run {run_id} was not made by sweeplab (no {TAG_PREFIX}* tags)")
     if CONFIG_ARTIFACT not in {a.path for a in client.list_artifacts(run_id)}:
         raise RunError(f"run {run_id} has no {CONFIG_ARTIFACT} artifact, so its config is "
                        f"unknown (was it interrupted before training started?)")

@@ -1,0 +1,139 @@
+"""Every name sweeplab writes somewhere another program (or a later sweeplab) reads back:
+metric names, MLflow tag keys, run statuses, the Optuna trial attributes. Spelled here once.
+
+They are StrEnums, so a member *is* its string: ``Metric.VAL_COST == "val_cost"`` and an
+f-string or an MLflow call takes it as it is. The README's "What is logged" lists them.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Metric(StrEnum):
+    """MLflow metric names (and the keys of `RunResult.metrics`)."""
+
+    # Histories, with step = epoch, every train.log_every epochs and at the last.
+    TRAIN_COST = "train_cost"
+    VAL_COST = "val_cost"
+    VAL_ACCURACY = "val_accuracy"
+    # Final values, after the last update (step = epochs run).
+    TRAIN_ACCURACY = "train_accuracy"
+    TEST_ACCURACY = "test_accuracy"
+    FINAL_TRAIN_COST = "final_train_cost"
+    FINAL_VAL_COST = "final_val_cost"
+    FINAL_TEST_COST = "final_test_cost"
+    TRAIN_SECONDS = "train_seconds"
+
+
+HISTORY_METRICS = (Metric.TRAIN_COST, Metric.VAL_COST, Metric.VAL_ACCURACY)
+# Logged once, after training; train_seconds is wall time and never compared.
+FINAL_METRICS = (Metric.TRAIN_ACCURACY, Metric.TEST_ACCURACY, Metric.FINAL_TRAIN_COST,
+                 Metric.FINAL_VAL_COST, Metric.FINAL_TEST_COST)
+# What a trial can be judged on: validation and training metrics, never the test set.
+OBJECTIVES = ("val_cost", "val_accuracy", "train_cost", "train_accuracy", "n_params")
+# The metric an objective is read from after training, where the names differ: a cost
+# objective is the cost after the last update, not the last history point.
+OBJECTIVE_METRICS = {"val_cost": Metric.FINAL_VAL_COST, "train_cost": Metric.FINAL_TRAIN_COST}
+# Objectives that are logged as metrics (n_params is the tag Tag.N_PARAMS).
+METRIC_OBJECTIVES = ("val_cost", "val_accuracy", "train_cost", "train_accuracy")
+
+
+TAG_PREFIX = "sweeplab."
+
+
+class Tag(StrEnum):
+    """MLflow run tags. sweeplab's own live under ``sweeplab.``."""
+
+    # every run
+    STATUS = "sweeplab.status"  # a RunStatus, finer than MLflow's run status
+    REASON = "sweeplab.reason"
+    EPOCHS_RUN = "sweeplab.epochs_run"
+    SEED = "sweeplab.seed"
+    DATA_FINGERPRINT = "sweeplab.data_fingerprint"
+    DATA_SOURCE = "sweeplab.data_source"
+    LAYER_DIMS = "sweeplab.layer_dims"
+    N_PARAMS = "sweeplab.n_params"
+    FIRST_LAYER = "sweeplab.first_layer"  # how W[1] X was computed: direct or dual
+    MODEL_URI = "sweeplab.model_uri"
+    GIT_COMMIT = "sweeplab.git_commit"
+    GIT_DIRTY = "sweeplab.git_dirty"
+    VERSION = "sweeplab.version."  # + package name
+    BLAS = "sweeplab.blas"
+    BLAS_THREADS = "sweeplab.blas_threads"
+    # sweeps
+    ROLE = "sweeplab.role"  # a Role
+    STUDY = "sweeplab.study"
+    STORAGE = "sweeplab.storage"
+    SAMPLER = "sweeplab.sampler"
+    PRUNER = "sweeplab.pruner"
+    TRIAL_NUMBER = "sweeplab.trial_number"
+    TRIAL_STATE = "sweeplab.trial_state"  # the Optuna TrialState's name
+    PRUNED_AT_EPOCH = "sweeplab.pruned_at_epoch"
+    STOPPED_BECAUSE = "sweeplab.stopped_because"
+    BEST_TRIAL = "sweeplab.best_trial"
+    BEST_RUN_ID = "sweeplab.best_run_id"
+    BEST = "sweeplab.best."  # + the searched key
+    # reruns
+    RERUN_OF = "sweeplab.rerun_of"
+    RERUN_OVERRIDES = "sweeplab.rerun_overrides"
+    RERUN_IDENTICAL = "sweeplab.rerun_identical"
+
+
+class MlflowTag(StrEnum):
+    """MLflow's own tags that sweeplab sets."""
+
+    PARENT_RUN_ID = "mlflow.parentRunId"
+    NOTE = "mlflow.note.content"
+    GIT_COMMIT = "mlflow.source.git.commit"
+
+
+class Role(StrEnum):
+    SWEEP = "sweep"
+    TRIAL = "trial"
+
+
+class RunStatus(StrEnum):
+    """How a run ended (tag Tag.STATUS; `RunResult.status`)."""
+
+    RUNNING = "running"
+    FINISHED = "finished"
+    EARLY_STOPPED = "early_stopped"
+    DIVERGED = "diverged"
+    PRUNED = "pruned"
+    STOPPED = "stopped"  # by a callback other than a pruner
+    INTERRUPTED = "interrupted"  # Ctrl-C, or the process was killed
+    ERROR = "error"  # an exception inside the run
+
+
+# What MLflow's coarser run status says for each.
+MLFLOW_STATUS = {RunStatus.FINISHED: "FINISHED", RunStatus.EARLY_STOPPED: "FINISHED",
+                 RunStatus.DIVERGED: "FAILED", RunStatus.PRUNED: "KILLED",
+                 RunStatus.STOPPED: "KILLED", RunStatus.INTERRUPTED: "KILLED",
+                 RunStatus.ERROR: "FAILED"}
+# A trial that failed with one of these is done (counted); an interrupted one is retried.
+DONE_FAILURES = (RunStatus.DIVERGED, RunStatus.ERROR)
+
+
+class TrialAttr(StrEnum):
+    """Optuna user attributes of a sweeplab trial (and of the study)."""
+
+    STATUS = "sweeplab_status"  # a RunStatus
+    REASON = "sweeplab_reason"
+    RUN_ID = "mlflow_run_id"
+    PID = "pid"
+    HOST = "host"
+    RETRY_OF = "retry_of"  # on a requeued trial: the number of the interrupted one
+    RETRY_REASON = "retry_reason"  # and why it was interrupted
+    PRUNED_AT_EPOCH = "pruned_at_epoch"
+    PARENT_RUN_ID = "mlflow_parent_run_id"  # on the study
+
+
+class ExitCode:
+    """Process exit codes of the command-line tools."""
+
+    OK = 0
+    FAILED = 1  # a run diverged; a rerun is not identical
+    USAGE = 2  # bad input or environment: one line on stderr says what and what to do
+    ABORT = 3  # a sweep worker found a trial whose config is invalid: the sweep stops
+    INTERRUPTED = 130  # Ctrl-C

@@ -1,0 +1,41 @@
+"""One training run as a pure function of its config: ``run(cfg, callbacks) -> RunResult``.
+
+`run` knows nothing of MLflow, Optuna or a command line; they listen through callbacks
+(`sweeplab.train.callbacks`). ``python -m sweeplab.train`` is the command-line app
+(`sweeplab.cli.train`), loaded only when run as one.
+"""
+
+from sweeplab.train.callbacks import Callback, ProgressBar, RunStart, StopTraining
+from sweeplab.train.loop import (
+    DataKey,
+    History,
+    RunResult,
+    build_network,
+    data_key,
+    describe,
+    evaluate,
+    final_metrics,
+    first_layer_form,
+    load_data,
+    output_for,
+    run,
+)
+
+__all__ = [
+    "Callback",
+    "DataKey",
+    "History",
+    "ProgressBar",
+    "RunResult",
+    "RunStart",
+    "StopTraining",
+    "build_network",
+    "data_key",
+    "describe",
+    "evaluate",
+    "final_metrics",
+    "first_layer_form",
+    "load_data",
+    "output_for",
+    "run",
+]

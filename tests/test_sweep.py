@@ -585,3 +585,43 @@ def test_a_second_ctrl_c_interrupts_at_once() -> None:
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(1)
     assert signal.getsignal(signal.SIGINT) is previous
+
+
+def test_a_seed_searched_sweep_draws_each_trials_own_split_and_reruns(sweep_env, capsys) -> None:
+    """The seed draws the validation split: a worker's data cache must not hand a later
+    trial the split of an earlier trial with another seed (the cache once keyed on data
+    config alone), and each trial's rerun must then find the data it logged."""
+    from sweeplab import train
+    from sweeplab.cli import rerun
+    from sweeplab.config import to_config
+
+    compose, journal, uri = sweep_env
+    cfg = only(compose("sweep.name=seeds", "sweep.n_trials=4", "sweep.pruner=none",
+                       "sweep.sampler=grid", "data.val_fraction=0.25"),
+               {"seed": "choice(1, 2, 3, 4)"})
+    assert sweep_job(cfg) == 0
+    study = load(journal, "seeds")
+    runs = child_runs(uri, study.user_attrs[TrialAttr.PARENT_RUN_ID])
+    assert sorted(int(r.data.params["seed"]) for r in runs) == [1, 2, 3, 4]
+    for r in runs:
+        # what the run logged is the split its own seed draws
+        want = train.load_data(to_config(compose(f"seed={r.data.params['seed']}",
+                                                 "data.val_fraction=0.25"))).fingerprint
+        assert r.data.tags["sweeplab.data_fingerprint"] == want
+    assert len({r.data.tags["sweeplab.data_fingerprint"] for r in runs}) == 4
+    capsys.readouterr()
+    last = max(runs, key=lambda r: int(r.data.tags["sweeplab.trial_number"]))
+    assert rerun.main([last.info.run_id]) == 0, capsys.readouterr().out
+    assert "identical" in capsys.readouterr().out
+
+
+def test_a_grid_sweep_stops_when_its_grid_is_done(sweep_env) -> None:
+    """Optuna's grid sampler calls study.stop() after the last point, which raises outside
+    Study.optimize: the sweep must end cleanly with every point tried once."""
+    compose, journal, _ = sweep_env
+    cfg = only(compose("sweep.name=grid", "sweep.n_trials=10", "sweep.pruner=none",
+                       "sweep.sampler=grid"), {"model.depth": "range(1, 3)"})
+    assert sweep_job(cfg) == 0
+    study = load(journal, "grid")
+    assert sorted(t.params["model.depth"] for t in study.trials) == [1, 2]
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)

@@ -97,8 +97,24 @@ def make_sampler(s: SweepConfig, space: dict[str, BaseDistribution], *,
             else:
                 raise ConfigError(f"sweep.sampler='grid': sweep.params.{key} is a continuous "
                                   f"or log range; grid search needs choice(...) or range(...)")
-        return optuna.samplers.GridSampler(grid, seed=seed)
+        return SweepGridSampler(grid, seed=seed)
     raise ConfigError(f"sweep.sampler={name!r}: unknown")
+
+
+class SweepGridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler, without its `study.stop()` at the end of the grid, which
+    works only inside `Study.optimize` (Optuna 5.0) and raises RuntimeError in a sweep that
+    asks and tells itself. The sweep stops when `is_exhausted` says so."""
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
+                    values: Any) -> None:
+        pass
+
+
+def grid_exhausted(study: optuna.Study) -> bool:
+    """Whether the study's sampler is a grid with every point drawn."""
+    return isinstance(study.sampler, optuna.samplers.GridSampler) and \
+        study.sampler.is_exhausted(study)
 
 
 PRUNERS: dict[str, Any] = {

@@ -190,6 +190,8 @@ def work(job: Job, on_trial_done: Callable[[optuna.Study], None] | None = None) 
                             f"(sweep.max_failure_rate={s.max_failure_rate})")
                 if t.done + t.running >= s.n_trials:
                     return "enough trials"
+                if st.grid_exhausted(study):
+                    return "every point of the grid was tried"
                 # Asked and claimed under the lock, so study.orphaned can tell a trial
                 # whose process died between the two writes.
                 trial = study.ask(space)

@@ -63,7 +63,7 @@ def summarize(raw: Path, runs: int, rate: int) -> None:
         frames = stack.split(";")
         if not any(f.startswith(MARKER) for f in frames):
             continue
-        mine = [i for i, f in enumerate(frames) if "sweeplab/tracking.py" in f]
+        mine = [i for i, f in enumerate(frames) if "sweeplab/tracking/" in f]
         if not mine:
             parts["training (no tracker frame)"] += int(count)
             continue

@@ -302,7 +302,7 @@ def process_stores(tmp_path: Path) -> tuple[str, str, dict[str, str]]:
 
 def wait_mid_trial(journal: str, name: str, done: int, seconds: float = 300) -> None:
     """Return once study `name` has `done` trials finished and one training (asked, all
-    its parameters drawn and claimed by its worker's PID)."""
+    its parameters drawn and claimed by its controller)."""
     deadline = time.time() + seconds
     while time.time() < deadline:
         time.sleep(0.3)
@@ -312,7 +312,7 @@ def wait_mid_trial(journal: str, name: str, done: int, seconds: float = 300) -> 
             continue
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         if st.tally(study).done >= done and len(running) == 1 \
-                and TrialAttr.PID in running[0].user_attrs:
+                and TrialAttr.CONTROLLER in running[0].user_attrs:
             return
     raise AssertionError(f"study {name} never had {done} trials done and one running")
 
@@ -328,15 +328,16 @@ def test_two_workers_complete_exactly_n_trials(tmp_path: Path, data_cache: Path)
     study = load(journal, "par")
     assert len(study.trials) == 10
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
-    # both workers pulled trials
-    assert len({t.user_attrs[TrialAttr.PID] for t in study.trials}) == 2
+    # both Dask workers ran trials; the controller ran none itself
+    assert {t.user_attrs[TrialAttr.WORKER] for t in study.trials} == {"0", "1"}
     runs = child_runs(uri, study.user_attrs[TrialAttr.PARENT_RUN_ID])
     assert sorted(int(r.data.tags["sweeplab.trial_number"]) for r in runs) == list(range(10))
 
 
 def test_a_trial_killed_before_it_recorded_its_process_is_retried(sweep_env) -> None:
-    """A worker killed between asking for a trial and writing its PID leaves a RUNNING
-    trial nobody owns: the next start must queue it again, not count it as running."""
+    """A controller killed between asking for a trial and recording itself on it leaves a
+    RUNNING trial nobody owns: the next start must queue it again, not count it as
+    running."""
     compose, journal, _ = sweep_env
     assert sweep_job(compose("sweep.name=gap", "sweep.n_trials=2")) == 0
     load(journal, "gap").ask()  # the kill came right after this write
@@ -625,3 +626,71 @@ def test_a_grid_sweep_stops_when_its_grid_is_done(sweep_env) -> None:
     study = load(journal, "grid")
     assert sorted(t.params["model.depth"] for t in study.trials) == [1, 2]
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
+
+
+@pytest.mark.slow
+def test_a_dask_worker_killed_mid_trial_has_its_trial_queued_again(tmp_path: Path,
+                                                                  data_cache: Path) -> None:
+    """SIGKILL one of the local cluster's worker processes while both train: its trial is
+    failed as interrupted and retried with the same parameters, its MLflow run is closed
+    with the reason, the other worker goes on, and exactly n_trials finish."""
+    import psutil
+
+    uri, journal, env = process_stores(tmp_path)
+    # reports go to the pruner (so the test sees trials training), which prunes nothing
+    cmd = _sweep_cmd(journal, "sweep.name=wkill", "sweep.n_trials=6",
+                     "+sweep.pruner_args.n_startup_trials=100", "sweep.n_jobs=2",
+                     "train.epochs=300", "train.log_every=20")
+    proc = subprocess.Popen(cmd, cwd=data_cache, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        wait_mid_trial_any(journal, "wkill", running=2)
+        workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                   if "spawn_main" in " ".join(p.cmdline()) and p.children() == []]
+        assert len(workers) >= 2, [p.cmdline() for p in workers]
+        workers[0].kill()
+        out, _ = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, out[-3000:]
+    study = load(journal, "wkill")
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 6
+    lost = [t for t in study.trials if st.status_of(t) == "interrupted"]
+    assert len(lost) == 1
+    retry = [t for t in study.trials if t.user_attrs.get(TrialAttr.RETRY_OF) == lost[0].number]
+    assert len(retry) == 1 and retry[0].params == lost[0].params
+    assert retry[0].user_attrs[TrialAttr.RETRY_REASON] == "its Dask worker died"
+    runs = child_runs(uri, study.user_attrs[TrialAttr.PARENT_RUN_ID])
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    killed = [r for r in runs if r.data.tags["sweeplab.trial_number"] == str(lost[0].number)]
+    assert [r.info.status for r in killed] == ["KILLED"]
+    assert killed[0].data.tags["sweeplab.reason"] == "its Dask worker died"
+    finished = Counter(r.data.tags["sweeplab.trial_number"] for r in runs
+                       if r.info.status == "FINISHED")
+    assert sorted(int(n) for n in finished) == sorted(t.number for t in complete)
+
+
+def wait_mid_trial_any(journal: str, name: str, running: int, seconds: float = 300) -> None:
+    """Return once study `name` has `running` trials training (each reported once)."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        time.sleep(0.3)
+        try:
+            study = load(journal, name)
+        except KeyError:
+            continue
+        training = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                    if t.intermediate_values]
+        if len(training) >= running:
+            return
+    raise AssertionError(f"study {name} never had {running} trials training")
+
+
+def test_remote_workers_with_a_local_store_fail_before_any_trial(sweep_env) -> None:
+    compose, journal, _ = sweep_env
+    with pytest.raises(ConfigError, match="tracking server"):
+        sweep_job(compose("sweep.name=remote", "sweep.cluster=tcp://127.0.0.1:1"))
+    with pytest.raises(KeyError):  # no study was created
+        load(journal, "remote")

@@ -126,7 +126,11 @@ class SweepConfig:
     name: str = "default"
     # Finished trials wanted in total (complete, pruned or diverged), resumes included.
     n_trials: int = 40
+    # Trials at once: 1 runs them in the sweep process; N > 1 on a local Dask cluster of N
+    # single-threaded worker processes (unless `cluster` is set).
     n_jobs: int = 1
+    # An existing Dask scheduler (tcp://host:8786) whose workers run the trials; null = none.
+    cluster: str | None = None
     # Optuna storage URL; null = a journal file in .sweeplab/ (safe for parallel workers).
     storage: str | None = None
     sampler: str = "tpe"
@@ -272,6 +276,8 @@ def _validate_sweep(p: list[str], cfg: Config) -> None:
            "must be a non-empty name without '/'")
     _check(p, s.n_trials >= 1, "sweep.n_trials", s.n_trials, "must be an integer >= 1")
     _check(p, s.n_jobs >= 1, "sweep.n_jobs", s.n_jobs, "must be an integer >= 1")
+    _check(p, s.cluster is None or "://" in s.cluster, "sweep.cluster", s.cluster,
+           "must be a Dask scheduler address such as tcp://host:8786, or null")
     _one_of(p, "sweep.sampler", s.sampler, SAMPLERS)
     _one_of(p, "sweep.pruner", s.pruner, PRUNERS)
     _check(p, 0 < s.max_failure_rate <= 1, "sweep.max_failure_rate", s.max_failure_rate,

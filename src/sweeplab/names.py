@@ -121,8 +121,9 @@ class TrialAttr(StrEnum):
     STATUS = "sweeplab_status"  # a RunStatus
     REASON = "sweeplab_reason"
     RUN_ID = "mlflow_run_id"
-    PID = "pid"
-    HOST = "host"
+    CONTROLLER = "controller"  # host:pid of the controller that asked for the trial
+    HOST = "host"  # where the trial ran
+    WORKER = "worker"  # which worker ran it: a Dask worker's name, or "controller"
     RETRY_OF = "retry_of"  # on a requeued trial: the number of the interrupted one
     RETRY_REASON = "retry_reason"  # and why it was interrupted
     PRUNED_AT_EPOCH = "pruned_at_epoch"

@@ -213,7 +213,7 @@ def _sweep_rate(n_trials: int, epochs: int, jobs: int) -> float:
         trials = optuna.load_study(study_name="bench", storage=open_storage(journal)).trials
     by_worker: dict[Any, list[Any]] = {}
     for t in trials:
-        by_worker.setdefault(t.user_attrs[TrialAttr.PID], []).append(t)
+        by_worker.setdefault(t.user_attrs[TrialAttr.WORKER], []).append(t)
     rate = 0.0
     for ts in by_worker.values():
         span = max(t.datetime_complete for t in ts) - min(t.datetime_start for t in ts)

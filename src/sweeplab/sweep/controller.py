@@ -1,15 +1,16 @@
 """A sweep's controller: an Optuna study over the run config, one MLflow parent run.
 
 The sweep is checked whole before any trial runs (config, search space, data, sampler,
-pruner). Workers are processes that pull trials from one study as each finishes; the
-study lives in a journal file, so a killed sweep resumes where it stopped when the same
+pruner). This process is the controller: the only one that asks the study for trials and
+tells it results, so the count is exact without locks. Trials run in this process (one
+job), on a LocalCluster of Dask workers it starts (sweep.n_jobs > 1), or on the workers of
+an existing Dask scheduler (sweep.cluster). The study lives in a journal file beside the
+controller (or sweep.storage), so a killed sweep resumes where it stopped when the same
 command runs again: finished trials are kept, interrupted ones are retried.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import multiprocessing
 import os
 import sys
 import time
@@ -20,15 +21,17 @@ import optuna
 from mlflow.entities import Param
 from omegaconf import DictConfig, OmegaConf
 
-from sweeplab.config import SweepConfig, flatten, to_config
-from sweeplab.names import ExitCode, MlflowTag, Role, Tag, TrialAttr
+from sweeplab.config import ConfigError, SweepConfig, flatten, to_config
+from sweeplab.names import ExitCode, MlflowTag, Role, RunStatus, Tag, TrialAttr
 from sweeplab.sweep import study as st
+from sweeplab.sweep.executors import DaskPool, Finished, InProcess
 from sweeplab.sweep.report import TrialPrinter, close_orphan_runs, summarize
 from sweeplab.sweep.space import flat_params, parse_space
 from sweeplab.sweep.view import save_sweep_view
-from sweeplab.sweep.worker import Job, SweepAborted, work, worker_main
+from sweeplab.sweep.worker import SweepAborted, close_trial_runs, make_task
 from sweeplab.tracking import get_experiment_id, prepare_store, resolve_uri
 from sweeplab.train import load_data
+from sweeplab.train.interrupt import StopRequest, deferred_interrupt
 
 
 def sweep_job(cfg: DictConfig) -> int:
@@ -45,50 +48,160 @@ def sweep_job(cfg: DictConfig) -> int:
     sampler = st.make_sampler(s, space)
     pruner = st.make_pruner(s, typed.train.epochs, typed.train.log_every)
 
+    uri = resolve_uri(typed.tracking)
+    if s.cluster is not None and not uri.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"sweep.cluster={s.cluster!r}: workers on other hosts cannot write to the local "
+            f"tracking store {uri}; start a tracking server (make server) and set "
+            f"tracking.uri=http://<host>:<port> (or $MLFLOW_TRACKING_URI)")
     storage_url = st.storage_url(s)
     storage = st.open_storage(storage_url)
-    with st.file_lock(st.lock_path(s)):
-        study = st.create_or_load(s, storage, sampler, pruner)
-        st.check_space(study, space)
-        uri = resolve_uri(typed.tracking)
-        client = prepare_store(uri)
-        experiment_id = get_experiment_id(client, typed.tracking.experiment, uri)
-        parent_run_id = _parent_run(client, study, experiment_id, cfg, s, storage_url)
-        save_sweep_view(client, experiment_id, s)  # the UI's table of this sweep's trials
-        orphans = st.orphaned(study)
-        for t in orphans:
-            st.requeue(study, t.number, t.params, "its process was killed")
-        close_orphan_runs(client, orphans, parent_run_id, experiment_id)
+    study = st.create_or_load(s, storage, sampler, pruner)
+    if study.trials:  # a resumed study: new draws, not a replay of the first session's
+        study.sampler = st.make_sampler(s, space, seed_salt=(len(study.trials),))
+    st.check_space(study, space)
+    client = prepare_store(uri)
+    experiment_id = get_experiment_id(client, typed.tracking.experiment, uri)
+    parent_run_id = _parent_run(client, study, experiment_id, cfg, s, storage_url)
+    save_sweep_view(client, experiment_id, s)  # the UI's table of this sweep's trials
+    orphans = st.orphaned(study)
+    for t in orphans:
+        st.requeue(study, t.number, t.params, "its controller was killed")
+    close_orphan_runs(client, orphans, parent_run_id, experiment_id)
     before = st.tally(study)
     print(f"sweep {s.name!r}: {before.done} of {s.n_trials} trials done"
           + (f", {len(orphans)} interrupted trial(s) queued again" if orphans else "")
           + f"; study in {storage_url}; MLflow parent run {parent_run_id}", flush=True)
 
-    n_jobs = s.n_jobs
-    threads = max(1, (os.cpu_count() or 1) // n_jobs) if n_jobs > 1 else None
-    job = Job(base=OmegaConf.to_container(base, resolve=True),  # type: ignore[arg-type]
-              sweep=OmegaConf.to_container(OmegaConf.structured(s), resolve=True),  # type: ignore[arg-type]
-              storage=storage_url, parent_run_id=parent_run_id, threads=threads,
-              started=time.time())
     printer = TrialPrinter(study, s, already=before.done)
-    code, why = 0, "enough trials"
-    try:
-        if n_jobs == 1:
-            why = work(job, on_trial_done=printer.poll)
-        else:
-            code, why = _run_workers(job, n_jobs, printer)
-    except SweepAborted as err:
-        print(f"error: {err}", file=sys.stderr)
-        code, why = ExitCode.USAGE, str(err)
-    except KeyboardInterrupt:
-        code = ExitCode.INTERRUPTED
-        why = "interrupted (Ctrl-C); run the same command again to resume"
-    finally:
-        printer.poll()
-        printer.close()
-        summarize(study, client, parent_run_id, typed, experiment_id, uri, why,
-                  finished=code == ExitCode.OK)
+    code, why = ExitCode.OK, "enough trials"
+    with deferred_interrupt() as stop:
+        executor = None
+        try:
+            executor = _executor(s, stop)
+            print(f"trials run on {executor.where}", flush=True)
+            why = Controller(study, space, base, s, parent_run_id, client, executor,
+                             printer).run(stop, started=time.time())
+        except SweepAborted as err:
+            print(f"error: {err}", file=sys.stderr)
+            code, why = ExitCode.USAGE, str(err)
+        except KeyboardInterrupt:
+            code = ExitCode.INTERRUPTED
+            why = "interrupted (Ctrl-C); run the same command again to resume"
+        finally:
+            if executor is not None:
+                executor.close()
+            printer.poll()
+            printer.close()
+            summarize(study, client, parent_run_id, typed, experiment_id, uri, why,
+                      finished=code == ExitCode.OK)
     return code
+
+
+def _executor(s: SweepConfig, stop: StopRequest) -> InProcess | DaskPool:
+    """Trials in this process (one job, no cluster), else on Dask."""
+    if s.n_jobs == 1 and s.cluster is None:
+        return InProcess(stop)
+    try:
+        return DaskPool(s.n_jobs, s.cluster)
+    except OSError as err:  # the scheduler did not answer
+        raise SweepAborted(f"sweep.cluster={s.cluster!r}: cannot reach the Dask scheduler "
+                           f"({err}); start it with `dask scheduler` (and `dask worker "
+                           f"<address>` on each host), or set sweep.cluster=null") from None
+
+
+class Controller:
+    """The only one that asks the study for trials and tells it results: hands each trial to
+    the executor as soon as it has a free slot, and tells outcomes as they come back."""
+
+    def __init__(self, study: optuna.Study, space: dict[str, Any], base: DictConfig,
+                 s: SweepConfig, parent_run_id: str, client: Any,
+                 executor: InProcess | DaskPool, printer: TrialPrinter) -> None:
+        self.study, self.space, self.base, self.s = study, space, base, s
+        self.parent_run_id, self.client = parent_run_id, client
+        self.executor, self.printer = executor, printer
+        self.live: dict[int, optuna.trial.Trial] = {}
+        # BLAS threads per trial: the cores shared among this machine's workers.
+        self.threads = max(1, (os.cpu_count() or 1) // s.n_jobs) \
+            if s.n_jobs > 1 and s.cluster is None else None
+
+    def run(self, stop: StopRequest, started: float) -> str:
+        """Run trials until the sweep has enough; returns why it stopped."""
+        try:
+            while True:
+                stop.check()
+                why = self.why_stop(started)
+                while why is None and self.executor.busy < self.executor.slots:
+                    self.start_one()
+                    why = self.why_stop(started)
+                if not self.live:
+                    return why or "enough trials"
+                for finished in self.executor.wait(timeout=0.5):
+                    self.finish(finished)
+                self.printer.poll()
+        except BaseException:
+            self.interrupt_all()
+            raise
+
+    def why_stop(self, started: float) -> str | None:
+        s, t = self.s, st.tally(self.study)
+        if t.done >= s.min_trials_for_failure_rate and t.failed / t.done >= s.max_failure_rate:
+            return (f"{t.failed} of {t.done} finished trials failed "
+                    f"(sweep.max_failure_rate={s.max_failure_rate})")
+        if t.done + len(self.live) >= s.n_trials:
+            return "enough trials"
+        if st.grid_exhausted(self.study):
+            return "every point of the grid was tried"
+        if s.timeout is not None and time.time() - started > s.timeout:
+            return f"timeout of {s.timeout}s reached"
+        return None
+
+    def start_one(self) -> None:
+        trial = self.study.ask(self.space)
+        trial.set_user_attr(TrialAttr.CONTROLLER, st.controller_id())
+        try:
+            task = make_task(trial.number, trial.params, self.base, self.s,
+                             self.parent_run_id, self.threads)
+        except ConfigError as err:
+            st.tell_outcome(self.study, trial, RunStatus.ERROR, str(err))
+            raise SweepAborted(f"trial {trial.number} has an invalid config: {err}") from None
+        self.live[trial.number] = trial
+        self.executor.submit(task, trial)
+
+    def finish(self, f: Finished) -> None:
+        trial = self.live.pop(f.number)
+        if f.outcome is not None:
+            o = f.outcome
+            attrs = {**o.attrs, TrialAttr.HOST: o.host, TrialAttr.WORKER: o.worker}
+            if o.run_id:
+                attrs[TrialAttr.RUN_ID] = o.run_id
+            st.tell_outcome(self.study, trial, o.status, o.reason, o.values, attrs)
+            return
+        err = f.error
+        if _killed_worker(err):
+            reason = "its Dask worker died"
+            st.requeue(self.study, trial.number, trial.params, reason, trial)
+            close_trial_runs(self.client, self.parent_run_id, trial.number, reason)
+            return
+        # The task itself raised before or outside the run: the data cannot be read on
+        # that worker, say; every other trial would fail the same way.
+        st.tell_outcome(self.study, trial, RunStatus.ERROR, f"{type(err).__name__}: {err}")
+        raise SweepAborted(f"trial {trial.number} could not run on its worker: "
+                           f"{type(err).__name__}: {err}")
+
+    def interrupt_all(self) -> None:
+        """Queue every trial still out again, and close the runs they left open."""
+        self.executor.cancel()
+        for number, trial in list(self.live.items()):
+            st.requeue(self.study, number, trial.params, "interrupted (Ctrl-C)", trial)
+            close_trial_runs(self.client, self.parent_run_id, number, "interrupted")
+        self.live.clear()
+
+
+def _killed_worker(err: BaseException | None) -> bool:
+    from distributed import KilledWorker
+
+    return isinstance(err, KilledWorker)
 
 
 def _parent_run(client: Any, study: optuna.Study, experiment_id: str, cfg: DictConfig,
@@ -116,32 +229,3 @@ def _parent_run(client: Any, study: optuna.Study, experiment_id: str, cfg: DictC
     client.log_text(run_id, OmegaConf.to_yaml(flat_params(s.params)), "search_space.yaml")
     study.set_user_attr(TrialAttr.PARENT_RUN_ID, run_id)
     return str(run_id)
-
-
-def _run_workers(job: Job, n_jobs: int, printer: TrialPrinter) -> tuple[int, str]:
-    """N worker processes pulling from the study; the parent prints what finishes."""
-    ctx = multiprocessing.get_context("spawn")
-    procs = []
-    for k in range(n_jobs):
-        p = ctx.Process(target=worker_main, args=(dataclasses.replace(job, worker=k),),
-                        name=f"sweeplab-worker-{k}")
-        p.start()
-        procs.append(p)
-    try:
-        while any(p.is_alive() for p in procs):
-            printer.poll()
-            if any(p.exitcode == ExitCode.ABORT for p in procs):
-                break
-            time.sleep(0.5)
-    finally:
-        for p in procs:
-            if p.exitcode is None and any(q.exitcode == ExitCode.ABORT for q in procs):
-                p.terminate()
-            p.join()
-    if any(p.exitcode == ExitCode.ABORT for p in procs):
-        return ExitCode.USAGE, "a trial had an invalid config"
-    bad = [p.exitcode for p in procs if p.exitcode not in (ExitCode.OK, ExitCode.INTERRUPTED)]
-    if bad:
-        return ExitCode.FAILED, f"worker(s) exited with {bad}"
-    return ExitCode.OK, "enough trials"
-

@@ -8,12 +8,9 @@ marked failed and its parameters are queued again, so it is retried, not counted
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import inspect
 import os
 import socket
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +20,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 from optuna.storages import BaseStorage, JournalStorage
 from optuna.storages.journal import JournalFileBackend
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial, Trial, TrialState
 
 from sweeplab.config import ConfigError, SweepConfig, objectives_of
 from sweeplab.names import DONE_FAILURES, RunStatus, TrialAttr
@@ -42,22 +39,6 @@ def open_storage(url: str) -> BaseStorage | str:
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
     return url
-
-
-def lock_path(s: SweepConfig) -> Path:
-    STORE_DIR.mkdir(parents=True, exist_ok=True)
-    return STORE_DIR / f"{s.name}.lock"
-
-
-@contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock shared by every process (workers, and other `make sweep`s)."""
-    with open(path, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def make_sampler(s: SweepConfig, space: dict[str, BaseDistribution], *,
@@ -191,6 +172,11 @@ def tally(study: optuna.Study) -> Tally:
     return Tally(complete + pruned + failed, running, failed, complete, pruned)
 
 
+def controller_id() -> str:
+    """``host:pid`` of this controller, recorded on each trial it asks for."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -202,19 +188,34 @@ def _alive(pid: int) -> bool:
 
 
 def orphaned(study: optuna.Study) -> list[FrozenTrial]:
-    """RUNNING trials whose process on this host is gone (killed sweeps).
-
-    Call it holding the sweep's `file_lock`: workers ask for a trial and record their PID
-    under that lock, so a RUNNING trial without a PID seen here was left by a process
-    killed between those two writes, and is orphaned too.
-    """
+    """RUNNING trials whose controller on this host is gone (a killed sweep), and those
+    without one (killed between asking for the trial and recording itself)."""
     host = socket.gethostname()
     out = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        pid, where = t.user_attrs.get(TrialAttr.PID), t.user_attrs.get(TrialAttr.HOST)
-        if pid is None or (where == host and isinstance(pid, int) and not _alive(pid)):
+        owner = str(t.user_attrs.get(TrialAttr.CONTROLLER, ""))
+        where, _, pid = owner.rpartition(":")
+        if not owner or (where == host and pid.isdigit() and not _alive(int(pid))):
             out.append(t)
     return out
+
+
+def tell_outcome(study: optuna.Study, trial: Trial, status: str, reason: str | None = None,
+                 values: list[float] | None = None,
+                 attrs: dict[str, Any] | None = None) -> None:
+    """Record how `trial` ended: complete with `values`, pruned, or failed (diverged or an
+    error, which count as done), with its status, reason and `attrs` as user attributes."""
+    for key, value in (attrs or {}).items():
+        trial.set_user_attr(key, value)
+    trial.set_user_attr(TrialAttr.STATUS, status)
+    if reason:
+        trial.set_user_attr(TrialAttr.REASON, reason[:2000])
+    if status == RunStatus.PRUNED:
+        study.tell(trial, state=TrialState.PRUNED)
+    elif values is not None:
+        study.tell(trial, values)
+    else:
+        study.tell(trial, state=TrialState.FAIL)
 
 
 def status_of(t: FrozenTrial) -> str:
@@ -232,9 +233,14 @@ def reason_of(t: FrozenTrial) -> str | None:
     return t.user_attrs.get(TrialAttr.REASON)
 
 
-def requeue(study: optuna.Study, number: int, params: dict[str, Any], reason: str) -> None:
+def requeue(study: optuna.Study, number: int, params: dict[str, Any], reason: str,
+            trial: Trial | None = None) -> None:
     """Mark trial `number` failed (interrupted: not counted as done) and queue its
-    parameters to run again; the retry records which trial it retries, and why."""
+    parameters to run again; the retry records which trial it retries, and why. With the
+    live `trial` (one this process asked for), the failed one records it too."""
+    if trial is not None:
+        trial.set_user_attr(TrialAttr.STATUS, RunStatus.INTERRUPTED)
+        trial.set_user_attr(TrialAttr.REASON, reason)
     study.tell(number, state=TrialState.FAIL)
     study.enqueue_trial(params, user_attrs={TrialAttr.RETRY_OF: number,
                                             TrialAttr.RETRY_REASON: reason},

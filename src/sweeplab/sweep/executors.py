@@ -1,0 +1,195 @@
+"""Where a sweep's trials run: in the controller's own process, or on a Dask cluster.
+
+Both take a `TrialTask` with its live Optuna trial and hand back `Finished` outcomes; only
+the controller touches the study. On Dask, a trial's pruning reports travel to the
+controller through a Dask queue, and the verdict back through a queue of the trial's own
+(a few milliseconds a log point on loopback), so any pruner works as it does in-process.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from optuna.trial import Trial
+
+from sweeplab.data import Dataset
+from sweeplab.sweep.worker import TrialOutcome, TrialTask, execute
+from sweeplab.train import DataKey
+from sweeplab.train.interrupt import StopRequest
+
+# How long a worker waits for the controller's verdict before it takes the controller
+# for gone and stops the trial.
+VERDICT_TIMEOUT = 120.0
+PLUGIN = "sweeplab-data"
+
+
+@dataclass
+class Finished:
+    """A trial that came back: its outcome, or the error that stopped it."""
+
+    number: int
+    outcome: TrialOutcome | None = None
+    error: BaseException | None = None
+
+
+@dataclass
+class InProcess:
+    """Trials one at a time in the controller's process (JOBS=1): debuggable, no cluster."""
+
+    stop: StopRequest
+    slots: int = 1
+    where: str = "in this process"
+    _done: list[Finished] = field(default_factory=list)
+    _cache: dict[DataKey, Dataset] = field(default_factory=dict)
+
+    @property
+    def busy(self) -> int:
+        return len(self._done)
+
+    def submit(self, task: TrialTask, trial: Trial) -> None:
+        def report(step: int, value: float) -> bool:
+            trial.report(value, step)
+            return trial.should_prune()
+
+        self._done.append(Finished(task.number, execute(task, report, self.stop, self._cache)))
+
+    def wait(self, timeout: float) -> list[Finished]:
+        done, self._done = self._done, []
+        return done
+
+    def cancel(self) -> list[int]:
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+def _data_cache_plugin() -> Any:
+    from distributed import WorkerPlugin
+
+    class DataCache(WorkerPlugin):
+        """Keeps the datasets a worker's trials loaded, for its next trials."""
+
+        name = PLUGIN
+
+        def __init__(self) -> None:
+            self.cache: dict[DataKey, Dataset] = {}
+
+    return DataCache()
+
+
+def run_on_worker(task: TrialTask, token: str) -> TrialOutcome:
+    """The Dask task: run `task`, asking the controller at every log point whether to prune."""
+    from distributed import Queue, get_worker
+
+    reports = Queue(f"sweeplab-reports-{token}")
+    verdicts = Queue(f"sweeplab-verdict-{token}-{task.number}")
+
+    def report(step: int, value: float) -> bool:
+        reports.put((task.number, step, float(value)))
+        return bool(verdicts.get(timeout=VERDICT_TIMEOUT))
+
+    worker = get_worker()
+    plugin = worker.plugins.get(PLUGIN)
+    outcome = execute(task, report, None, plugin.cache if plugin is not None else None)
+    outcome.worker = str(worker.name)
+    return outcome
+
+
+class DaskPool:
+    """Trials on Dask workers: a LocalCluster of `n_jobs` single-threaded worker processes
+    started here, or the workers of the scheduler at `address`."""
+
+    def __init__(self, n_jobs: int, address: str | None) -> None:
+        import dask
+        from distributed import Client, LocalCluster
+
+        # Dask narrates every worker's start and stop at INFO, which Hydra's logging prints.
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+
+        self.token = uuid.uuid4().hex[:12]
+        self.cluster = None
+        if address is None:
+            # A worker that dies fails its trial at once (the controller queues it again)
+            # instead of Dask rerunning it elsewhere.
+            with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+                self.cluster = LocalCluster(n_workers=n_jobs, threads_per_worker=1,
+                                            processes=True, host="127.0.0.1",
+                                            dashboard_address=None,
+                                            silence_logs=logging.ERROR)
+            self.client = Client(self.cluster)
+            self.where = f"a local Dask cluster of {n_jobs} worker processes"
+        else:
+            self.client = Client(address, timeout=10)
+            self.where = f"the Dask scheduler at {address}"
+        self.client.register_plugin(_data_cache_plugin(), name=PLUGIN)
+        self.slots = n_jobs if address is None else max(1, sum(self.client.nthreads().values()))
+        self._futures: dict[Any, int] = {}
+        self._trials: dict[int, Trial] = {}
+        self._closing = threading.Event()
+        self._server = threading.Thread(target=self._serve_reports, name="sweeplab-pruner",
+                                        daemon=True)
+        self._server.start()
+
+    @property
+    def busy(self) -> int:
+        return len(self._futures)
+
+    def submit(self, task: TrialTask, trial: Trial) -> None:
+        self._trials[task.number] = trial
+        key = f"sweeplab-trial-{task.number}-{uuid.uuid4().hex[:8]}"
+        fut = self.client.submit(run_on_worker, task, self.token, key=key, pure=False)
+        self._futures[fut] = task.number
+
+    def wait(self, timeout: float) -> list[Finished]:
+        from distributed import wait
+
+        try:
+            done, _ = wait(list(self._futures), timeout=timeout, return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            return []
+        out = []
+        for fut in done:
+            number = self._futures.pop(fut)
+            self._trials.pop(number, None)
+            try:
+                out.append(Finished(number, fut.result()))
+            except Exception as err:  # the worker died, or the task raised
+                out.append(Finished(number, error=err))
+        return out
+
+    def cancel(self) -> list[int]:
+        """Cancel every trial still out; returns their numbers."""
+        numbers = list(self._futures.values())
+        self.client.cancel(list(self._futures), force=True)
+        self._futures.clear()
+        self._trials.clear()
+        return numbers
+
+    def close(self) -> None:
+        self._closing.set()
+        self._server.join(timeout=5)
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+    def _serve_reports(self) -> None:
+        """Answer the workers' pruning reports with the pruner's verdict, in a thread."""
+        from distributed import Queue
+
+        reports = Queue(f"sweeplab-reports-{self.token}", client=self.client)
+        while not self._closing.is_set():
+            try:
+                number, step, value = reports.get(timeout=0.5)
+            except Exception:  # a timeout (nothing reported), or the client closing
+                continue
+            trial = self._trials.get(number)
+            prune = False
+            if trial is not None:
+                trial.report(value, step)
+                prune = trial.should_prune()
+            Queue(f"sweeplab-verdict-{self.token}-{number}", client=self.client).put(prune)

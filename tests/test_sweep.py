@@ -638,9 +638,9 @@ def test_a_dask_worker_killed_mid_trial_has_its_trial_queued_again(tmp_path: Pat
 
     uri, journal, env = process_stores(tmp_path)
     # reports go to the pruner (so the test sees trials training), which prunes nothing
-    cmd = _sweep_cmd(journal, "sweep.name=wkill", "sweep.n_trials=6",
+    cmd = _sweep_cmd(journal, "sweep.name=wkill", "sweep.n_trials=4",
                      "+sweep.pruner_args.n_startup_trials=100", "sweep.n_jobs=2",
-                     "train.epochs=300", "train.log_every=20")
+                     "data.n_samples=1000", "train.epochs=300", "train.log_every=20")
     proc = subprocess.Popen(cmd, cwd=data_cache, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
@@ -656,7 +656,7 @@ def test_a_dask_worker_killed_mid_trial_has_its_trial_queued_again(tmp_path: Pat
     assert proc.returncode == 0, out[-3000:]
     study = load(journal, "wkill")
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
-    assert len(complete) == 6
+    assert len(complete) == 4
     lost = [t for t in study.trials if st.status_of(t) == "interrupted"]
     assert len(lost) == 1
     retry = [t for t in study.trials if t.user_attrs.get(TrialAttr.RETRY_OF) == lost[0].number]
@@ -672,11 +672,11 @@ def test_a_dask_worker_killed_mid_trial_has_its_trial_queued_again(tmp_path: Pat
     assert sorted(int(n) for n in finished) == sorted(t.number for t in complete)
 
 
-def wait_mid_trial_any(journal: str, name: str, running: int, seconds: float = 300) -> None:
+def wait_mid_trial_any(journal: str, name: str, running: int, seconds: float = 240) -> None:
     """Return once study `name` has `running` trials training (each reported once)."""
     deadline = time.time() + seconds
     while time.time() < deadline:
-        time.sleep(0.3)
+        time.sleep(0.2)
         try:
             study = load(journal, name)
         except KeyError:
@@ -694,3 +694,48 @@ def test_remote_workers_with_a_local_store_fail_before_any_trial(sweep_env) -> N
         sweep_job(compose("sweep.name=remote", "sweep.cluster=tcp://127.0.0.1:1"))
     with pytest.raises(KeyError):  # no study was created
         load(journal, "remote")
+
+
+@pytest.mark.slow
+def test_a_sigkilled_controller_takes_its_dask_workers_along_and_resumes(
+        tmp_path: Path, data_cache: Path) -> None:
+    """SIGKILL the controller alone (as a batch scheduler may): its local Dask workers stop
+    too, and the same command resumes to exactly n_trials, under one parent run."""
+    import psutil
+
+    uri, journal, env = process_stores(tmp_path)
+    # trials of a few seconds each, so that the kill lands while both workers train
+    cmd = _sweep_cmd(journal, "sweep.name=ckill", "sweep.n_trials=5", "sweep.n_jobs=2",
+                     "+sweep.pruner_args.n_startup_trials=100", "data.n_samples=1000",
+                     "train.epochs=300", "train.log_every=20")
+    proc = subprocess.Popen(cmd, cwd=data_cache, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_mid_trial_any(journal, "ckill", running=2)
+        family = psutil.Process(proc.pid).children(recursive=True)
+        assert family, "the controller started no worker processes"
+        proc.kill()
+        proc.wait()
+        _, alive = psutil.wait_procs(family, timeout=60)
+        assert not alive, [p.cmdline() for p in alive]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    before = load(journal, "ckill")
+    cut = sum(t.state == TrialState.RUNNING for t in before.trials)
+    assert cut >= 1
+    again = subprocess.run(cmd, cwd=data_cache, env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"{cut} interrupted trial(s) queued again" in again.stdout
+    study = load(journal, "ckill")
+    assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 5
+    client = MlflowClient(uri)
+    parents = client.search_runs([client.get_experiment_by_name("sweeplab").experiment_id],
+                                 "tags.`sweeplab.role` = 'sweep'")
+    assert len(parents) == 1
+    runs = child_runs(uri, parents[0].info.run_id)
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    finished = Counter(r.data.tags["sweeplab.trial_number"] for r in runs
+                       if r.info.status == "FINISHED")
+    assert max(finished.values()) == 1 and len(finished) == 5

@@ -21,7 +21,7 @@ import optuna
 from mlflow.entities import Param
 from omegaconf import DictConfig, OmegaConf
 
-from sweeplab.config import ConfigError, SweepConfig, flatten, to_config
+from sweeplab.config import Config, ConfigError, SweepConfig, flatten, to_config
 from sweeplab.names import ExitCode, MlflowTag, Role, RunStatus, Tag, TrialAttr
 from sweeplab.sweep import study as st
 from sweeplab.sweep.executors import DaskPool, Finished, InProcess
@@ -54,6 +54,21 @@ def sweep_job(cfg: DictConfig) -> int:
             f"sweep.cluster={s.cluster!r}: workers on other hosts cannot write to the local "
             f"tracking store {uri}; start a tracking server (make server) and set "
             f"tracking.uri=http://<host>:<port> (or $MLFLOW_TRACKING_URI)")
+    # The executor first: an unreachable Dask scheduler fails before a study or run exists.
+    with deferred_interrupt() as stop:
+        executor = _executor(s, stop)
+        try:
+            return _sweep(cfg, typed, base, space, sampler, pruner, uri, executor, stop)
+        finally:
+            executor.close()
+
+
+def _sweep(cfg: DictConfig, typed: Config, base: DictConfig, space: dict[str, Any],
+           sampler: Any, pruner: Any, uri: str, executor: InProcess | DaskPool,
+           stop: StopRequest) -> int:
+    """Open the study and the parent run, run the trials, report; returns the exit code."""
+    s = typed.sweep
+    assert s is not None
     storage_url = st.storage_url(s)
     storage = st.open_storage(storage_url)
     study = st.create_or_load(s, storage, sampler, pruner)
@@ -71,30 +86,25 @@ def sweep_job(cfg: DictConfig) -> int:
     before = st.tally(study)
     print(f"sweep {s.name!r}: {before.done} of {s.n_trials} trials done"
           + (f", {len(orphans)} interrupted trial(s) queued again" if orphans else "")
-          + f"; study in {storage_url}; MLflow parent run {parent_run_id}", flush=True)
+          + f"; study in {storage_url}; MLflow parent run {parent_run_id}; trials run on "
+          + executor.where, flush=True)
 
     printer = TrialPrinter(study, s, already=before.done)
     code, why = ExitCode.OK, "enough trials"
-    with deferred_interrupt() as stop:
-        executor = None
-        try:
-            executor = _executor(s, stop)
-            print(f"trials run on {executor.where}", flush=True)
-            why = Controller(study, space, base, s, parent_run_id, client, executor,
-                             printer).run(stop, started=time.time())
-        except SweepAborted as err:
-            print(f"error: {err}", file=sys.stderr)
-            code, why = ExitCode.USAGE, str(err)
-        except KeyboardInterrupt:
-            code = ExitCode.INTERRUPTED
-            why = "interrupted (Ctrl-C); run the same command again to resume"
-        finally:
-            if executor is not None:
-                executor.close()
-            printer.poll()
-            printer.close()
-            summarize(study, client, parent_run_id, typed, experiment_id, uri, why,
-                      finished=code == ExitCode.OK)
+    try:
+        why = Controller(study, space, base, s, parent_run_id, client, executor,
+                         printer).run(stop, started=time.time())
+    except SweepAborted as err:
+        print(f"error: {err}", file=sys.stderr)
+        code, why = ExitCode.USAGE, str(err)
+    except KeyboardInterrupt:
+        code = ExitCode.INTERRUPTED
+        why = "interrupted (Ctrl-C); run the same command again to resume"
+    finally:
+        printer.poll()
+        printer.close()
+        summarize(study, client, parent_run_id, typed, experiment_id, uri, why,
+                  finished=code == ExitCode.OK)
     return code
 
 
@@ -104,10 +114,11 @@ def _executor(s: SweepConfig, stop: StopRequest) -> InProcess | DaskPool:
         return InProcess(stop)
     try:
         return DaskPool(s.n_jobs, s.cluster)
-    except OSError as err:  # the scheduler did not answer
-        raise SweepAborted(f"sweep.cluster={s.cluster!r}: cannot reach the Dask scheduler "
-                           f"({err}); start it with `dask scheduler` (and `dask worker "
-                           f"<address>` on each host), or set sweep.cluster=null") from None
+    except OSError as err:  # the scheduler did not answer (TimeoutError is an OSError)
+        raise ConfigError(f"sweep.cluster={s.cluster!r}: cannot reach the Dask scheduler "
+                          f"({type(err).__name__}: {str(err).splitlines()[0][:200]}); start "
+                          f"it with `dask scheduler` (and `dask worker <address>` on each "
+                          f"host), or set sweep.cluster=null") from None
 
 
 class Controller:

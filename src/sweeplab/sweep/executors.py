@@ -8,6 +8,7 @@ controller through a Dask queue, and the verdict back through a queue of the tri
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import uuid
@@ -16,15 +17,15 @@ from typing import Any
 
 from optuna.trial import Trial
 
+from sweeplab.config import to_config
 from sweeplab.data import Dataset
 from sweeplab.sweep.worker import TrialOutcome, TrialTask, execute
-from sweeplab.train import DataKey
+from sweeplab.train import DataKey, data_key, load_data
 from sweeplab.train.interrupt import StopRequest
 
 # How long a worker waits for the controller's verdict before it takes the controller
 # for gone and stops the trial.
 VERDICT_TIMEOUT = 120.0
-PLUGIN = "sweeplab-data"
 
 
 @dataclass
@@ -68,22 +69,9 @@ class InProcess:
         pass
 
 
-def _data_cache_plugin() -> Any:
-    from distributed import WorkerPlugin
-
-    class DataCache(WorkerPlugin):
-        """Keeps the datasets a worker's trials loaded, for its next trials."""
-
-        name = PLUGIN
-
-        def __init__(self) -> None:
-            self.cache: dict[DataKey, Dataset] = {}
-
-    return DataCache()
-
-
-def run_on_worker(task: TrialTask, token: str) -> TrialOutcome:
-    """The Dask task: run `task`, asking the controller at every log point whether to prune."""
+def run_on_worker(task: TrialTask, token: str, data: Dataset) -> TrialOutcome:
+    """The Dask task: run `task` on `data` (Dask hands the controller's scattered dataset
+    over, once per worker), asking the controller at every log point whether to prune."""
     from distributed import Queue, get_worker
 
     reports = Queue(f"sweeplab-reports-{token}")
@@ -93,11 +81,16 @@ def run_on_worker(task: TrialTask, token: str) -> TrialOutcome:
         reports.put((task.number, step, float(value)))
         return bool(verdicts.get(timeout=VERDICT_TIMEOUT))
 
-    worker = get_worker()
-    plugin = worker.plugins.get(PLUGIN)
-    outcome = execute(task, report, None, plugin.cache if plugin is not None else None)
-    outcome.worker = str(worker.name)
+    outcome = execute(task, report, None, data=data)
+    outcome.worker = str(get_worker().name)
     return outcome
+
+
+def _warm_up() -> None:
+    import mlflow.pyfunc
+    import mlflow.tracking  # noqa: F401
+
+    import sweeplab.sweep.worker  # noqa: F401
 
 
 class DaskPool:
@@ -126,11 +119,14 @@ class DaskPool:
         else:
             self.client = Client(address, timeout=10)
             self.where = f"the Dask scheduler at {address}"
-        self.client.register_plugin(_data_cache_plugin(), name=PLUGIN)
         self.slots = n_jobs if address is None else max(1, sum(self.client.nthreads().values()))
+        # Imports take a worker seconds (MLflow, SQLAlchemy): done now, in the background,
+        # while the controller opens the study and the parent run.
+        self._warm = [self.client.submit(_warm_up, workers=[w], pure=False)
+                      for w in self.client.scheduler_info()["workers"]]
         self._futures: dict[Any, int] = {}
+        self._data: dict[DataKey, Any] = {}  # each dataset, scattered once
         self._trials: dict[int, Trial] = {}
-        self._closing = threading.Event()
         self._server = threading.Thread(target=self._serve_reports, name="sweeplab-pruner",
                                         daemon=True)
         self._server.start()
@@ -140,9 +136,14 @@ class DaskPool:
         return len(self._futures)
 
     def submit(self, task: TrialTask, trial: Trial) -> None:
+        cfg = to_config(task.config)
+        key = data_key(cfg)
+        if key not in self._data:  # loaded here, where data.dir is, and sent to the workers
+            self._data[key] = self.client.scatter(load_data(cfg), hash=False)
         self._trials[task.number] = trial
-        key = f"sweeplab-trial-{task.number}-{uuid.uuid4().hex[:8]}"
-        fut = self.client.submit(run_on_worker, task, self.token, key=key, pure=False)
+        name = f"sweeplab-trial-{task.number}-{uuid.uuid4().hex[:8]}"
+        fut = self.client.submit(run_on_worker, task, self.token, self._data[key], key=name,
+                                 pure=False)
         self._futures[fut] = task.number
 
     def wait(self, timeout: float) -> list[Finished]:
@@ -171,7 +172,10 @@ class DaskPool:
         return numbers
 
     def close(self) -> None:
-        self._closing.set()
+        from distributed import Queue
+
+        with contextlib.suppress(Exception):  # the scheduler may be gone already
+            Queue(f"sweeplab-reports-{self.token}", client=self.client).put(None)
         self._server.join(timeout=5)
         self.client.close()
         if self.cluster is not None:
@@ -182,11 +186,14 @@ class DaskPool:
         from distributed import Queue
 
         reports = Queue(f"sweeplab-reports-{self.token}", client=self.client)
-        while not self._closing.is_set():
+        while True:
             try:
-                number, step, value = reports.get(timeout=0.5)
-            except Exception:  # a timeout (nothing reported), or the client closing
-                continue
+                item = reports.get()  # `close` puts None
+            except Exception:  # the client or the scheduler closed
+                return
+            if item is None:
+                return
+            number, step, value = item
             trial = self._trials.get(number)
             prune = False
             if trial is not None:

@@ -6,8 +6,9 @@ While training, the trial reports the pruner's metric through a `Reporter` (in t
 controller's process it is the Optuna trial itself; on a Dask worker, a round trip to the
 controller), which answers whether to stop.
 
-A worker reads the data from its own host's ``data.dir`` (built-ins are generated there),
-and logs to the tracking URI in the task: for workers on other hosts, a tracking server.
+On Dask, a worker gets the trial's data from the controller (sent once per worker and
+kept), so it needs no ``data.dir`` of its own and writes nothing into its working folder;
+it logs to the tracking URI in the task: for workers on other hosts, a tracking server.
 """
 
 from __future__ import annotations
@@ -120,14 +121,18 @@ def short(params: Mapping[str, Any]) -> str:
 
 
 def execute(task: TrialTask, report: Reporter | None = None, stop: StopRequest | None = None,
-            data_cache: dict[DataKey, Dataset] | None = None) -> TrialOutcome:
-    """Run trial `task` as a tracked run and say how it ended. A crash inside the run is an
-    outcome (status error), not an exception; Ctrl-C (through `stop`) is raised."""
+            data_cache: dict[DataKey, Dataset] | None = None,
+            data: Dataset | None = None) -> TrialOutcome:
+    """Run trial `task` as a tracked run and say how it ended: on `data` when given (sent
+    by the controller), else loaded as its config says (through `data_cache`). A crash
+    inside the run is an outcome (status error), not an exception; Ctrl-C (through `stop`)
+    is raised."""
     from threadpoolctl import threadpool_limits
 
     host = socket.gethostname()
     typed = to_config(task.config)
-    data = load_data(typed, data_cache)
+    if data is None:
+        data = load_data(typed, data_cache)
     tracker = MlflowTracker(typed.tracking, parent_run_id=task.parent_run_id,
                             overrides=[f"{k}={v}" for k, v in task.params.items()],
                             tags={Tag.TRIAL_NUMBER: str(task.number), Tag.STUDY: task.study,

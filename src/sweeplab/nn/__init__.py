@@ -8,7 +8,7 @@ from sweeplab.nn.batches import minibatches
 from sweeplab.nn.gradcheck import gradient_check
 from sweeplab.nn.initializers import INITS, initialize
 from sweeplab.nn.losses import OUTPUTS, get_output
-from sweeplab.nn.network import DTYPES, Network, ShapeError, layer_dims_from
+from sweeplab.nn.network import DTYPES, Caches, Network, ShapeError, layer_dims_from
 from sweeplab.nn.optimizers import OPTIMIZERS, make_optimizer
 from sweeplab.nn.summary import layer_rows, summary
 
@@ -18,6 +18,7 @@ __all__ = [
     "INITS",
     "OPTIMIZERS",
     "OUTPUTS",
+    "Caches",
     "Network",
     "ShapeError",
     "get_activation",

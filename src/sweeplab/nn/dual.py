@@ -21,7 +21,8 @@ So do mini-batches, whose X changes every step. W[1] is materialised (one (n[1],
 (m, n_x) product) only when asked, for validation and at the end.
 
 The network does the rest of the pass: `Network.forward_from_Z1` starts from Z[1], and
-`Network.backward` hands back dZ[1], from which D is formed here.
+`Network.backward` hands back dZ[1], from which D is formed here. `nn.steppers.DualStepper`
+trains with this class; `dual_pays_off` is where `nn.steppers.resolve_stepper` picks it.
 
 Same mathematics, different rounding: float64 costs agree with the direct form to ~1e-15.
 """

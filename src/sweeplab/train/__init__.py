@@ -15,10 +15,10 @@ from sweeplab.train.loop import (
     describe,
     evaluate,
     final_metrics,
-    first_layer_form,
     load_data,
     output_for,
     run,
+    stepper_name,
 )
 
 __all__ = [
@@ -34,8 +34,8 @@ __all__ = [
     "describe",
     "evaluate",
     "final_metrics",
-    "first_layer_form",
     "load_data",
     "output_for",
     "run",
+    "stepper_name",
 ]

@@ -37,11 +37,11 @@ class RunStart:
 
     config: Config
     dataset: Dataset
-    network: Network  # updated in place; under the dual form W[0] only at log points with
-    #                   validation and at the end (see sweeplab.nn.dual)
+    network: Network  # updated in place; W[1] is current at log points with validation
+    #                   and at the end, and may lag in between (sweeplab.nn.steppers)
     summary: str
     run_name: str
-    first_layer: str = "direct"  # how W[1] X is computed: direct or dual (sweeplab.nn.dual)
+    stepper: str = "direct"  # the name of the stepper that trains it (sweeplab.nn.STEPPERS)
 
 
 class Callback:

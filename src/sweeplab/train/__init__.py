@@ -5,7 +5,13 @@
 (`sweeplab.cli.train`), loaded only when run as one.
 """
 
-from sweeplab.train.callbacks import Callback, ProgressBar, RunStart, StopTraining
+from sweeplab.train.callbacks import (
+    Callback,
+    EarlyStopping,
+    ProgressBar,
+    RunStart,
+    StopTraining,
+)
 from sweeplab.train.loop import (
     DataKey,
     History,
@@ -24,6 +30,7 @@ from sweeplab.train.loop import (
 __all__ = [
     "Callback",
     "DataKey",
+    "EarlyStopping",
     "History",
     "ProgressBar",
     "RunResult",

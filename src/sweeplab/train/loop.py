@@ -1,10 +1,11 @@
 """The training loop: ``run(cfg, callbacks) -> RunResult``, and what it needs around it.
 
-`run` knows nothing of MLflow or Optuna; they listen through callbacks. How an epoch
-updates the network is its stepper's business (`sweeplab.nn.steppers`: direct, or layer 1
-in dual form), chosen from train.first_layer by `sweeplab.nn.resolve_stepper`. Every
-random draw comes from Generators seeded by ``cfg.seed`` (mini-batch order and dropout
-masks each get their own stream), so a run depends on its config alone.
+`run` knows nothing of MLflow or Optuna; they listen through callbacks, early stopping
+among them (`EarlyStopping`). How an epoch updates the network is its stepper's business
+(`sweeplab.nn.steppers`: direct, or layer 1 in dual form), chosen from train.first_layer
+by `sweeplab.nn.resolve_stepper`. Every random draw comes from Generators seeded by
+``cfg.seed`` (mini-batch order and dropout masks each get their own stream), so a run
+depends on its config alone.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from sweeplab.nn import (
     resolve_stepper,
     summary,
 )
-from sweeplab.train.callbacks import Callback, RunStart, StopTraining
+from sweeplab.train.callbacks import Callback, EarlyStopping, RunStart, StopTraining
 
 
 @dataclass
@@ -175,7 +176,8 @@ def run(cfg: Config | DictConfig | dict[str, Any], callbacks: Sequence[Callback]
     Step e of the history holds the cost of epoch e's forward pass, before its update
     (step 0 is the untrained network, as the course prints it); with mini-batches, the mean
     cost per example over the epoch. Validation metrics at step e use the same parameters.
-    A NaN or infinite cost stops the run with status ``diverged``; so does nothing else.
+    A NaN or infinite cost stops the run with status ``diverged``; a callback's
+    `StopTraining` (train.early_stopping's among them) with the status it gives.
     """
     cfg = to_config(cfg) if not isinstance(cfg, Config) else cfg
     data = data if data is not None else load_data(cfg)
@@ -192,10 +194,12 @@ def run(cfg: Config | DictConfig | dict[str, Any], callbacks: Sequence[Callback]
     result = RunResult(cfg, net, data, np.empty(0), History(), {}, summary=summary(net, m),
                        run_name=cfg.tracking.run_name or describe(cfg),
                        stepper=stepper_name(cfg, data.n_x, m))
+    es = t.early_stopping
+    if es.patience is not None:
+        callbacks = [*callbacks, EarlyStopping(es.patience, es.min_delta)]
     _call(callbacks, "on_train_start",
           RunStart(cfg, data, net, result.summary, result.run_name, result.stepper))
     costs = np.full(t.epochs, np.nan)
-    best_val, since_best = math.inf, 0
     stepper = STEPPERS[result.stepper](net, X, Y, opt, l2=cfg.optim.l2,
                                        batch_size=t.batch_size, batch_rng=batch_rng,
                                        dropout_rng=dropout_rng)
@@ -233,17 +237,6 @@ def run(cfg: Config | DictConfig | dict[str, Any], callbacks: Sequence[Callback]
             except StopTraining as stop:
                 result.status, result.reason = stop.status, stop.reason
                 break
-            es = t.early_stopping
-            if es.patience is not None and has_val:
-                if val_cost < best_val - es.min_delta:
-                    best_val, since_best = val_cost, 0
-                else:
-                    since_best += 1
-                    if since_best >= es.patience:
-                        result.status = RunStatus.EARLY_STOPPED
-                        result.reason = (f"val_cost did not improve by {es.min_delta} for "
-                                         f"{es.patience} log points (best {best_val:.6g})")
-                        break
     stepper.materialize()
     result.epochs_run = epoch + 1
     result.costs = costs[: result.epochs_run]

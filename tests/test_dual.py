@@ -1,4 +1,5 @@
-"""The dual form of layer 1 (sweeplab.nn.dual) against the direct form it replaces.
+"""The dual form of layer 1 (sweeplab.nn.dual) against the direct form it replaces, and the
+steppers that train with either (sweeplab.nn.steppers).
 
 The reference is the direct form itself: the network's own W[1] X path, already held to
 gradient-check precision and to the course's figures. The dual form must give the same
@@ -15,10 +16,19 @@ import numpy as np
 import pytest
 
 from sweeplab import train
-from sweeplab.config import ConfigError, to_config
+from sweeplab.config import FIRST_LAYER_FORMS, ConfigError, to_config
 from sweeplab.data import Dataset
-from sweeplab.nn import Network
+from sweeplab.nn import (
+    STEPPERS,
+    DirectStepper,
+    DualStepper,
+    Network,
+    ShapeError,
+    make_optimizer,
+    resolve_stepper,
+)
 from sweeplab.nn.dual import DualLayer1
+from sweeplab.train.callbacks import Callback, RunStart
 
 N_X, M = 300, 40  # wide, as images are: m much smaller than n_x
 
@@ -56,7 +66,7 @@ def config(**train_overrides: Any) -> Any:
 def both_forms(data: Dataset, **overrides: Any) -> tuple[train.RunResult, train.RunResult]:
     direct = train.run(config(train__first_layer="direct", **overrides), (), data)
     dual = train.run(config(train__first_layer="dual", **overrides), (), data)
-    assert (direct.first_layer, dual.first_layer) == ("direct", "dual")
+    assert (direct.stepper, dual.stepper) == ("direct", "dual")
     return direct, dual
 
 
@@ -116,6 +126,11 @@ def test_validation_under_dual_uses_the_logged_step() -> None:
     np.testing.assert_allclose(dual.history.val_cost, direct.history.val_cost, rtol=1e-10)
 
 
+class StartSeen(Callback):
+    def on_train_start(self, start: RunStart) -> None:
+        self.stepper = start.stepper
+
+
 @pytest.mark.parametrize(("overrides", "m", "want"), [
     ({}, M, "dual"),
     ({"optim__name": "momentum"}, M, "dual"),
@@ -128,8 +143,10 @@ def test_validation_under_dual_uses_the_logged_step() -> None:
 def test_auto_picks_dual_only_where_it_is_exact_and_faster(overrides: dict[str, Any], m: int,
                                                            want: str) -> None:
     cfg = config(**({"train__first_layer": "auto", "train__epochs": 2} | overrides))
-    assert train.first_layer_form(cfg, N_X, m) == want
-    assert train.run(cfg, (), wide_data(m=m)).first_layer == want
+    assert train.stepper_name(cfg, N_X, m) == want
+    seen = StartSeen()
+    assert train.run(cfg, [seen], wide_data(m=m)).stepper == want
+    assert seen.stepper == want  # what callbacks (the tracker's tag) are told
 
 
 @pytest.mark.parametrize(("overrides", "match"), [
@@ -155,3 +172,72 @@ def test_unknown_first_layer_names_what_is_allowed() -> None:
     with pytest.raises(ConfigError,
                        match=r"train.first_layer='gram': must be one of auto, direct, dual"):
         config(train__first_layer="gram")
+
+
+# --- the steppers and their registry --------------------------------------------------------
+
+def test_first_layer_choices_are_the_registry() -> None:
+    assert list(STEPPERS) == ["direct", "dual"]
+    assert ("auto", *STEPPERS) == FIRST_LAYER_FORMS
+    assert all(STEPPERS[name].name == name for name in STEPPERS)
+
+
+@pytest.mark.parametrize(("first_layer", "optimizer", "batch_size", "n_x", "m", "want"), [
+    ("auto", "gd", None, 300, 75, "dual"),  # 4m = n_x: the smallest gain auto takes
+    ("auto", "gd", None, 300, 76, "direct"),
+    ("auto", "momentum", 75, 300, 75, "dual"),  # one batch of everything is full batch
+    ("auto", "momentum", 74, 300, 75, "direct"),
+    ("auto", "adam", None, 300, 10, "direct"),
+    ("direct", "gd", None, 300, 10, "direct"),
+    ("direct", "adam", 8, 3, 10, "direct"),  # direct trains anything
+    ("dual", "gd", None, 300, 200, "dual"),  # named: taken even where it does not pay off
+    ("dual", "momentum", 300, 300, 300, "dual"),
+])
+def test_resolve_stepper(first_layer: str, optimizer: str, batch_size: int | None, n_x: int,
+                         m: int, want: str) -> None:
+    assert resolve_stepper(first_layer, optimizer, batch_size, n_x, m) == want
+
+
+@pytest.mark.parametrize(("args", "match"), [
+    (("dual", "adam", None, 300, 10), r"optimizer among gd, momentum .*'adam'"),
+    (("dual", "gd", 8, 300, 10), r"full batch .*batch size 8 of m=10"),
+    (("dual", "gd", None, 30, 40), r"m <= n_x.*m=40 examples of n_x=30 features"),
+    (("gram", "gd", None, 300, 10), r"unknown stepper 'gram': allowed are auto, direct, dual"),
+])
+def test_resolve_stepper_refuses_what_is_not_exact(args: tuple[Any, ...], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        resolve_stepper(*args)
+
+
+def test_steppers_own_what_the_optimiser_updates_and_agree() -> None:
+    """Stepping by hand: same costs; the dual stepper's network is current after
+    `materialize`, the direct one's always."""
+    data = wide_data()
+    X, Y = data.X_train, data.Y_train
+    nets = [Network.create([N_X, 5, 1], init="he", seed=2) for _ in range(2)]
+    direct = DirectStepper(nets[0], X, Y, make_optimizer("momentum", 0.05), l2=0.4)
+    dual = DualStepper(nets[1], X, Y, make_optimizer("momentum", 0.05), l2=0.4)
+    assert direct.params == [*nets[0].W, *nets[0].b]
+    assert len(dual.params) == len(direct.params) + 1  # a and R in place of W[1]
+    assert not any(p is nets[1].W[0] for p in dual.params)
+    W1_start = nets[1].W[0].copy()
+    for _ in range(5):
+        J_direct, J_dual = direct.epoch(), dual.epoch()
+        assert J_dual == pytest.approx(J_direct, rel=1e-12)
+    np.testing.assert_array_equal(nets[1].W[0], W1_start)  # not yet written back
+    assert direct.materialize() is nets[0]
+    assert dual.materialize() is nets[1]
+    for p, q in zip(nets[1].W + nets[1].b, nets[0].W + nets[0].b, strict=True):
+        np.testing.assert_allclose(p, q, rtol=1e-10, atol=1e-14)
+
+
+def test_steppers_refuse_what_they_cannot_do() -> None:
+    data = wide_data()
+    net = Network.create([N_X, 5, 1])
+    with pytest.raises(ValueError, match="full batch, not mini-batches of 8 out of m=40"):
+        DualStepper(net, data.X_train, data.Y_train, make_optimizer("gd", 0.1), batch_size=8,
+                    batch_rng=np.random.default_rng(0))
+    with pytest.raises(ValueError, match="mini-batches of 8 need a batch_rng"):
+        DirectStepper(net, data.X_train, data.Y_train, make_optimizer("gd", 0.1), batch_size=8)
+    with pytest.raises(ShapeError, match=r"pass X\.T"):
+        DirectStepper(net, data.X_train.T, data.Y_train, make_optimizer("gd", 0.1))

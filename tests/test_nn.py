@@ -73,6 +73,62 @@ def test_gradient_check_catches_a_wrong_gradient() -> None:
     assert gradient_check(net, X, Y) > 1e-4
 
 
+@pytest.mark.parametrize("keep_prob", [1.0, 0.7])
+@pytest.mark.parametrize("depth", [0, 2])
+def test_one_forward_pass_serves_logits_cost_and_training(keep_prob: float, depth: int) -> None:
+    """logits, cost and forward_backward all read Z[L] off `forward`: bit for bit."""
+    X, Y = toy(4, 3, 11)
+    net = jitter_biases(Network.create(layer_dims_from(4, 3, depth, 6), output="softmax",
+                                       keep_prob=keep_prob))
+    kept = net.forward(X, keep=True)
+    assert len(kept.A) == net.L and kept.A[0] is X
+    assert len(kept.Z) == len(kept.G) == net.L - 1 and kept.D == []  # no rng: no dropout
+    np.testing.assert_array_equal(net.logits(X), kept.ZL)
+    np.testing.assert_array_equal(net.forward(X).ZL, kept.ZL)
+    for l in range(1, net.L):  # Z[l] = W[l] A[l-1] + b[l], A[l] = g(Z[l])
+        np.testing.assert_array_equal(kept.Z[l - 1], net.W[l - 1] @ kept.A[l - 1] + net.b[l - 1])
+        np.testing.assert_array_equal(kept.A[l], np.maximum(kept.Z[l - 1], 0))
+    l2 = 0.3
+    for seed in (None, 5):  # with dropout, the same masks from the same stream
+        def rng(seed: int | None = seed) -> np.random.Generator | None:
+            return None if seed is None else np.random.default_rng(seed)
+        ZL = net.forward(X, rng()).ZL
+        J = net.output.cost(ZL, Y) + net.l2_cost(l2, X.shape[1])
+        assert net.cost(X, Y, l2, rng()) == J
+        assert net.forward_backward(X, Y, l2, rng())[0] == J
+        if seed is not None and keep_prob < 1 and depth > 0:
+            assert not np.array_equal(ZL, kept.ZL)
+            assert len(net.forward(X, rng(), keep=True).D) == net.L - 1
+
+
+@pytest.mark.parametrize("depth", [0, 1, 2])
+def test_backward_from_a_given_Z1_returns_dZ1_and_the_other_gradients(depth: int) -> None:
+    """The seam nn.dual uses: start from Z1 = W[1] X, get dZ[1] back as its own value and the
+    gradients of W[2..L], b[1..L]; dW[1] = dZ[1] Xᵀ + (λ/m) W[1] is then the direct one."""
+    X, Y = toy(5, 1, 9)
+    net = jitter_biases(Network.create(layer_dims_from(5, 1, depth, 4), activation="tanh",
+                                       keep_prob=0.8))
+    l2 = 0.2
+    J, dW, db = net.forward_backward(X, Y, l2, np.random.default_rng(1))
+    dW, db = [d.copy() for d in dW], [d.copy() for d in db]
+    caches = net.forward_from_Z1(net.W[0] @ X, np.random.default_rng(1), keep=True)
+    assert caches.A[0] is None  # X was not read
+    dZ1, dW_up, db_up = net.backward(caches, Y, l2)
+    assert dZ1.shape == (net.layer_dims[1], X.shape[1])
+    assert len(dW_up) == net.L - 1 and len(db_up) == net.L
+    for g, g_ref in zip([*dW_up, *db_up], [*dW[1:], *db], strict=True):
+        np.testing.assert_array_equal(g, g_ref)
+    np.testing.assert_allclose(dZ1 @ X.T + l2 / X.shape[1] * net.W[0], dW[0], rtol=1e-13,
+                               atol=1e-16)
+    assert net.output.cost(caches.ZL, Y) + net.l2_cost(l2, X.shape[1]) == pytest.approx(J,
+                                                                                      rel=1e-14)
+    if depth > 0:  # without `keep`, a forward pass leaves no hidden layer's caches
+        with pytest.raises(ValueError, match="keep=True"):
+            net.backward(net.forward(X), Y)
+    with pytest.raises(ShapeError, match=r"layer 1: Z1 has shape \(9, 4\), expected"):
+        net.forward_from_Z1(np.zeros((9, 4)))
+
+
 def test_layer_dims_from_depth_width_and_hidden() -> None:
     assert layer_dims_from(12288, 1, 0, 7) == [12288, 1]
     assert layer_dims_from(5, 3, 2, 8) == [5, 8, 8, 3]
@@ -85,6 +141,8 @@ def test_shape_error_names_the_layer_and_both_shapes() -> None:
         net.predict(np.zeros((5, 2)))
     with pytest.raises(ShapeError, match=r"pass X\.T"):
         net.predict(np.zeros((2, 4)))
+    with pytest.raises(ShapeError, match=r"pass X\.T"):
+        net.check_input(np.zeros((2, 4)))
     X, _ = toy(4, 1, 6)
     with pytest.raises(ShapeError, match=r"layer 2 \(output\).*\(1, 6\).*\(6, 1\)"):
         net.forward_backward(X, np.zeros((6, 1)))

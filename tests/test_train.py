@@ -16,7 +16,7 @@ import pytest
 from sweeplab import train
 from sweeplab.config import to_config
 from sweeplab.nn import Network
-from sweeplab.train.callbacks import Callback, RunStart, StopTraining
+from sweeplab.train.callbacks import Callback, EarlyStopping, RunStart, StopTraining
 
 # Small and fast: planar (300 training points, 2 features) and a full batch.
 PLANAR = ["data=planar", "model.depth=1", "model.width=4", "model.activation=tanh", "optim=gd",
@@ -243,6 +243,38 @@ def test_early_stopping_min_delta(compose) -> None:
                           "train.early_stopping.patience=4", "train.early_stopping.min_delta=1e9"))
     assert r.status == "early_stopped"
     assert r.history.step == [0, 1, 2, 3, 4]
+
+
+def test_early_stopping_is_a_callback_like_any_other_stop(compose) -> None:
+    """train.early_stopping.patience adds an EarlyStopping callback; passing one by hand
+    stops the same run at the same epoch, with the same status and reason."""
+    base = [*MOONS, "train.epochs=100", "train.log_every=1"]
+    by_config = train.run(compose(*base, "train.early_stopping.patience=4",
+                                  "train.early_stopping.min_delta=1e9"))
+    rec = Recorder()
+    by_hand = train.run(compose(*base), [rec, EarlyStopping(patience=4, min_delta=1e9)])
+    assert by_hand.status == by_config.status == "early_stopped"
+    assert by_hand.reason == by_config.reason
+    assert by_hand.reason is not None and by_hand.reason.startswith(
+        "val_cost did not improve by 1000000000.0 for 4 log points (best ")
+    assert by_hand.history.step == by_config.history.step == [0, 1, 2, 3, 4]
+    np.testing.assert_array_equal(by_hand.costs, by_config.costs)
+    assert rec.steps == [0, 1, 2, 3, 4]  # callbacks before it saw the stopping step
+    assert rec.ended == [by_hand]
+
+
+def test_early_stopping_rule_on_its_own() -> None:
+    es = EarlyStopping(patience=2, min_delta=0.1)
+    es.on_log(0, {"train_cost": 1.0})  # no validation: nothing to judge
+    for step, v in enumerate([1.0, 0.8, 0.75, 0.5, 0.45]):
+        es.on_log(step, {"val_cost": v})  # 0.75 is no improvement on 0.8 by > 0.1
+    with pytest.raises(StopTraining) as stop:
+        es.on_log(5, {"val_cost": 0.41})
+    assert stop.value.status == "early_stopped"
+    assert stop.value.reason == "val_cost did not improve by 0.1 for 2 log points (best 0.5)"
+    es.on_train_start(None)  # type: ignore[arg-type]  # a new run starts afresh
+    es.on_log(0, {"val_cost": 9.0})
+    es.on_log(1, {"val_cost": 9.0})
 
 
 class Pruner(Callback):

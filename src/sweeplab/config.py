@@ -23,7 +23,7 @@ OUTPUTS = ("auto", *nn.OUTPUTS)  # auto: sigmoid for 2 classes, softmax beyond
 INITS = tuple(nn.INITS)
 OPTIMIZERS = tuple(nn.OPTIMIZERS)
 DTYPES = tuple(nn.DTYPES)
-FIRST_LAYER_FORMS = ("auto", "direct", "dual")
+FIRST_LAYER_FORMS = ("auto", *nn.STEPPERS)  # auto: see nn.resolve_stepper
 BUILTIN_DATASETS = ("planar", "moons", "circles", "digits", "breast_cancer")
 DATASETS = (*BUILTIN_DATASETS, "catvnoncat", "h5")
 

@@ -96,7 +96,7 @@ def training(data_dir: str, iterations: int, repeats: int) -> dict[str, Any]:
     out: dict[str, Any] = {
         "iterations": iterations, "repeats": repeats, "blas_threads": threads,
         "first_layer": run(course_config(1, "float64", data_dir), (),
-                           data["float64"]).first_layer,
+                           data["float64"]).stepper,
         "median_seconds": med,
         "ms_per_iteration": {k: 1e3 * v / iterations for k, v in med.items()},
         "curve_max_rel_diff_vs_textbook": curve_rel,

@@ -20,6 +20,10 @@ Adam divides by a per-weight √s, which does not stay in this span: it needs th
 So do mini-batches, whose X changes every step. W[1] is materialised (one (n[1], m) x
 (m, n_x) product) only when asked, for validation and at the end.
 
+The network does the rest of the pass: `Network.forward_from_Z1` starts from Z[1], and
+`Network.backward` hands back dZ[1], from which D is formed here. `nn.steppers.DualStepper`
+trains with this class; `dual_pays_off` is where `nn.steppers.resolve_stepper` picks it.
+
 Same mathematics, different rounding: float64 costs agree with the direct form to ~1e-15.
 """
 
@@ -37,7 +41,7 @@ class DualLayer1:
     """W[1] of `net` kept as a W1₀ + R Xᵀ for the fixed training inputs X (n_x, m)."""
 
     def __init__(self, net: Network, X: Array) -> None:
-        net._check_input(X)
+        net.check_input(X)
         self.net = net
         self.X = X
         self.W1_0 = net.W[0].copy()  # (n[1], n_x)
@@ -59,19 +63,22 @@ class DualLayer1:
         J is the same cost as ``net.forward_backward(X, Y, l2, rng)`` would return,
         including the L2 term of W[1]: ‖W[1]‖² = a²‖W1₀‖² + 2a⟨W1₀ X, R⟩ + ⟨R G, R⟩.
         """
+        net = self.net
+        net.check_input(self.X, Y)
         a = float(self.a[0])
         m = self.X.shape[1]
         RG = self.R @ self.G
-        Z1 = RG + self.Z0 if a == 1.0 else RG + a * self.Z0
-        J, dW, db = self.net.forward_backward(self.X, Y, l2, rng, Z1=Z1)
-        dZ1 = dW[0]
+        Z1 = RG + self.Z0 if a == 1.0 else RG + a * self.Z0  # W[1] X, without b[1]
+        caches = net.forward_from_Z1(Z1, rng, keep=True)
+        J = net.output.cost(caches.ZL, Y) + net.l2_cost(l2, m, first=2)
+        dZ1, dW, db = net.backward(caches, Y, l2)  # dW: W[2..L] only
         if l2:
             sq = a * a * self.W1_0_sq + 2 * a * float(np.vdot(self.Z0, self.R)) \
                 + float(np.vdot(RG, self.R))
             J += l2 / (2 * m) * sq
-            dZ1 += (l2 / m) * self.R
+            dZ1 += (l2 / m) * self.R  # dZ1 becomes D
         d = np.array([(l2 / m) * a], dtype=self.a.dtype)
-        return J, [d, dZ1, *dW[1:], *db]
+        return J, [d, dZ1, *dW, *db]
 
     def materialize(self) -> Array:
         """Write W[1] = a W1₀ + R Xᵀ into the network (in place) and return it."""

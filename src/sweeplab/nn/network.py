@@ -5,6 +5,12 @@ Z[l] = W[l] A[l-1] + b[l], A[l] = g(Z[l]), A[0] = X (n_x, m). Hidden layers shar
 activation g; the output layer pairs sigmoid or softmax with its cross-entropy. In code,
 ``W[l - 1]`` holds W[l] (Python lists count from 0).
 
+There is one forward pass, `forward` (which `logits`, `cost` and `forward_backward` use),
+and one backward pass, `backward`, from the caches the forward one kept. Layer 1 is a
+seam: `forward_from_Z1` starts from W[1] X computed elsewhere and `backward` returns dZ[1]
+as a value of its own, so that whoever keeps W[1] in another form (`nn.dual`) forms its
+gradient from dZ[1] without reading X.
+
 What it leaves out: convolutions, batch norm, anything but dense layers. What it does not
 compute: dA[0], the gradient with respect to the input, which training never needs.
 """
@@ -35,6 +41,24 @@ def layer_dims_from(n_x: int, n_y: int, depth: int, width: int,
     """[n_x, n[1], ..., n_y]: `hidden` when given, else `depth` hidden layers of `width` units."""
     sizes = list(hidden) if hidden is not None else [width] * depth
     return [n_x, *sizes, n_y]
+
+
+@dataclass(slots=True)
+class Caches:
+    """What a forward pass leaves for the backward one (the course's `caches`).
+
+    ZL is Z[L] (n_y, m). With `keep`, for each layer l = 1..L (lists count from 0, as W
+    does): A[l-1] is its input (n[l-1], m) as it saw it, after dropout (A[0] is X, or None
+    when the pass started from a given Z[1]); and for each hidden layer l = 1..L-1, Z[l-1]
+    is Z[l] (n[l], m), G[l-1] = g(Z[l]) before dropout (what g' needs) and D[l-1] its
+    dropout mask (D is empty without dropout). Without `keep`, only ZL and A[0].
+    """
+
+    ZL: Array
+    A: list[Array | None]
+    Z: list[Array]
+    G: list[Array]
+    D: list[Array]
 
 
 @dataclass
@@ -96,7 +120,9 @@ class Network:
                 raise TypeError(f"layer {l}: W{l} is {W.dtype} and b{l} is {b.dtype}; "
                                 f"every parameter must be {self.W[0].dtype}")
 
-    def _check_input(self, X: Array, Y: Array | None = None) -> None:
+    def check_input(self, X: Array, Y: Array | None = None) -> None:
+        """Raise ShapeError (naming the layer and both shapes) or TypeError unless X is
+        (n_x, m) and Y (n_y, m), both in the network's dtype."""
         n_x, n_y = self.layer_dims[0], self.layer_dims[-1]
         if X.ndim != 2 or X.shape[0] != n_x:
             raise ShapeError(f"layer 1: W1 has shape {self.W[0].shape} and needs A0 = X of "
@@ -112,13 +138,60 @@ class Network:
         if Y is not None and Y.dtype != self.dtype:
             raise TypeError(f"Y is {Y.dtype} but the network is {self.dtype}")
 
+    def forward(self, X: Array, rng: np.random.Generator | None = None, *,
+                keep: bool = False) -> Caches:
+        """The forward pass over X (n_x, m): Caches with Z[L] (n_y, m), and with every
+        layer's A, Z, g(Z) and dropout mask when `keep` (what `backward` needs).
+
+        Dropout is applied to hidden layers when `rng` is given and keep_prob < 1
+        (inverted: kept units are divided by keep_prob).
+        """
+        self.check_input(X)
+        return self._forward(X, None, rng, keep)
+
+    def forward_from_Z1(self, Z1: Array, rng: np.random.Generator | None = None, *,
+                        keep: bool = False) -> Caches:
+        """The forward pass from Z1 = W[1] A[0] (n[1], m) computed elsewhere (`nn.dual`
+        keeps W[1] in another form): neither W[1] nor X is read, and Z1 is overwritten
+        (it becomes Z[1] = Z1 + b[1]). Otherwise as `forward`; the caches hold no A[0]."""
+        if Z1.ndim != 2 or Z1.shape[0] != self.layer_dims[1]:
+            raise ShapeError(f"layer 1: Z1 has shape {Z1.shape}, expected (n[1], m) = "
+                             f"({self.layer_dims[1]}, m)")
+        return self._forward(None, Z1, rng, keep)
+
+    def _forward(self, X: Array | None, Z1: Array | None, rng: np.random.Generator | None,
+                 keep: bool) -> Caches:
+        # The one forward pass: from X, or from a given Z1 (then X is None).
+        L, g = self.L, self.activation
+        dropout = rng is not None and self.keep_prob < 1
+        As: list[Array | None] = [X]
+        Zs: list[Array] = []
+        Gs: list[Array] = []
+        Ds: list[Array] = []
+        A = X
+        for l in range(L - 1):  # hidden layers; W[l] holds W[l + 1]
+            Z = Z1 if l == 0 and Z1 is not None else self.W[l] @ A
+            Z += self.b[l]
+            G = g.forward(Z)
+            A = G
+            if dropout:
+                assert rng is not None
+                D = rng.random(G.shape, dtype=G.dtype) < self.keep_prob
+                A = G * D
+                A /= self.keep_prob
+                if keep:
+                    Ds.append(D)
+            if keep:
+                Zs.append(Z)
+                Gs.append(G)
+                As.append(A)
+        ZL = Z1 if L == 1 and Z1 is not None else self.W[-1] @ A
+        ZL += self.b[-1]
+        return Caches(ZL, As, Zs, Gs, Ds)
+
     def logits(self, X: Array) -> Array:
         """Z[L] (n_y, m) for X (n_x, m), without dropout: what the stable costs take."""
-        self._check_input(X)
-        A = X
-        for l in range(self.L - 1):
-            A = self.activation.forward(self.W[l] @ A + self.b[l])
-        return self.W[-1] @ A + self.b[-1]
+        return self.forward(X).ZL
 
     def predict_proba(self, X: Array) -> Array:
         """A[L] (n_y, m) for X (n_x, m), without dropout."""
@@ -137,77 +210,58 @@ class Network:
     def cost(self, X: Array, Y: Array, l2: float = 0.0,
              rng: np.random.Generator | None = None) -> float:
         """J for X (n_x, m), Y (n_y, m); with dropout when `rng` is given and keep_prob < 1."""
-        self._check_input(X, Y)
-        A = X
-        for l in range(self.L - 1):
-            A = self.activation.forward(self.W[l] @ A + self.b[l])
-            if rng is not None and self.keep_prob < 1:
-                A = A * (rng.random(A.shape, dtype=A.dtype) < self.keep_prob) / self.keep_prob
-        ZL = self.W[-1] @ A + self.b[-1]
+        self.check_input(X, Y)
+        ZL = self._forward(X, None, rng, keep=False).ZL
         return self.output.cost(ZL, Y) + self.l2_cost(l2, X.shape[1])
 
-    def forward_backward(self, X: Array, Y: Array, l2: float = 0.0,
-                         rng: np.random.Generator | None = None, *,
-                         Z1: Array | None = None) -> tuple[float, list[Array], list[Array]]:
-        """One forward and one backward pass over X (n_x, m), Y (n_y, m).
+    def backward(self, caches: Caches, Y: Array,
+                 l2: float = 0.0) -> tuple[Array, list[Array], list[Array]]:
+        """The backward pass from the caches of a forward pass with `keep`, Y (n_y, m).
 
-        Returns (J, dW, db) with dW[l-1] (n[l], n[l-1]) and db[l-1] (n[l], 1). Dropout is
-        applied to hidden layers when `rng` is given and keep_prob < 1 (inverted: kept units
-        are divided by keep_prob). The dW arrays are buffers reused by the next call.
-
-        Z1 (n[1], m), when given, is W[1] X computed elsewhere (see `nn.dual`; it is
-        overwritten): W[1] is then not used, dW[0] holds dZ[1] (n[1], m) in place of
-        dW[1] = dZ[1] Xᵀ, and neither J nor dW[0] includes layer 1's L2 term.
+        Returns (dZ[1], dW, db): dZ[1] (n[1], m) = ∂J/∂Z[1]; db[l-1] (n[l], 1) for
+        l = 1..L; dW the gradients of the weights the pass used, in order, each
+        dW[l] = dZ[l] A[l-1]ᵀ + (λ/m) W[l] (n[l], n[l-1]): W[1..L] after `forward`, W[2..L]
+        after `forward_from_Z1` (W[1] was not used; its owner forms its gradient from
+        dZ[1]). The dW arrays are buffers reused by the next call.
         """
-        self._check_input(X, Y)
-        m = X.shape[1]
+        m = Y.shape[1]
         L, g = self.L, self.activation
-        if Z1 is not None and Z1.shape != (self.layer_dims[1], m):
-            raise ShapeError(f"layer 1: Z1 has shape {Z1.shape}, expected (n[1], m) = "
-                             f"{(self.layer_dims[1], m)}")
-        dropout = rng is not None and self.keep_prob < 1
-        A_prev: list[Array] = [X]  # A[l-1], the input of layer l (after dropout)
-        Zs: list[Array] = []
-        Gs: list[Array] = []  # g(Z[l]) before dropout, which g'(Z) needs
-        masks: list[Array] = []
-        A = X
-        for l in range(L - 1):
-            Z = Z1 if l == 0 and Z1 is not None else self.W[l] @ A
-            Z += self.b[l]
-            G = g.forward(Z)
-            A = G
-            if dropout:
-                assert rng is not None
-                D = rng.random(G.shape, dtype=G.dtype) < self.keep_prob
-                A = G * D
-                A /= self.keep_prob
-                masks.append(D)
-            Zs.append(Z)
-            Gs.append(G)
-            A_prev.append(A)
-        ZL = Z1 if L == 1 and Z1 is not None else self.W[-1] @ A
-        ZL += self.b[-1]
-        J = self.output.cost(ZL, Y) + self.l2_cost(l2, m, first=1 if Z1 is None else 2)
-
-        dZ = self.output.activate(ZL)  # becomes dZ[L] = (A[L] - Y) / m in place
+        if len(caches.A) != L:
+            raise ValueError("backward needs the caches of a forward pass with keep=True")
+        dZ = self.output.activate(caches.ZL)  # becomes dZ[L] = (A[L] - Y) / m in place
         dZ -= Y
         dZ *= 1 / m
-        dW: list[Array] = self._dW
+        dW = self._dW
         db: list[Array] = [np.empty(0)] * L
-        for l in range(L - 1, -1, -1):
+        for l in range(L - 1, -1, -1):  # dW[l] holds dW[l + 1]
             db[l] = dZ.sum(axis=1, keepdims=True)
-            if l == 0 and Z1 is not None:
-                return J, [dZ, *dW[1:]], db
-            np.matmul(dZ, A_prev[l].T, out=dW[l])
+            A_prev = caches.A[l]
+            if A_prev is None:
+                return dZ, dW[1:], db  # started from Z[1]: dW[1] is not ours to form
+            np.matmul(dZ, A_prev.T, out=dW[l])
             if l2:
                 dW[l] += (l2 / m) * self.W[l]
             if l == 0:
                 break  # dA[0] would be the gradient w.r.t. X: never needed
             dA = self.W[l].T @ dZ
-            if dropout:
-                dA *= masks[l - 1]
+            if caches.D:
+                dA *= caches.D[l - 1]
                 dA /= self.keep_prob
-            dZ = g.backward(dA, Zs[l - 1], Gs[l - 1])
+            dZ = g.backward(dA, caches.Z[l - 1], caches.G[l - 1])
+        return dZ, dW, db
+
+    def forward_backward(self, X: Array, Y: Array, l2: float = 0.0,
+                         rng: np.random.Generator | None = None
+                         ) -> tuple[float, list[Array], list[Array]]:
+        """One forward and one backward pass over X (n_x, m), Y (n_y, m).
+
+        Returns (J, dW, db) with dW[l-1] (n[l], n[l-1]) and db[l-1] (n[l], 1); dropout as
+        in `forward`. The dW arrays are buffers reused by the next call.
+        """
+        self.check_input(X, Y)
+        caches = self._forward(X, None, rng, keep=True)
+        J = self.output.cost(caches.ZL, Y) + self.l2_cost(l2, X.shape[1])
+        _, dW, db = self.backward(caches, Y, l2)
         return J, dW, db
 
     def params(self) -> dict[str, Array]:

@@ -121,7 +121,7 @@ class MlflowTracker(Callback):
             Tag.SEED: str(start.config.seed),
             Tag.LAYER_DIMS: str(start.network.layer_dims),
             Tag.N_PARAMS: str(start.network.n_params),
-            Tag.FIRST_LAYER: start.first_layer,
+            Tag.FIRST_LAYER: start.stepper,
             Tag.STATUS: RunStatus.RUNNING,
             MlflowTag.NOTE: f"```\n{start.summary}\n```",
         }

@@ -5,7 +5,13 @@
 (`sweeplab.cli.train`), loaded only when run as one.
 """
 
-from sweeplab.train.callbacks import Callback, ProgressBar, RunStart, StopTraining
+from sweeplab.train.callbacks import (
+    Callback,
+    EarlyStopping,
+    ProgressBar,
+    RunStart,
+    StopTraining,
+)
 from sweeplab.train.loop import (
     DataKey,
     History,
@@ -15,15 +21,16 @@ from sweeplab.train.loop import (
     describe,
     evaluate,
     final_metrics,
-    first_layer_form,
     load_data,
     output_for,
     run,
+    stepper_name,
 )
 
 __all__ = [
     "Callback",
     "DataKey",
+    "EarlyStopping",
     "History",
     "ProgressBar",
     "RunResult",
@@ -34,8 +41,8 @@ __all__ = [
     "describe",
     "evaluate",
     "final_metrics",
-    "first_layer_form",
     "load_data",
     "output_for",
     "run",
+    "stepper_name",
 ]

@@ -1,19 +1,21 @@
-"""What `train.run` tells the outside world, and the progress bar that listens to it.
+"""What `train.run` tells the outside world, and the callbacks of its own that listen.
 
 A callback sees three moments: the start (network built, nothing trained), every
 `train.log_every` epochs (the metrics so far), and the end (the result). To stop a run
-early (an Optuna pruner, say) a callback raises `StopTraining`; `train.run` then ends the
-run cleanly with that status and reason, and every callback still sees the end.
+early (an Optuna pruner, or `EarlyStopping`) a callback raises `StopTraining`; `train.run`
+then ends the run cleanly with that status and reason, and every callback still sees the
+end. `ProgressBar` draws a bar; `EarlyStopping` is train.early_stopping.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sweeplab.names import Metric
+from sweeplab.names import Metric, RunStatus
 
 if TYPE_CHECKING:
     from sweeplab.config import Config
@@ -37,11 +39,11 @@ class RunStart:
 
     config: Config
     dataset: Dataset
-    network: Network  # updated in place; under the dual form W[0] only at log points with
-    #                   validation and at the end (see sweeplab.nn.dual)
+    network: Network  # updated in place; W[1] is current at log points with validation
+    #                   and at the end, and may lag in between (sweeplab.nn.steppers)
     summary: str
     run_name: str
-    first_layer: str = "direct"  # how W[1] X is computed: direct or dual (sweeplab.nn.dual)
+    stepper: str = "direct"  # the name of the stepper that trains it (sweeplab.nn.STEPPERS)
 
 
 class Callback:
@@ -88,3 +90,30 @@ class ProgressBar(Callback):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+class EarlyStopping(Callback):
+    """Stop with status early_stopped once val_cost has not fallen below its best so far by
+    more than `min_delta` for `patience` log points in a row (runs without validation go on).
+    """
+
+    def __init__(self, patience: int, min_delta: float = 0.0) -> None:
+        self.patience = patience
+        self.min_delta = min_delta
+        self.best, self.since_best = math.inf, 0
+
+    def on_train_start(self, start: RunStart) -> None:
+        self.best, self.since_best = math.inf, 0
+
+    def on_log(self, step: int, metrics: Mapping[str, float]) -> None:
+        val_cost = metrics.get(Metric.VAL_COST)
+        if val_cost is None:
+            return
+        if val_cost < self.best - self.min_delta:
+            self.best, self.since_best = val_cost, 0
+            return
+        self.since_best += 1
+        if self.since_best >= self.patience:
+            raise StopTraining(RunStatus.EARLY_STOPPED,
+                               f"val_cost did not improve by {self.min_delta} for "
+                               f"{self.patience} log points (best {self.best:.6g})")

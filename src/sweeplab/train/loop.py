@@ -1,8 +1,11 @@
 """The training loop: ``run(cfg, callbacks) -> RunResult``, and what it needs around it.
 
-`run` knows nothing of MLflow or Optuna; they listen through callbacks. Every random draw
-comes from Generators seeded by ``cfg.seed`` (mini-batch order and dropout masks each get
-their own stream), so a run depends on its config alone.
+`run` knows nothing of MLflow or Optuna; they listen through callbacks, early stopping
+among them (`EarlyStopping`). How an epoch updates the network is its stepper's business
+(`sweeplab.nn.steppers`: direct, or layer 1 in dual form), chosen from train.first_layer
+by `sweeplab.nn.resolve_stepper`. Every random draw comes from Generators seeded by
+``cfg.seed`` (mini-batch order and dropout masks each get their own stream), so a run
+depends on its config alone.
 """
 
 from __future__ import annotations
@@ -20,9 +23,15 @@ from omegaconf import DictConfig
 from sweeplab.config import Config, ConfigError, to_config
 from sweeplab.data import Dataset, load_dataset
 from sweeplab.names import Metric, RunStatus
-from sweeplab.nn import Network, layer_dims_from, make_optimizer, minibatches, summary
-from sweeplab.nn.dual import DualLayer1, dual_pays_off
-from sweeplab.train.callbacks import Callback, RunStart, StopTraining
+from sweeplab.nn import (
+    STEPPERS,
+    Network,
+    layer_dims_from,
+    make_optimizer,
+    resolve_stepper,
+    summary,
+)
+from sweeplab.train.callbacks import Callback, EarlyStopping, RunStart, StopTraining
 
 
 @dataclass
@@ -54,7 +63,7 @@ class RunResult:
     epochs_run: int = 0
     summary: str = ""
     run_name: str = ""
-    first_layer: str = "direct"  # the form train.first_layer resolved to
+    stepper: str = "direct"  # the stepper train.first_layer resolved to (nn.STEPPERS)
 
     @property
     def ok(self) -> bool:
@@ -146,18 +155,13 @@ def evaluate(net: Network, X: NDArray[Any], Y: NDArray[Any],
     return net.output.cost(Z, Y), float((net.output.predict(A) == y).mean())
 
 
-def first_layer_form(cfg: Config, n_x: int, m: int) -> str:
-    """'direct' or 'dual': what train.first_layer means for training inputs (n_x, m)."""
-    form = cfg.train.first_layer
-    full_batch = cfg.train.batch_size is None or cfg.train.batch_size >= m
-    if form == "auto":
-        linear = cfg.optim.name in ("gd", "momentum")
-        return "dual" if full_batch and linear and dual_pays_off(n_x, m) else "direct"
-    if form == "dual" and m > n_x:
-        raise ConfigError(f"train.first_layer='dual' needs m <= n_x, but the training set "
-                          f"has m={m} examples of n_x={n_x} features (XᵀX would be larger "
-                          f"than X): use auto or direct")
-    return form
+def stepper_name(cfg: Config, n_x: int, m: int) -> str:
+    """The stepper (a name in nn.STEPPERS) train.first_layer means for inputs (n_x, m)."""
+    t = cfg.train
+    try:
+        return resolve_stepper(t.first_layer, cfg.optim.name, t.batch_size, n_x, m)
+    except ValueError as e:
+        raise ConfigError(f"train.first_layer={t.first_layer!r}: {e}") from None
 
 
 def _call(callbacks: Sequence[Callback], method: str, *args: Any) -> None:
@@ -172,7 +176,8 @@ def run(cfg: Config | DictConfig | dict[str, Any], callbacks: Sequence[Callback]
     Step e of the history holds the cost of epoch e's forward pass, before its update
     (step 0 is the untrained network, as the course prints it); with mini-batches, the mean
     cost per example over the epoch. Validation metrics at step e use the same parameters.
-    A NaN or infinite cost stops the run with status ``diverged``; so does nothing else.
+    A NaN or infinite cost stops the run with status ``diverged``; a callback's
+    `StopTraining` (train.early_stopping's among them) with the status it gives.
     """
     cfg = to_config(cfg) if not isinstance(cfg, Config) else cfg
     data = data if data is not None else load_data(cfg)
@@ -185,17 +190,19 @@ def run(cfg: Config | DictConfig | dict[str, Any], callbacks: Sequence[Callback]
     dropout_rng = np.random.default_rng(dropout_seq) if cfg.model.keep_prob < 1 else None
     X, Y, m = data.X_train, data.Y_train, data.m_train
     has_val = data.X_val is not None
-    l2 = cfg.optim.l2
 
-    form = first_layer_form(cfg, data.n_x, m)
     result = RunResult(cfg, net, data, np.empty(0), History(), {}, summary=summary(net, m),
-                       run_name=cfg.tracking.run_name or describe(cfg), first_layer=form)
+                       run_name=cfg.tracking.run_name or describe(cfg),
+                       stepper=stepper_name(cfg, data.n_x, m))
+    es = t.early_stopping
+    if es.patience is not None:
+        callbacks = [*callbacks, EarlyStopping(es.patience, es.min_delta)]
     _call(callbacks, "on_train_start",
-          RunStart(cfg, data, net, result.summary, result.run_name, form))
+          RunStart(cfg, data, net, result.summary, result.run_name, result.stepper))
     costs = np.full(t.epochs, np.nan)
-    best_val, since_best = math.inf, 0
-    dual = DualLayer1(net, X) if form == "dual" else None
-    params = dual.params if dual is not None else [*net.W, *net.b]
+    stepper = STEPPERS[result.stepper](net, X, Y, opt, l2=cfg.optim.l2,
+                                       batch_size=t.batch_size, batch_rng=batch_rng,
+                                       dropout_rng=dropout_rng)
     start = time.perf_counter()
     epoch = -1
     # Overflow at a too-large learning rate is detected as a non-finite cost; no warnings.
@@ -203,19 +210,9 @@ def run(cfg: Config | DictConfig | dict[str, Any], callbacks: Sequence[Callback]
         for epoch in range(t.epochs):
             log_now = epoch % t.log_every == 0 or epoch == t.epochs - 1
             if log_now and has_val:
-                if dual is not None:
-                    dual.materialize()
+                stepper.materialize()  # the network is about to be read
                 val_cost, val_acc = evaluate(net, data.X_val, data.Y_val, data.y_val)  # type: ignore[arg-type]
-            if dual is not None:
-                cost, grads = dual.forward_backward(Y, l2, dropout_rng)
-                opt.step(params, grads)
-            else:
-                total = 0.0
-                for Xb, Yb in minibatches(X, Y, t.batch_size, batch_rng):
-                    J, dW, db = net.forward_backward(Xb, Yb, l2, dropout_rng)
-                    total += J * Xb.shape[1]
-                    opt.step(params, [*dW, *db])
-                cost = total / m
+            cost = stepper.epoch()
             costs[epoch] = cost
             diverged = not math.isfinite(cost)
             if not (log_now or diverged):
@@ -240,19 +237,7 @@ def run(cfg: Config | DictConfig | dict[str, Any], callbacks: Sequence[Callback]
             except StopTraining as stop:
                 result.status, result.reason = stop.status, stop.reason
                 break
-            es = t.early_stopping
-            if es.patience is not None and has_val:
-                if val_cost < best_val - es.min_delta:
-                    best_val, since_best = val_cost, 0
-                else:
-                    since_best += 1
-                    if since_best >= es.patience:
-                        result.status = RunStatus.EARLY_STOPPED
-                        result.reason = (f"val_cost did not improve by {es.min_delta} for "
-                                         f"{es.patience} log points (best {best_val:.6g})")
-                        break
-    if dual is not None:
-        dual.materialize()
+    stepper.materialize()
     result.epochs_run = epoch + 1
     result.costs = costs[: result.epochs_run]
     result.metrics = final_metrics(net, data) if result.status != RunStatus.DIVERGED else {}

@@ -11,6 +11,7 @@ command runs again: finished trials are kept, interrupted ones are retried.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -28,8 +29,14 @@ from sweeplab.sweep.executors import DaskPool, Finished, InProcess
 from sweeplab.sweep.report import TrialPrinter, close_orphan_runs, summarize
 from sweeplab.sweep.space import flat_params, parse_space
 from sweeplab.sweep.view import save_sweep_view
-from sweeplab.sweep.worker import SweepAborted, close_trial_runs, make_task
+from sweeplab.sweep.worker import (
+    SweepAborted,
+    TrackingUnavailable,
+    close_trial_runs,
+    make_task,
+)
 from sweeplab.tracking import get_experiment_id, prepare_store, resolve_uri
+from sweeplab.tracking.errors import unavailable_reason
 from sweeplab.train import load_data
 from sweeplab.train.interrupt import StopRequest, deferred_interrupt
 
@@ -103,8 +110,16 @@ def _sweep(cfg: DictConfig, typed: Config, base: DictConfig, space: dict[str, An
     finally:
         printer.poll()
         printer.close()
-        summarize(study, client, parent_run_id, typed, experiment_id, uri, why,
-                  finished=code == ExitCode.OK)
+        try:
+            summarize(study, client, parent_run_id, typed, experiment_id, uri, why,
+                      finished=code == ExitCode.OK)
+        except Exception as err:
+            down = unavailable_reason(err)
+            if down is None:
+                raise
+            print(f"warning: the sweep's summary was not logged: the tracking store {uri} "
+                  f"did not answer ({down}); the next run of the same command logs it",
+                  file=sys.stderr)
     return code
 
 
@@ -150,8 +165,11 @@ class Controller:
                 for finished in self.executor.wait(timeout=0.5):
                     self.finish(finished)
                 self.printer.poll()
+        except TrackingUnavailable as err:
+            self.interrupt_all("the tracking store stopped answering")
+            raise SweepAborted(str(err)) from None
         except BaseException:
-            self.interrupt_all()
+            self.interrupt_all("interrupted (Ctrl-C)")
             raise
 
     def why_stop(self, started: float) -> str | None:
@@ -189,6 +207,9 @@ class Controller:
             st.tell_outcome(self.study, trial, o.status, o.reason, o.values, attrs)
             return
         err = f.error
+        if isinstance(err, TrackingUnavailable):
+            self.live[f.number] = trial  # queued again with the others still out
+            raise err
         if _killed_worker(err):
             reason = "its Dask worker died"
             st.requeue(self.study, trial.number, trial.params, reason, trial)
@@ -200,12 +221,14 @@ class Controller:
         raise SweepAborted(f"trial {trial.number} could not run on its worker: "
                            f"{type(err).__name__}: {err}")
 
-    def interrupt_all(self) -> None:
-        """Queue every trial still out again, and close the runs they left open."""
+    def interrupt_all(self, reason: str) -> None:
+        """Queue every trial still out again, and close the runs they left open (when the
+        tracking store answers)."""
         self.executor.cancel()
         for number, trial in list(self.live.items()):
-            st.requeue(self.study, number, trial.params, "interrupted (Ctrl-C)", trial)
-            close_trial_runs(self.client, self.parent_run_id, number, "interrupted")
+            st.requeue(self.study, number, trial.params, reason, trial)
+            with contextlib.suppress(Exception):  # the store may be what failed
+                close_trial_runs(self.client, self.parent_run_id, number, reason)
         self.live.clear()
 
 

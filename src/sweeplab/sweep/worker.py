@@ -36,6 +36,7 @@ from sweeplab.names import (
 )
 from sweeplab.sweep.space import apply
 from sweeplab.tracking import MlflowTracker
+from sweeplab.tracking.errors import unavailable_reason
 from sweeplab.train import Callback, DataKey, RunResult, StopTraining, load_data, run
 from sweeplab.train.interrupt import StopOnRequest, StopRequest
 
@@ -48,6 +49,11 @@ KEPT_METRICS = (Metric.TEST_ACCURACY, Metric.VAL_ACCURACY, Metric.TRAIN_ACCURACY
 
 class SweepAborted(Exception):
     """The whole sweep must stop (a trial's config is invalid); carries the message."""
+
+
+class TrackingUnavailable(SweepAborted):
+    """The tracking store stopped answering during a trial: the trial is queued again and
+    the sweep stops, to be resumed once the store is back."""
 
 
 @dataclass(frozen=True)
@@ -149,6 +155,12 @@ def execute(task: TrialTask, report: Reporter | None = None, stop: StopRequest |
     except KeyboardInterrupt:
         raise
     except Exception as err:  # a crash in one trial is recorded; the sweep goes on
+        why = unavailable_reason(err)
+        if why is not None:
+            raise TrackingUnavailable(
+                f"the tracking store {tracker.uri} stopped answering during trial "
+                f"{task.number} ({why}); start it again, then run the same command to "
+                f"resume") from None
         _tag_run(tracker, "FAIL")
         return TrialOutcome(task.number, RunStatus.ERROR, f"{type(err).__name__}: {err}",
                             run_id=tracker.run_id, host=host)

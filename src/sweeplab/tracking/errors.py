@@ -1,0 +1,23 @@
+"""Telling a tracking store that stopped answering from a run that went wrong.
+
+MLflow wraps a failed HTTP request in a plain MlflowException (and does not always chain
+it with ``from``): the requests or urllib3 error that says "connection refused" or "timed
+out" is somewhere in the exception's cause or context. Such a failure is the
+environment's, not the run's: the run is retried later, not counted as a failed trial.
+"""
+
+from __future__ import annotations
+
+
+def unavailable_reason(err: BaseException) -> str | None:
+    """Why the tracking store did not answer, if that is what `err` comes from; else None."""
+    import requests
+
+    seen: set[int] = set()
+    e: BaseException | None = err
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, requests.exceptions.RequestException | ConnectionError | TimeoutError):
+            return f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        e = e.__cause__ or e.__context__
+    return None

@@ -117,7 +117,7 @@ class DaskPool:
             self.client = Client(self.cluster)
             self.where = f"a local Dask cluster of {n_jobs} worker processes"
         else:
-            self.client = Client(address, timeout=10)
+            self.client = Client(address, timeout=5)
             self.where = f"the Dask scheduler at {address}"
         self.slots = n_jobs if address is None else max(1, sum(self.client.nthreads().values()))
         # Imports take a worker seconds (MLflow, SQLAlchemy): done now, in the background,

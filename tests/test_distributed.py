@@ -1,0 +1,144 @@
+"""Sweeps beyond one machine, with real parts: a Dask scheduler and two `dask worker`
+processes started as the user would (each in an empty folder of its own, no access to the
+controller's), a throwaway PostgreSQL cluster and `make server`'s MLflow tracking server
+backed by it. Everything listens on 127.0.0.1 and free ports, and is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+from servers import free_port, postgres_cluster, stop_process_group, tracking_server
+
+from sweeplab.names import TrialAttr
+from sweeplab.sweep.study import open_storage
+
+SMALL = ["data=moons", "data.n_samples=300", "train.epochs=40", "train.log_every=5",
+         "train.batch_size=null", "tracking.log_plots=false", "sweep.register_model=null",
+         "sweep.pruner=median", "+sweep.pruner_args.n_startup_trials=3"]
+
+
+@dataclass
+class DaskCluster:
+    address: str
+    worker_folders: list[Path]
+    procs: list[subprocess.Popen]
+
+
+def _wait_for_workers(address: str, n: int, timeout: float = 120) -> None:
+    from distributed import Client
+
+    with Client(address, timeout=30) as client:
+        client.wait_for_workers(n, timeout=timeout)
+
+
+@contextlib.contextmanager
+def dask_cluster(root: Path, n_workers: int = 2) -> Iterator[DaskCluster]:
+    """`dask scheduler` and `n_workers` single-threaded `dask worker`s, each process in its
+    own empty working folder, as a user starts them on their hosts."""
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    procs: list[subprocess.Popen] = []
+    folders = []
+    try:
+        sched_dir = root / "scheduler"
+        sched_dir.mkdir(parents=True)
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1", "--port",
+             str(port), "--no-dashboard"], cwd=sched_dir, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True))
+        for k in range(n_workers):
+            folder = root / f"worker-{k}"
+            folder.mkdir()
+            folders.append(folder)
+            scratch = root / f"scratch-{k}"  # Dask's own spill space, outside the folder
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "dask", "worker", address, "--nthreads", "1",
+                 "--nworkers", "1", "--name", f"w{k}", "--no-dashboard", "--local-directory",
+                 str(scratch)], cwd=folder, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, start_new_session=True))
+        _wait_for_workers(address, n_workers)
+        yield DaskCluster(address, folders, procs)
+    finally:
+        for proc in reversed(procs):
+            stop_process_group(proc)
+
+
+def files_in(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+@pytest.mark.slow
+def test_a_sweep_on_dask_workers_logs_to_a_postgresql_backed_server(
+        tmp_path: Path, data_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with postgres_cluster() as pg:
+        pg.create_database("mlflow")
+        with tracking_server(tmp_path / "server", "--db", pg.url("mlflow")) as server, \
+                dask_cluster(tmp_path / "dask") as cluster:
+            journal = f"journal:{tmp_path / 'controller' / 'optuna.journal'}"
+            env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+            cmd = [sys.executable, "-m", "sweeplab.sweep", *SMALL, "sweep.name=dist",
+                   "sweep.n_trials=12", f"sweep.cluster={cluster.address}",
+                   f"tracking.uri={server.url}", f"sweep.storage={journal}"]
+            proc = subprocess.run(cmd, cwd=data_cache, env=env, capture_output=True,
+                                  text=True, timeout=900)
+            assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+            assert f"the Dask scheduler at {cluster.address}" in proc.stdout
+
+            study = optuna.load_study(study_name="dist", storage=open_storage(journal))
+            done = [t for t in study.trials if t.state in (TrialState.COMPLETE,
+                                                          TrialState.PRUNED)]
+            assert len(done) == 12 and len(study.trials) == 12
+            assert {t.user_attrs[TrialAttr.WORKER] for t in study.trials} == {"w0", "w1"}
+            assert any(t.state == TrialState.PRUNED for t in study.trials) or \
+                all(len(t.intermediate_values) > 1 for t in study.trials)  # reports arrived
+
+            client = MlflowClient(tracking_uri=server.url)
+            parent = study.user_attrs[TrialAttr.PARENT_RUN_ID]
+            exp = client.get_run(parent).info.experiment_id
+            runs = client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent}'")
+            assert sorted(int(r.data.tags["sweeplab.trial_number"]) for r in runs) == \
+                list(range(12))
+            monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
+            for r in runs:
+                t = study.trials[int(r.data.tags["sweeplab.trial_number"])]
+                assert r.info.run_id == t.user_attrs[TrialAttr.RUN_ID]
+                steps = {m.step for m in client.get_metric_history(r.info.run_id, "val_cost")}
+                assert steps, f"trial {t.number} logged no val_cost history"
+                if t.state == TrialState.COMPLETE:  # every point the pruner saw was logged
+                    assert set(t.intermediate_values) <= steps
+                paths = {a.path for a in client.list_artifacts(r.info.run_id)}
+                assert "config.yaml" in paths
+            complete = [r for r in runs if r.data.tags["sweeplab.trial_state"] == "COMPLETE"]
+            import mlflow.pyfunc
+
+            model = mlflow.pyfunc.load_model(complete[0].data.tags["sweeplab.model_uri"])
+            assert model.metadata.get_input_schema() is not None
+            # artifacts went through the server into its folder, nothing to the workers'
+            assert list(server.artifacts.rglob("config.yaml"))
+            for folder in cluster.worker_folders:
+                assert files_in(folder) == [], files_in(folder)
+
+
+def test_an_unreachable_scheduler_fails_before_any_study(tmp_path: Path,
+                                                          data_cache: Path) -> None:
+    journal = tmp_path / "optuna.journal"
+    cmd = [sys.executable, "-m", "sweeplab.sweep", *SMALL, "sweep.name=nosched",
+           f"sweep.cluster=tcp://127.0.0.1:{free_port()}", "tracking.uri=http://127.0.0.1:9",
+           f"sweep.storage=journal:{journal}"]
+    proc = subprocess.run(cmd, cwd=data_cache, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "cannot reach the Dask scheduler" in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not journal.exists()

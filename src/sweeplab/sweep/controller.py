@@ -27,7 +27,7 @@ from sweeplab.sweep.report import TrialPrinter, close_orphan_runs, summarize
 from sweeplab.sweep.space import flat_params, parse_space
 from sweeplab.sweep.view import save_sweep_view
 from sweeplab.sweep.worker import Job, SweepAborted, work, worker_main
-from sweeplab.tracking import get_experiment_id, prepare_store, resolve_uri
+from sweeplab.tracking import check_server, get_experiment_id, prepare_store, resolve_uri
 from sweeplab.train import load_data
 
 
@@ -40,8 +40,10 @@ def sweep_job(cfg: DictConfig) -> int:
     assert s is not None
     base = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "sweep"])
     space = parse_space(s.params, base)
-    # Fail here, not in a worker: data files, sampler needs, pruner arguments.
+    # Fail here, not in a worker: data files, sampler needs, pruner arguments, a tracking
+    # server that does not answer (before the study is created).
     load_data(typed)
+    check_server(resolve_uri(typed.tracking))
     sampler = st.make_sampler(s, space)
     pruner = st.make_pruner(s, typed.train.epochs, typed.train.log_every)
 

@@ -88,12 +88,13 @@ def pages(client: MlflowClient, experiment: str, port: int) -> list[str]:
     if exp is None:
         return [f"MLflow UI: http://{HOST}:{port}/   (no experiment {experiment!r} in this "
                 "store yet)"]
-    lines = [f"MLflow UI: {runs_url(port, exp.experiment_id)}"]
+    base = f"http://{HOST}:{port}"
+    lines = [f"MLflow UI: {runs_url(base, exp.experiment_id)}"]
     for tag in sorted(exp.tags):
         if tag.startswith(VIEW_TAG + VIEW_KEY_PREFIX):
             name = json.loads(exp.tags[tag]).get("name", tag)
             lines.append(f"  {name}, best first: "
-                         f"{runs_url(port, exp.experiment_id, tag.removeprefix(VIEW_TAG))}")
+                         f"{runs_url(base, exp.experiment_id, tag.removeprefix(VIEW_TAG))}")
     return lines
 
 

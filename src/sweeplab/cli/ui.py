@@ -32,13 +32,14 @@ if TYPE_CHECKING:
 DATABASE_SCHEMES = ("postgresql", "mysql", "mssql")
 
 
-def port_free(port: int) -> bool:
-    """Whether a server can listen on HOST:`port` now (as uvicorn binds: SO_REUSEADDR, so a
-    port left in TIME_WAIT by a stopped server counts as free)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+def port_free(port: int, host: str = HOST) -> bool:
+    """Whether a server can listen on `host`:`port` now (as uvicorn binds: SO_REUSEADDR, so
+    a port left in TIME_WAIT by a stopped server counts as free)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind((HOST, port))
+            s.bind((host.strip("[]"), port))
         except OSError:
             return False
     return True

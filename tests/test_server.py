@@ -49,15 +49,19 @@ SWEEP = ["data=moons", "data.n_samples=200", "train.epochs=12", "train.log_every
 def server(request: pytest.FixtureRequest,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrackingServer]:
     """`make server` in a temporary folder: its default SQLite store, or PostgreSQL in a
-    cluster of its own (the URL carries a password, which trust authentication ignores)."""
+    cluster of its own (the URL carries a password, which trust authentication ignores).
+    It takes requests addressed to 127.0.0.1 only, not to localhost (MLflow's allowed
+    hosts, set as a team would for its server's name)."""
     folder = tmp_path_factory.mktemp(f"server-{request.param}")
+    env = {**os.environ, "MLFLOW_SERVER_ALLOWED_HOSTS": "127.0.0.1:*"}
     if request.param == "sqlite":
-        with tracking_server(folder) as s:
+        with tracking_server(folder, env=env) as s:
             yield s
         return
     with postgres_cluster() as pg:
         pg.create_database("mlflow")
-        with tracking_server(folder, "--db", pg.url("mlflow", password=PASSWORD)) as s:
+        with tracking_server(folder, "--db", pg.url("mlflow", password=PASSWORD),
+                             env=env) as s:
             yield s
 
 
@@ -220,6 +224,17 @@ def test_check_server_names_the_uri_without_its_password() -> None:
         check_server(uri)
     assert "alice:***@127.0.0.1" in str(info.value) and PASSWORD not in str(info.value)
     check_server("sqlite:///nowhere/mlflow.db")  # not a server: nothing to check
+
+
+def test_a_host_name_the_server_refuses_stops_the_run_before_it_starts(
+        server: TrackingServer) -> None:
+    # /health answers whatever the host name; MLflow's API would refuse every request.
+    uri = f"http://localhost:{server.port}"
+    with pytest.raises(TrackingServerError) as info:
+        check_server(uri)
+    assert f"{uri} refuses requests addressed to localhost:{server.port}" in str(info.value)
+    assert f"MLFLOW_SERVER_ALLOWED_HOSTS=localhost:{server.port}" in str(info.value)
+    check_server(server.url)  # 127.0.0.1 is allowed
 
 
 def test_redact_hides_only_the_password() -> None:

@@ -11,10 +11,14 @@ import contextlib
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mlflow.tracking import MlflowClient
 
 from sweeplab.config import TrackingConfig
+
+if TYPE_CHECKING:
+    import requests
 
 # MLflow's client retries a request to a tracking server that does not answer 7 times with
 # exponential back-off (4 minutes and more, up to 120 s per attempt): a server that dies
@@ -57,40 +61,58 @@ def redact(uri: str) -> str:
 
 def check_server(uri: str, timeout: float = HEALTH_TIMEOUT) -> None:
     """Raise TrackingServerError unless the tracking server at `uri` answers its health
-    check (GET <uri>/health) within `timeout` seconds; nothing to check for other stores.
+    check (GET <uri>/health) within `timeout` seconds, and takes requests addressed to the
+    host name in `uri`; nothing to check for other stores.
 
-    Any answer counts, but a proxy's 502/503/504 (its server behind it is down): a 401 is a
+    Any answer counts but a proxy's 502/503/504 (its server behind it is down): a 401 is a
     server that wants credentials, which MLflow's client sends and this check does not."""
     if not is_server(uri):
         return
+    base = uri.rstrip("/")
+    shown = redact(base)
+    health = _get(base + "/health", shown, timeout)
+    if health.status_code in (502, 503, 504):
+        raise TrackingServerError(f"the tracking server {shown} is unavailable (HTTP "
+                                  f"{health.status_code} from a proxy in front of it): "
+                                  f"{START_IT}")
+    # MLflow 3's server answers /health whatever the Host header, but its API refuses a
+    # host name outside its allowed hosts (by default localhost and private IP addresses).
+    api = _get(base + "/api/2.0/mlflow/experiments/get?experiment_id=0", shown, timeout)
+    if api.status_code == 403 and "Invalid Host header" in api.text:
+        host = shown.split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]
+        raise TrackingServerError(
+            f"the tracking server {shown} refuses requests addressed to {host}: use an "
+            f"address it accepts (localhost, a private IP address), or start it with "
+            f"MLFLOW_SERVER_ALLOWED_HOSTS={host}")
+
+
+START_IT = ("start it (`make server`), or point tracking.uri / $MLFLOW_TRACKING_URI at one "
+            "that runs")
+
+
+def _get(url: str, shown: str, timeout: float) -> requests.Response:
+    """GET `url`, with any failure to get an answer as a TrackingServerError."""
     import requests
 
     # TLS as MLflow's client does it (its MLFLOW_TRACKING_* settings).
     verify: bool | str = os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or True
     if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() in ("true", "1"):
         verify = False
-    shown = redact(uri)
-    todo = ("start it (`make server`), or point tracking.uri / $MLFLOW_TRACKING_URI at one "
-            "that runs")
     try:
-        response = requests.get(uri.rstrip("/") + "/health", timeout=timeout, verify=verify)
+        return requests.get(url, timeout=timeout, verify=verify)
     except requests.Timeout:
         raise TrackingServerError(f"the tracking server {shown} did not answer within "
-                                  f"{timeout:g} s: {todo}") from None
+                                  f"{timeout:g} s: {START_IT}") from None
     except requests.ConnectionError as err:
         text = str(err).lower()
         why = ("connection refused" if "refused" in text else
                "host name not found" if "resolve" in text or "name or service" in text else
                "cannot connect")
         raise TrackingServerError(f"no tracking server answers at {shown} ({why}): "
-                                  f"{todo}") from None
+                                  f"{START_IT}") from None
     except requests.RequestException as err:
-        raise TrackingServerError(f"the tracking server {shown} cannot be reached: "
-                                  f"{type(err).__name__}: {todo}") from None
-    if response.status_code in (502, 503, 504):
-        raise TrackingServerError(f"the tracking server {shown} is unavailable (HTTP "
-                                  f"{response.status_code} from a proxy in front of it): "
-                                  f"{todo}")
+        raise TrackingServerError(f"the tracking server {shown} cannot be reached "
+                                  f"({type(err).__name__}): {START_IT}") from None
 
 
 def prepare_store(uri: str) -> MlflowClient:

@@ -25,7 +25,13 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from conftest import compose_config
-from servers import TrackingServer, free_port, postgres_cluster, tracking_server
+from servers import (
+    PostgresCluster,
+    TrackingServer,
+    free_port,
+    postgres_cluster,
+    tracking_server,
+)
 from sweeplab import train
 from sweeplab.cli import server as cli
 from sweeplab.config import to_config
@@ -44,6 +50,14 @@ SWEEP = ["data=moons", "data.n_samples=200", "train.epochs=12", "train.log_every
          "sweep.n_trials=4"]
 
 
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgresCluster]:
+    """A PostgreSQL cluster of this module's own, with an empty database `mlflow`."""
+    with postgres_cluster() as pg:
+        pg.create_database("mlflow")
+        yield pg
+
+
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql",
                                                                marks=pytest.mark.slow)])
 def server(request: pytest.FixtureRequest,
@@ -58,11 +72,9 @@ def server(request: pytest.FixtureRequest,
         with tracking_server(folder, env=env) as s:
             yield s
         return
-    with postgres_cluster() as pg:
-        pg.create_database("mlflow")
-        with tracking_server(folder, "--db", pg.url("mlflow", password=PASSWORD),
-                             env=env) as s:
-            yield s
+    pg = request.getfixturevalue("postgres")
+    with tracking_server(folder, "--db", pg.url("mlflow", password=PASSWORD), env=env) as s:
+        yield s
 
 
 @pytest.fixture
@@ -281,6 +293,19 @@ def test_an_unreachable_postgresql_names_where_and_hides_the_password(tmp_path: 
     assert "connection refused" in line
     assert PASSWORD not in proc.stdout + proc.stderr
     assert proc.stdout == ""
+
+
+@pytest.mark.slow
+def test_a_database_that_does_not_exist_says_how_to_create_it(
+        postgres: PostgresCluster, tmp_path: Path) -> None:
+    proc = run_server_cli(tmp_path, "--port", str(free_port()), "--db",
+                          postgres.url("nosuchdb", password=PASSWORD))
+    assert proc.returncode == 2
+    line = one_line(proc.stderr)
+    assert f"PostgreSQL at 127.0.0.1:{postgres.port} (database 'nosuchdb', user 'postgres')" \
+        in line
+    assert "no such database: create it (createdb -h HOST -p PORT -U USER nosuchdb)" in line
+    assert PASSWORD not in proc.stdout + proc.stderr
 
 
 @pytest.mark.parametrize("db,message", [

@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(client_lines(args.host, args.port)))
     print(f"  store:      {redact(db)}\n"
           f"  artifacts:  {artifacts}   (proxied: clients send and fetch them through the "
-          f"server)\nstarting `mlflow server` (ready in a few seconds; Ctrl-C stops it) ...",
+          f"server)\nstarting `mlflow server` (ready in 10 to 20 s; Ctrl-C stops it) ...",
           flush=True)
     cmd = server_command(args.host, args.port, artifacts)
     os.execve(cmd[0], cmd, server_environment(db))

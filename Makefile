@@ -8,9 +8,15 @@ STAMP   := $(VENV)/.installed
 ARGS    ?=
 PORT    ?= 5000
 JOBS    ?= 1
+DB      ?=
+# make server listens on loopback unless HOST= is given on the command line: an exported
+# $HOST (tcsh sets one to the machine's name) must not open the server to the network.
+ifneq ($(origin HOST),command line)
+HOST    := 127.0.0.1
+endif
 
 .DEFAULT_GOAL := help
-.PHONY: help setup train sweep experiment rerun ui test test-slow test-e2e lint bench clean
+.PHONY: help setup train sweep experiment rerun ui server test test-slow test-e2e lint bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -20,7 +26,7 @@ $(STAMP): pyproject.toml requirements.lock
 	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "sweeplab needs Python 3.11+, $(PY) is " + sys.version.split()[0])'
 	@echo "setting up $(VENV) from requirements.lock ..."
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -c requirements.lock -e '.[dev]'
+	$(BIN)/python -m pip install -q -c requirements.lock -e '.[dev,server]'
 	@touch $@
 
 setup: $(STAMP) ## create .venv and install sweeplab with the locked versions
@@ -41,6 +47,10 @@ rerun: $(STAMP) ## rerun a logged run from its config and compare (RUN=<run id>,
 
 ui: $(STAMP) ## open the MLflow UI on 127.0.0.1:5000 over the local store (PORT=5001 for another)
 	$(BIN)/python -m sweeplab.cli.ui --port $(PORT)
+
+# The command is not echoed: DB may hold a password.
+server: $(STAMP) ## MLflow tracking server for a team on 127.0.0.1:5000 (PORT=, HOST=, DB=postgresql+psycopg://...)
+	@$(BIN)/python -m sweeplab.cli.server --port $(PORT) --host $(HOST) $(if $(DB),--db '$(DB)')
 
 test: $(STAMP) ## run the test suite (fast tests; the slow ones: make test-slow)
 	$(BIN)/python -m pytest -q

@@ -130,13 +130,19 @@ def test_a_sweep_on_dask_workers_logs_to_a_postgresql_backed_server(
                 assert files_in(folder) == [], files_in(folder)
 
 
-def test_an_unreachable_scheduler_fails_before_any_study(tmp_path: Path,
-                                                          data_cache: Path) -> None:
+@pytest.mark.slow
+def test_an_unreachable_scheduler_fails_before_any_study_or_run(tmp_path: Path,
+                                                                 data_cache: Path) -> None:
     journal = tmp_path / "optuna.journal"
-    cmd = [sys.executable, "-m", "sweeplab.sweep", *SMALL, "sweep.name=nosched",
-           f"sweep.cluster=tcp://127.0.0.1:{free_port()}", "tracking.uri=http://127.0.0.1:9",
-           f"sweep.storage=journal:{journal}"]
-    proc = subprocess.run(cmd, cwd=data_cache, capture_output=True, text=True, timeout=120)
+    with tracking_server(tmp_path / "server") as server:
+        cmd = [sys.executable, "-m", "sweeplab.sweep", *SMALL, "sweep.name=nosched",
+               f"sweep.cluster=tcp://127.0.0.1:{free_port()}", f"tracking.uri={server.url}",
+               f"sweep.storage=journal:{journal}"]
+        proc = subprocess.run(cmd, cwd=data_cache, capture_output=True, text=True,
+                              timeout=120)
+        assert MlflowClient(tracking_uri=server.url).search_runs(
+            [e.experiment_id for e in MlflowClient(tracking_uri=server.url)
+             .search_experiments()]) == []
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "cannot reach the Dask scheduler" in lines[0], proc.stderr

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
@@ -16,6 +17,7 @@ from sweeplab.data import DataError
 from sweeplab.names import ExitCode
 from sweeplab.nn import ShapeError
 from sweeplab.tracking.links import ui_hint
+from sweeplab.tracking.store import TrackingServerError, check_server, default_uri
 
 if TYPE_CHECKING:
     from sweeplab.tracking import MlflowTracker
@@ -26,8 +28,9 @@ CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
 
 
 def hydra_app(config_name: str, job: Callable[[DictConfig], Any]) -> Callable[[], Any]:
-    """A Hydra app over conf/ that turns sweeplab's input errors into one clear message
-    and exit code 2, and Ctrl-C into exit code 130, instead of a traceback."""
+    """A Hydra app over conf/ that turns sweeplab's input errors, and a tracking server that
+    does not answer (before or during the run), into one clear message and exit code 2, and
+    Ctrl-C into exit code 130, instead of a traceback."""
     import hydra
 
     register_configs()
@@ -36,10 +39,18 @@ def hydra_app(config_name: str, job: Callable[[DictConfig], Any]) -> Callable[[]
     def app(cfg: DictConfig) -> Any:
         try:
             return job(cfg)
-        except (ConfigError, DataError, ShapeError, OmegaConfBaseException) as err:
+        except (ConfigError, DataError, ShapeError, OmegaConfBaseException,
+                TrackingServerError) as err:
             # OmegaConf's errors (a wrong type) reach here for a config composed without
             # the schema, such as a logged config.yaml; their message names the key.
             print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(ExitCode.USAGE) from None
+        except MlflowException:
+            gone = _server_gone(cfg)
+            if gone is None:
+                raise
+            # MLflow's client gave up retrying (within about a minute: tracking/store.py).
+            print(f"error: the tracking server stopped answering: {gone}", file=sys.stderr)
             raise SystemExit(ExitCode.USAGE) from None
         except KeyboardInterrupt:
             print("interrupted (Ctrl-C)", file=sys.stderr)
@@ -50,6 +61,17 @@ def hydra_app(config_name: str, job: Callable[[DictConfig], Any]) -> Callable[[]
         return app()
 
     return main
+
+
+def _server_gone(cfg: DictConfig) -> TrackingServerError | None:
+    """Why the tracking server of `cfg` does not answer now (None if it does, or if the
+    store is no server)."""
+    tracking = cfg.get("tracking") or {}
+    try:
+        check_server(tracking.get("uri") or default_uri())
+    except TrackingServerError as err:
+        return err
+    return None
 
 
 def absolute_config_path(argv: list[str]) -> list[str]:

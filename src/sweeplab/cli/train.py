@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from sweeplab.cli.common import hydra_app, report_run
 from sweeplab.config import to_config
 from sweeplab.names import ExitCode, RunStatus
-from sweeplab.tracking import MlflowTracker
+from sweeplab.tracking import MlflowTracker, check_server, resolve_uri
 from sweeplab.train import Callback, ProgressBar, RunStart, load_data, run
 
 
@@ -24,6 +24,8 @@ def main() -> None:
 
 def _train_job(cfg: DictConfig) -> None:
     typed = to_config(cfg)  # fails before any run is created
+    if typed.tracking.enabled:
+        check_server(resolve_uri(typed.tracking))  # a tracking server that does not answer
     data = load_data(typed)
     callbacks: list[Callback] = [PrintSummary(), ProgressBar(typed.train.progress)]
     tracker = MlflowTracker(typed.tracking, overrides=_hydra_overrides()) \

@@ -32,13 +32,14 @@ if TYPE_CHECKING:
 DATABASE_SCHEMES = ("postgresql", "mysql", "mssql")
 
 
-def port_free(port: int) -> bool:
-    """Whether a server can listen on HOST:`port` now (as uvicorn binds: SO_REUSEADDR, so a
-    port left in TIME_WAIT by a stopped server counts as free)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+def port_free(port: int, host: str = HOST) -> bool:
+    """Whether a server can listen on `host`:`port` now (as uvicorn binds: SO_REUSEADDR, so
+    a port left in TIME_WAIT by a stopped server counts as free)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind((HOST, port))
+            s.bind((host.strip("[]"), port))
         except OSError:
             return False
     return True
@@ -88,12 +89,13 @@ def pages(client: MlflowClient, experiment: str, port: int) -> list[str]:
     if exp is None:
         return [f"MLflow UI: http://{HOST}:{port}/   (no experiment {experiment!r} in this "
                 "store yet)"]
-    lines = [f"MLflow UI: {runs_url(port, exp.experiment_id)}"]
+    base = f"http://{HOST}:{port}"
+    lines = [f"MLflow UI: {runs_url(base, exp.experiment_id)}"]
     for tag in sorted(exp.tags):
         if tag.startswith(VIEW_TAG + VIEW_KEY_PREFIX):
             name = json.loads(exp.tags[tag]).get("name", tag)
             lines.append(f"  {name}, best first: "
-                         f"{runs_url(port, exp.experiment_id, tag.removeprefix(VIEW_TAG))}")
+                         f"{runs_url(base, exp.experiment_id, tag.removeprefix(VIEW_TAG))}")
     return lines
 
 

@@ -35,7 +35,7 @@ from sweeplab.sweep.worker import (
     close_trial_runs,
     make_task,
 )
-from sweeplab.tracking import get_experiment_id, prepare_store, resolve_uri
+from sweeplab.tracking import check_server, get_experiment_id, prepare_store, resolve_uri
 from sweeplab.tracking.errors import unavailable_reason
 from sweeplab.train import load_data
 from sweeplab.train.interrupt import StopRequest, deferred_interrupt
@@ -50,12 +50,13 @@ def sweep_job(cfg: DictConfig) -> int:
     assert s is not None
     base = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "sweep"])
     space = parse_space(s.params, base)
-    # Fail here, not in a worker: data files, sampler needs, pruner arguments.
+    # Fail here, not in a worker: data files, sampler needs, pruner arguments, a tracking
+    # server that does not answer (before the study is created).
     load_data(typed)
     sampler = st.make_sampler(s, space)
     pruner = st.make_pruner(s, typed.train.epochs, typed.train.log_every)
-
     uri = resolve_uri(typed.tracking)
+    check_server(uri)
     if s.cluster is not None and not uri.startswith(("http://", "https://")):
         raise ConfigError(
             f"sweep.cluster={s.cluster!r}: workers on other hosts cannot write to the local "

@@ -23,7 +23,7 @@ from sweeplab.names import MLFLOW_STATUS, Metric, MlflowTag, RunStatus, Tag, Tri
 from sweeplab.sweep import study as st
 from sweeplab.sweep.view import view_key
 from sweeplab.sweep.worker import short
-from sweeplab.tracking.links import DEFAULT_UI_PORT, runs_url, ui_hint
+from sweeplab.tracking.links import runs_url, ui_base, ui_hint
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 CHAMPION = "champion"  # the registered model's alias for a sweep's best trial
@@ -278,4 +278,4 @@ def _print_summary(study: optuna.Study, best: list[FrozenTrial], objectives: Seq
     print(f"parent run: {parent_run_id}")
     print(f"look: {ui_hint(uri, experiment_id)}")
     print(f"      this sweep's trials, best first: "
-          f"{runs_url(DEFAULT_UI_PORT, experiment_id, view_key(study.study_name))}")
+          f"{runs_url(ui_base(uri), experiment_id, view_key(study.study_name))}")

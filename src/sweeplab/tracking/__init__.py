@@ -3,11 +3,20 @@ reading logged runs back (`logged_run`, `compare`). Above `sweeplab.train`, belo
 and the command line.
 """
 
-from sweeplab.tracking.store import default_uri, get_experiment_id, prepare_store, resolve_uri
+from sweeplab.tracking.store import (
+    TrackingServerError,
+    check_server,
+    default_uri,
+    get_experiment_id,
+    prepare_store,
+    resolve_uri,
+)
 from sweeplab.tracking.tracker import MlflowTracker, dataset_inputs
 
 __all__ = [
     "MlflowTracker",
+    "TrackingServerError",
+    "check_server",
     "dataset_inputs",
     "default_uri",
     "get_experiment_id",

@@ -20,6 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from sweeplab.config import Config, flatten, to_config
 from sweeplab.names import TAG_PREFIX
+from sweeplab.tracking.store import TrackingServerError, check_server
 
 CONFIG_ARTIFACT = "config.yaml"
 # Keys added to the schema after a run was logged take the value that reproduces that run,
@@ -32,6 +33,10 @@ class RunError(Exception):
 
 
 def open_store(uri: str) -> MlflowClient:
+    try:
+        check_server(uri)
+    except TrackingServerError as err:
+        raise RunError(str(err)) from None
     # MLflow would quietly create an empty SQLite store where there is none.
     if uri.startswith("sqlite:///"):
         db = Path(uri.removeprefix("sqlite:///"))

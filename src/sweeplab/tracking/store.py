@@ -1,4 +1,5 @@
-"""The MLflow store sweeplab logs to: which one, created once, with the experiment in it.
+"""The MLflow store sweeplab logs to: which one, created once, with the experiment in it;
+for a tracking server (an http(s) URI), whether it answers.
 
 No function here sets MLflow's process-wide tracking URI: every client is an explicit
 ``MlflowClient(tracking_uri=...)``.
@@ -8,11 +9,34 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mlflow.tracking import MlflowClient
 
 from sweeplab.config import TrackingConfig
+
+if TYPE_CHECKING:
+    import requests
+
+# MLflow's client retries a request to a tracking server that does not answer 7 times with
+# exponential back-off (4 minutes and more, up to 120 s per attempt): a server that dies
+# mid-run would hang each run for many minutes. These bound it to about a minute: 3
+# retries after 0, 2 and 4 s (plus up to 1 s of jitter each), 10 s per attempt at most.
+# Names as in mlflow/environment_variables.py (MLflow 3.17); the user's own values win.
+HTTP_RETRY_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+                       "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                       "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+for _name, _value in HTTP_RETRY_DEFAULTS.items():
+    os.environ.setdefault(_name, _value)
+
+# How long a tracking server has to answer its health check before a run or sweep starts.
+HEALTH_TIMEOUT = 3.0
+
+
+class TrackingServerError(Exception):
+    """The tracking server named by an http(s) tracking URI does not answer."""
 
 
 def default_uri() -> str:
@@ -24,11 +48,80 @@ def resolve_uri(cfg: TrackingConfig) -> str:
     return cfg.uri or default_uri()
 
 
+def is_server(uri: str) -> bool:
+    """Whether `uri` names a tracking server rather than a store this process opens itself."""
+    return uri.startswith(("http://", "https://"))
+
+
+def redact(uri: str) -> str:
+    """`uri` with the password of its ``user:password@`` part shown as ``***`` (up to the
+    last ``@`` of the address: a password may hold an unescaped ``@``)."""
+    return re.sub(r"://([^/@:]*):[^/]*@", r"://\1:***@", uri)
+
+
+def check_server(uri: str, timeout: float = HEALTH_TIMEOUT) -> None:
+    """Raise TrackingServerError unless the tracking server at `uri` answers its health
+    check (GET <uri>/health) within `timeout` seconds, and takes requests addressed to the
+    host name in `uri`; nothing to check for other stores.
+
+    Any answer counts but a proxy's 502/503/504 (its server behind it is down): a 401 is a
+    server that wants credentials, which MLflow's client sends and this check does not."""
+    if not is_server(uri):
+        return
+    base = uri.rstrip("/")
+    shown = redact(base)
+    health = _get(base + "/health", shown, timeout)
+    if health.status_code in (502, 503, 504):
+        raise TrackingServerError(f"the tracking server {shown} is unavailable (HTTP "
+                                  f"{health.status_code} from a proxy in front of it): "
+                                  f"{START_IT}")
+    # MLflow 3's server answers /health whatever the Host header, but its API refuses a
+    # host name outside its allowed hosts (by default localhost and private IP addresses).
+    api = _get(base + "/api/2.0/mlflow/experiments/get?experiment_id=0", shown, timeout)
+    if api.status_code == 403 and "Invalid Host header" in api.text:
+        host = shown.split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]
+        raise TrackingServerError(
+            f"the tracking server {shown} refuses requests addressed to {host}: use an "
+            f"address it accepts (localhost, a private IP address), or start it with "
+            f"MLFLOW_SERVER_ALLOWED_HOSTS={host}")
+
+
+START_IT = ("start it (`make server`), or point tracking.uri / $MLFLOW_TRACKING_URI at one "
+            "that runs")
+
+
+def _get(url: str, shown: str, timeout: float) -> requests.Response:
+    """GET `url`, with any failure to get an answer as a TrackingServerError."""
+    import requests
+
+    # TLS as MLflow's client does it (its MLFLOW_TRACKING_* settings).
+    verify: bool | str = os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or True
+    if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() in ("true", "1"):
+        verify = False
+    try:
+        return requests.get(url, timeout=timeout, verify=verify)
+    except requests.Timeout:
+        raise TrackingServerError(f"the tracking server {shown} did not answer within "
+                                  f"{timeout:g} s: {START_IT}") from None
+    except requests.ConnectionError as err:
+        text = str(err).lower()
+        why = ("connection refused" if "refused" in text else
+               "host name not found" if "resolve" in text or "name or service" in text else
+               "cannot connect")
+        raise TrackingServerError(f"no tracking server answers at {shown} ({why}): "
+                                  f"{START_IT}") from None
+    except requests.RequestException as err:
+        raise TrackingServerError(f"the tracking server {shown} cannot be reached "
+                                  f"({type(err).__name__}): {START_IT}") from None
+
+
 def prepare_store(uri: str) -> MlflowClient:
     """A client on `uri`, with the store created now, by this one process: several processes
     creating a fresh SQLite store at once corrupt it. SQLite gets write-ahead logging, so
     parallel sweep workers read while one writes instead of failing with "database is
-    locked"."""
+    locked". A tracking server is checked first (TrackingServerError if it does not
+    answer)."""
+    check_server(uri)
     client = MlflowClient(uri)
     client.search_experiments(max_results=1)  # creates and migrates the database
     if uri.startswith("sqlite:///"):

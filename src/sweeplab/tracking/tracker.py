@@ -30,7 +30,7 @@ from omegaconf import OmegaConf
 from sweeplab.config import TrackingConfig, flatten
 from sweeplab.names import MLFLOW_STATUS, TAG_PREFIX, MlflowTag, RunStatus, Tag
 from sweeplab.tracking import provenance
-from sweeplab.tracking.store import get_experiment_id, resolve_uri
+from sweeplab.tracking.store import check_server, get_experiment_id, resolve_uri
 from sweeplab.train.callbacks import Callback, RunStart
 
 if TYPE_CHECKING:
@@ -113,6 +113,7 @@ class MlflowTracker(Callback):
 
     # -- callback -------------------------------------------------------------------------
     def on_train_start(self, start: RunStart) -> None:
+        check_server(self.uri)  # one line now, rather than MLflow's retries for a minute
         self.experiment_id = get_experiment_id(self.client, self.cfg.experiment, self.uri)
         commit, dirty, diff = provenance.git_state()
         tags: dict[str, str] = {

@@ -18,8 +18,8 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
-from servers import free_port, postgres_cluster, stop_process_group, tracking_server
 
+from servers import free_port, postgres_cluster, stop_process_group, tracking_server
 from sweeplab.names import TrialAttr
 from sweeplab.sweep.study import open_storage
 

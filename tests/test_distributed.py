@@ -10,6 +10,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,3 +149,81 @@ def test_an_unreachable_scheduler_fails_before_any_study_or_run(tmp_path: Path,
     assert len(lines) == 1 and "cannot reach the Dask scheduler" in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
     assert not journal.exists()
+
+
+@contextlib.contextmanager
+def server_on(folder: Path, port: int) -> Iterator[str]:
+    """`make server` on a given port (to bring the same server back), in `folder`."""
+    from servers import answers
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "server.log").open("a") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "sweeplab.cli.server", "--port",
+                                 str(port)], cwd=folder, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while not answers(url + "/health"):
+            assert proc.poll() is None, (folder / "server.log").read_text()
+            assert time.monotonic() < deadline, "the tracking server did not start"
+            time.sleep(0.25)
+        yield url
+    finally:
+        stop_process_group(proc)
+
+
+@pytest.mark.slow
+def test_a_tracking_server_lost_mid_sweep_queues_the_trial_and_the_resume_finishes(
+        tmp_path: Path, data_cache: Path) -> None:
+    port, folder = free_port(), tmp_path / "server"
+    journal = f"journal:{tmp_path / 'optuna.journal'}"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    cmd = [sys.executable, "-m", "sweeplab.sweep", *SMALL, "sweep.name=outage",
+           "sweep.n_trials=4", "data.n_samples=1000", "train.epochs=400",
+           "train.log_every=20", "+sweep.pruner_args.n_startup_trials=100",
+           f"tracking.uri=http://127.0.0.1:{port}", f"sweep.storage={journal}"]
+    with server_on(folder, port):
+        proc = subprocess.Popen(cmd, cwd=data_cache, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 300
+            while True:  # one trial done, the next one training
+                time.sleep(0.3)
+                assert time.monotonic() < deadline, "the sweep never got to its second trial"
+                with contextlib.suppress(KeyError):
+                    trials = optuna.load_study(study_name="outage",
+                                               storage=open_storage(journal)).trials
+                    if any(t.state == TrialState.RUNNING and t.intermediate_values
+                           for t in trials) and any(t.state.is_finished() for t in trials):
+                        break
+        except BaseException:
+            stop_process_group(proc)
+            raise
+    # the server is gone now, mid-trial
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2, out[-2000:] + err[-2000:]
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "stopped answering" in errors[0], err[-2000:]
+    study = optuna.load_study(study_name="outage", storage=open_storage(journal))
+    assert not [t for t in study.trials if t.user_attrs.get(TrialAttr.STATUS) == "error"]
+    lost = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert len(lost) == 1 and lost[0].user_attrs[TrialAttr.STATUS] == "interrupted"
+    assert [t.state for t in study.trials if t.user_attrs.get(TrialAttr.RETRY_OF)
+            == lost[0].number] == [TrialState.WAITING]
+
+    with server_on(folder, port) as url:  # back, with the same store
+        again = subprocess.run(cmd, cwd=data_cache, env=env, capture_output=True, text=True,
+                               timeout=600)
+        assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
+        study = optuna.load_study(study_name="outage", storage=open_storage(journal))
+        assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 4
+        client = MlflowClient(tracking_uri=url)
+        parent = study.user_attrs[TrialAttr.PARENT_RUN_ID]
+        runs = client.search_runs([client.get_run(parent).info.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{parent}'")
+        assert not [r for r in runs if r.info.status == "RUNNING"]
+        assert [r.info.status for r in runs if r.data.tags["sweeplab.trial_number"]
+                == str(lost[0].number)] == ["KILLED"]
+        assert sum(r.info.status == "FINISHED" for r in runs) == 4

@@ -90,7 +90,7 @@ def _sweep(cfg: DictConfig, typed: Config, base: DictConfig, space: dict[str, An
     orphans = st.orphaned(study)
     for t in orphans:
         st.requeue(study, t.number, t.params, "its controller was killed")
-    close_orphan_runs(client, orphans, parent_run_id, experiment_id)
+    close_orphan_runs(client, study, parent_run_id, experiment_id)
     before = st.tally(study)
     print(f"sweep {s.name!r}: {before.done} of {s.n_trials} trials done"
           + (f", {len(orphans)} interrupted trial(s) queued again" if orphans else "")

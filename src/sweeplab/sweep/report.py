@@ -71,19 +71,28 @@ class TrialPrinter:
         self.bar.close()
 
 
-def close_orphan_runs(client: MlflowClient, trials: Sequence[FrozenTrial], parent_run_id: str,
-                      experiment_id: str) -> None:
-    """Close the MLflow runs that killed trials left RUNNING. They are found by trial
-    number under the parent, since a kill can come before the trial learnt its run id."""
-    for t in trials:
-        runs = client.search_runs(
-            [experiment_id], f"tags.`{MlflowTag.PARENT_RUN_ID}` = '{parent_run_id}' and "
-                             f"tags.`{Tag.TRIAL_NUMBER}` = '{t.number}' and "
-                             f"attributes.status = 'RUNNING'")
-        for run in runs:
-            client.log_batch(run.info.run_id, tags=[
-                RunTag(Tag.STATUS, RunStatus.INTERRUPTED), RunTag(Tag.TRIAL_STATE, "FAIL")])
-            client.set_terminated(run.info.run_id, MLFLOW_STATUS[RunStatus.INTERRUPTED])
+def close_orphan_runs(client: MlflowClient, study: optuna.Study, parent_run_id: str,
+                      experiment_id: str) -> int:
+    """Close, as KILLED, the sweep's child runs left RUNNING by trials that no longer run
+    (a killed controller or worker, a tracking server lost mid-trial); returns how many.
+    Found by trial number under the parent, in one query: a kill can come before anyone
+    learnt the run's id."""
+    running = {t.number for t in study.get_trials(deepcopy=False,
+                                                  states=(TrialState.RUNNING,))}
+    runs = client.search_runs(
+        [experiment_id], f"tags.`{MlflowTag.PARENT_RUN_ID}` = '{parent_run_id}' and "
+                         f"attributes.status = 'RUNNING'", max_results=1000)
+    closed = 0
+    for run in runs:
+        number = run.data.tags.get(Tag.TRIAL_NUMBER, "")
+        if number.isdigit() and int(number) in running:
+            continue
+        client.log_batch(run.info.run_id, tags=[
+            RunTag(Tag.STATUS, RunStatus.INTERRUPTED), RunTag(Tag.TRIAL_STATE, "FAIL"),
+            RunTag(Tag.REASON, "its trial was interrupted; the sweep queued it again")])
+        client.set_terminated(run.info.run_id, MLFLOW_STATUS[RunStatus.INTERRUPTED])
+        closed += 1
+    return closed
 
 
 def ranked(study: optuna.Study) -> list[FrozenTrial]:

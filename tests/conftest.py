@@ -1,4 +1,4 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures; the helpers the test modules import are in helpers.py."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO, compose_config, use_mlflow_store
 
 
 @pytest.fixture(scope="session")
@@ -23,26 +23,6 @@ def shared_datasets() -> Path:
 
 
 # --- config, data cache and tracking-store fixtures (config/train/tracking tests) ----------
-
-CONF_DIR = REPO / "conf"
-
-
-def compose_config(*overrides: str, config_name: str = "config") -> DictConfig:
-    """conf/<config_name>.yaml composed with Hydra's compose API, as `python -m sweeplab.train`
-    would compose it (schema registered first; Hydra's global state cleared before and after)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from sweeplab.config import register_configs
-
-    register_configs()
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose(config_name, overrides=list(overrides))
-    finally:
-        GlobalHydra.instance().clear()
-
 
 @pytest.fixture(scope="session")
 def data_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -75,25 +55,6 @@ def empty_mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     db = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
     MlflowClient(f"sqlite:///{db}").search_experiments(max_results=1)
     return db
-
-
-def use_mlflow_store(folder: Path, mp: pytest.MonkeyPatch, template: Path | None = None) -> str:
-    """Point MLflow at a fresh SQLite store in `folder` (artifacts in folder/mlruns) through
-    $MLFLOW_TRACKING_URI, undoing MLflow's process-wide URI; `mp` restores both. `template`:
-    an empty database to copy instead of letting MLflow create one."""
-    import shutil
-
-    import mlflow.tracking._tracking_service.utils as tracking_utils
-
-    db = folder / "mlflow.db"
-    if template is not None:
-        shutil.copyfile(template, db)
-    uri = f"sqlite:///{db}"
-    mp.setenv("MLFLOW_TRACKING_URI", uri)
-    # mlflow.set_tracking_uri (which logging a model calls) sets a process-wide URI that
-    # would outlive this store: start from none, and restore the old one afterwards.
-    mp.setattr(tracking_utils, "_tracking_uri", None)
-    return uri
 
 
 @pytest.fixture

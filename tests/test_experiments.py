@@ -20,7 +20,7 @@ from types import ModuleType
 
 import pytest
 
-from conftest import REPO, compose_config
+from helpers import REPO, compose_config
 from sweeplab.config import Config, to_config
 from sweeplab.sweep.space import parse_space
 from sweeplab.train import run

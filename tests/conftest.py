@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -58,7 +58,14 @@ def empty_mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def tmp_mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_mlflow_db: Path) -> str:
+def tmp_mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+               empty_mlflow_db: Path) -> Iterator[str]:
     """A temporary tracking URI sqlite:///<tmp>/mlflow.db (artifacts in <tmp>/mlruns), also
     set as $MLFLOW_TRACKING_URI: nothing reaches the user's store."""
-    return use_mlflow_store(tmp_path, monkeypatch, empty_mlflow_db)
+    import mlflow
+
+    uri = use_mlflow_store(tmp_path, monkeypatch, empty_mlflow_db)
+    yield uri
+    # A process-wide URI (mlflow.set_tracking_uri) would win over the variable in every
+    # later test: the library must not set one.
+    assert mlflow.get_tracking_uri() == uri, "MLflow's process-wide tracking URI was set"

@@ -36,16 +36,13 @@ def compose_config(*overrides: str, config_name: str = "config") -> DictConfig:
 
 def use_mlflow_store(folder: Path, mp: pytest.MonkeyPatch, template: Path | None = None) -> str:
     """Point MLflow at a fresh SQLite store in `folder` (artifacts in folder/mlruns) through
-    $MLFLOW_TRACKING_URI, undoing MLflow's process-wide URI; `mp` restores both. `template`:
-    an empty database to copy instead of letting MLflow create one."""
-    import mlflow.tracking._tracking_service.utils as tracking_utils
-
+    $MLFLOW_TRACKING_URI, which `mp` restores. `template`: an empty database to copy instead
+    of letting MLflow create one. sweeplab never sets MLflow's process-wide URI (every
+    client is an explicit MlflowClient(uri)), so the variable is all MLflow reads, the
+    tests' own `mlflow.pyfunc.load_model` included."""
     db = folder / "mlflow.db"
     if template is not None:
         shutil.copyfile(template, db)
     uri = f"sqlite:///{db}"
     mp.setenv("MLFLOW_TRACKING_URI", uri)
-    # mlflow.set_tracking_uri (which logging a model calls) sets a process-wide URI that
-    # would outlive this store: start from none, and restore the old one afterwards.
-    mp.setattr(tracking_utils, "_tracking_uri", None)
     return uri

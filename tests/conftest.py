@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,13 +23,52 @@ def shared_datasets() -> Path:
     return folder
 
 
-# --- config, data cache and tracking-store fixtures (config/train/tracking tests) ----------
+# --- the repository stays as it was -------------------------------------------------------
 
-@pytest.fixture(scope="session")
-def data_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A session-wide working directory: built-in datasets are cached in its data/builtin/
-    once, and nothing is written into the repository."""
-    return tmp_path_factory.mktemp("workdir")
+# Caches of Python and the tools, which may appear while the tests run.
+_CACHES = ("__pycache__/", ".pytest_cache/", ".ruff_cache/")
+
+
+def _untracked_files() -> set[str] | None:
+    """The repository's untracked files, ignored ones included (data/, mlruns/ and mlflow.db
+    are git-ignored), less .venv/ and caches; None outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "-z", "--untracked-files=all", "--ignored",
+             "--", ".", ":(exclude).venv"],
+            cwd=REPO, capture_output=True, text=True, timeout=60, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {entry for entry in out.split("\0")
+            if entry[:3] in ("?? ", "!! ") and not any(c in entry for c in _CACHES)}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def repository_stays_clean() -> Iterator[None]:
+    """Fail the session if the tests left files in the repository (a run's outputs, cached
+    data, an MLflow store): tests write into temporary folders only."""
+    before = _untracked_files()
+    yield
+    after = _untracked_files()
+    if before is not None and after is not None and after - before:
+        pytest.fail("files appeared in the repository while the tests ran (a test should "
+                    "write to a temporary folder):\n  " + "\n  ".join(sorted(after - before)),
+                    pytrace=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def data_cache(tmp_path_factory: pytest.TempPathFactory,
+               repository_stays_clean: None) -> Iterator[Path]:
+    """The session's working directory, a temporary folder: built-in datasets are cached in
+    its data/builtin/ once, and whatever a test writes to a relative path (MLflow's default
+    ./mlruns, Hydra's outputs/) lands here, never in the repository."""
+    folder = tmp_path_factory.mktemp("workdir")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        yield folder
+
+
+# --- config, data cache and tracking-store fixtures (config/train/tracking tests) ----------
 
 
 @pytest.fixture

@@ -30,7 +30,6 @@ OFFLINE = ("data=planar", "train.epochs=3", "tracking.enabled=false", "train.pro
 
 @dataclass
 class Venv:
-    root: Path
     python: Path
     package: Path  # the installed sweeplab/ folder
 
@@ -55,6 +54,13 @@ def files_under(folder: Path) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def venv(tmp_path_factory: pytest.TempPathFactory) -> Venv:
     root = tmp_path_factory.mktemp("packaging")
+    # The venv sits in a git repository with uncommitted changes, as a project's .venv/ does.
+    (root / "project.txt").write_text("another project\n")
+    identity = ["-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    for git in (["init", "-q"], ["add", "project.txt"],
+                [*identity, "commit", "-q", "--no-verify", "-m", "another project"]):
+        assert run(["git", *git], cwd=root).returncode == 0
+    (root / "project.txt").write_text("changed\n")
     source = root / "source"
     source.mkdir()
     for name in SOURCES:
@@ -83,7 +89,7 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Venv:
     site = Path(run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
                     cwd=root).stdout.strip())
     (site / "sweeplab_test_deps.pth").write_text(sysconfig.get_path("purelib") + "\n")
-    return Venv(venv, python, site / "sweeplab")
+    return Venv(python, site / "sweeplab")
 
 
 @pytest.fixture
@@ -136,3 +142,19 @@ def test_rerun_and_ui_scripts_exit_with_their_status(venv: Venv, empty: Path) ->
     ui = run([venv.script("sweeplab-ui"), "--port", "0"], empty)
     assert ui.returncode == 2 and "--port 0" in ui.stderr
     assert list(empty.iterdir()) == []
+
+
+def test_runs_of_an_installed_copy_claim_no_git_commit(venv: Venv, empty: Path) -> None:
+    """The repository around the venv is not the code that ran: no commit tag, no diff."""
+    from mlflow.tracking import MlflowClient
+
+    from sweeplab.names import MlflowTag, Tag
+
+    proc = run([venv.script("sweeplab-train"), "data=planar", "train.epochs=3",
+                "train.progress=false", "tracking.log_model=false"], empty)
+    assert proc.returncode == 0, proc.stderr
+    client = MlflowClient(f"sqlite:///{empty / 'mlflow.db'}")
+    logged, = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert logged.data.tags[Tag.VERSION + "sweeplab"] == "0.1.0"
+    assert not {Tag.GIT_COMMIT, Tag.GIT_DIRTY, MlflowTag.GIT_COMMIT} & logged.data.tags.keys()
+    assert "git_diff.patch" not in {a.path for a in client.list_artifacts(logged.info.run_id)}

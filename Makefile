@@ -54,7 +54,7 @@ test-e2e: $(STAMP) ## browser tests of the MLflow UI (needs Debian's chromium; C
 bench: $(STAMP) ## speed as ratios against references in one process (ARGS="--quick")
 	$(BIN)/python -m sweeplab.bench $(ARGS)
 
-lint: $(STAMP) ## ruff over src and tests
+lint: $(STAMP) ## ruff over src, tests and experiments
 	$(BIN)/ruff check src tests experiments
 
 clean: ## remove run outputs (keeps .venv, mlflow.db and mlruns/: see clean-store)

@@ -37,9 +37,9 @@ train: $(STAMP) ## train one network and track it in MLflow (ARGS="hydra overrid
 sweep: $(STAMP) ## run the Optuna sweep in conf/sweep/ (ARGS="sweep.n_trials=60", JOBS=2)
 	$(BIN)/python -m sweeplab.sweep sweep.n_jobs=$(JOBS) $(ARGS)
 
-experiment: $(STAMP) ## run experiments/NAME/study.py, rewrite its README table (NAME=course1_week4)
+experiment: $(STAMP) ## run a study (python -m experiments.NAME.study), rewrite its README table (NAME=course1_week4)
 	@test -n "$(NAME)" -a -f experiments/$(NAME)/study.py || { echo "usage: make experiment NAME=<folder in experiments/ with a study.py> [ARGS=\"--help\"]"; exit 2; }
-	$(BIN)/python experiments/$(NAME)/study.py $(ARGS)
+	$(BIN)/python -m experiments.$(NAME).study $(ARGS)
 
 rerun: $(STAMP) ## rerun a logged run from its config and compare (RUN=<run id>, ARGS=overrides)
 	@test -n "$(RUN)" || { echo "usage: make rerun RUN=<mlflow run id> [ARGS=\"train.epochs=5000\"]"; exit 2; }
@@ -64,7 +64,7 @@ test-e2e: $(STAMP) ## browser tests of the MLflow UI (needs Debian's chromium; C
 bench: $(STAMP) ## speed as ratios against references in one process (ARGS="--quick")
 	$(BIN)/python -m sweeplab.bench $(ARGS)
 
-lint: $(STAMP) ## ruff over src and tests
+lint: $(STAMP) ## ruff over src, tests and experiments
 	$(BIN)/ruff check src tests experiments
 
 clean: ## remove run outputs (keeps .venv, mlflow.db and mlruns/: see clean-store)

@@ -1,15 +1,16 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures; the helpers the test modules import are in helpers.py."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from omegaconf import DictConfig
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO, compose_config, use_mlflow_store
 
 
 @pytest.fixture(scope="session")
@@ -22,33 +23,52 @@ def shared_datasets() -> Path:
     return folder
 
 
-# --- config, data cache and tracking-store fixtures (config/train/tracking tests) ----------
+# --- the repository stays as it was -------------------------------------------------------
 
-CONF_DIR = REPO / "conf"
+# Caches of Python and the tools, which may appear while the tests run.
+_CACHES = ("__pycache__/", ".pytest_cache/", ".ruff_cache/")
 
 
-def compose_config(*overrides: str, config_name: str = "config") -> DictConfig:
-    """conf/<config_name>.yaml composed with Hydra's compose API, as `python -m sweeplab.train`
-    would compose it (schema registered first; Hydra's global state cleared before and after)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from sweeplab.config import register_configs
-
-    register_configs()
-    GlobalHydra.instance().clear()
+def _untracked_files() -> set[str] | None:
+    """The repository's untracked files, ignored ones included (data/, mlruns/ and mlflow.db
+    are git-ignored), less .venv/ and caches; None outside a git checkout."""
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose(config_name, overrides=list(overrides))
-    finally:
-        GlobalHydra.instance().clear()
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "-z", "--untracked-files=all", "--ignored",
+             "--", ".", ":(exclude).venv"],
+            cwd=REPO, capture_output=True, text=True, timeout=60, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {entry for entry in out.split("\0")
+            if entry[:3] in ("?? ", "!! ") and not any(c in entry for c in _CACHES)}
 
 
-@pytest.fixture(scope="session")
-def data_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A session-wide working directory: built-in datasets are cached in its data/builtin/
-    once, and nothing is written into the repository."""
-    return tmp_path_factory.mktemp("workdir")
+@pytest.fixture(scope="session", autouse=True)
+def repository_stays_clean() -> Iterator[None]:
+    """Fail the session if the tests left files in the repository (a run's outputs, cached
+    data, an MLflow store): tests write into temporary folders only."""
+    before = _untracked_files()
+    yield
+    after = _untracked_files()
+    if before is not None and after is not None and after - before:
+        pytest.fail("files appeared in the repository while the tests ran (a test should "
+                    "write to a temporary folder):\n  " + "\n  ".join(sorted(after - before)),
+                    pytrace=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def data_cache(tmp_path_factory: pytest.TempPathFactory,
+               repository_stays_clean: None) -> Iterator[Path]:
+    """The session's working directory, a temporary folder: built-in datasets are cached in
+    its data/builtin/ once, and whatever a test writes to a relative path (MLflow's default
+    ./mlruns, Hydra's outputs/) lands here, never in the repository."""
+    folder = tmp_path_factory.mktemp("workdir")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        yield folder
+
+
+# --- config, data cache and tracking-store fixtures (config/train/tracking tests) ----------
 
 
 @pytest.fixture
@@ -77,27 +97,15 @@ def empty_mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return db
 
 
-def use_mlflow_store(folder: Path, mp: pytest.MonkeyPatch, template: Path | None = None) -> str:
-    """Point MLflow at a fresh SQLite store in `folder` (artifacts in folder/mlruns) through
-    $MLFLOW_TRACKING_URI, undoing MLflow's process-wide URI; `mp` restores both. `template`:
-    an empty database to copy instead of letting MLflow create one."""
-    import shutil
-
-    import mlflow.tracking._tracking_service.utils as tracking_utils
-
-    db = folder / "mlflow.db"
-    if template is not None:
-        shutil.copyfile(template, db)
-    uri = f"sqlite:///{db}"
-    mp.setenv("MLFLOW_TRACKING_URI", uri)
-    # mlflow.set_tracking_uri (which logging a model calls) sets a process-wide URI that
-    # would outlive this store: start from none, and restore the old one afterwards.
-    mp.setattr(tracking_utils, "_tracking_uri", None)
-    return uri
-
-
 @pytest.fixture
-def tmp_mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_mlflow_db: Path) -> str:
+def tmp_mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+               empty_mlflow_db: Path) -> Iterator[str]:
     """A temporary tracking URI sqlite:///<tmp>/mlflow.db (artifacts in <tmp>/mlruns), also
     set as $MLFLOW_TRACKING_URI: nothing reaches the user's store."""
-    return use_mlflow_store(tmp_path, monkeypatch, empty_mlflow_db)
+    import mlflow
+
+    uri = use_mlflow_store(tmp_path, monkeypatch, empty_mlflow_db)
+    yield uri
+    # A process-wide URI (mlflow.set_tracking_uri) would win over the variable in every
+    # later test: the library must not set one.
+    assert mlflow.get_tracking_uri() == uri, "MLflow's process-wide tracking URI was set"

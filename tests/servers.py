@@ -8,7 +8,7 @@ stopped whatever happens, a failing test included.
 
 They are context managers rather than fixtures, so that any test module (the Dask sweeps
 too) wraps them in fixtures of the scope it needs: `from servers import tracking_server`
-(tests/ is on sys.path when pytest runs, as for `from conftest import ...`).
+(tests/ is on sys.path when pytest runs, as for `from helpers import ...`).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-from conftest import CONF_DIR, REPO
+from helpers import CONF_DIR, REPO
 from sweeplab import train
 from sweeplab.config import (
     ACTIVATIONS,

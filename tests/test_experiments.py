@@ -13,14 +13,13 @@ Published figures (the notebooks' outputs; sources in experiments/*/README.md):
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-from conftest import REPO, compose_config
+from experiments import studylib as sl
+from experiments.course2_regularization import course_reference as ref
+from helpers import compose_config
 from sweeplab.config import Config, to_config
 from sweeplab.sweep.space import parse_space
 from sweeplab.train import run
@@ -126,18 +125,7 @@ def test_course1_full_runs_match_the_course(shared_datasets: Path, name: str, at
 
 # --- the study scripts' helpers -----------------------------------------------------------
 
-def load_experiment_module(relative: str) -> ModuleType:
-    path = REPO / "experiments" / relative
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_generated_section_is_replaced_between_its_markers(tmp_path: Path) -> None:
-    sl = load_experiment_module("studylib.py")
     readme = tmp_path / "README.md"
     readme.write_text(f"# title\n\nbefore\n\n{sl.BEGIN}\nold table\n{sl.END}\n\nafter\n")
     sl.replace_section(readme, "new table")
@@ -149,7 +137,6 @@ def test_the_generated_section_is_replaced_between_its_markers(tmp_path: Path) -
 @pytest.mark.slow
 def test_the_notebooks_fixed_dropout_masks_explain_the_published_dropout_figures(
         shared_datasets: Path) -> None:
-    ref = load_experiment_module("course2_regularization/course_reference.py")
     fixed = ref.run(shared_datasets / "football", 0.86, fixed_masks=True)
     assert fixed.costs[10000] == pytest.approx(0.0610169865749056, rel=1e-9)
     assert fixed.costs[20000] == pytest.approx(0.060582435798513114, rel=1e-9)

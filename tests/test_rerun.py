@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from threadpoolctl import threadpool_limits
 
-from conftest import use_mlflow_store
+from helpers import use_mlflow_store
 from sweeplab import train
 from sweeplab.cli import rerun
 from sweeplab.cli.common import absolute_config_path

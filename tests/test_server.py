@@ -24,7 +24,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from conftest import compose_config
+from helpers import compose_config
 from servers import (
     PostgresCluster,
     TrackingServer,

@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from conftest import compose_config, use_mlflow_store
+from helpers import compose_config, use_mlflow_store
 from sweeplab.config import ConfigError
 from sweeplab.names import TrialAttr
 from sweeplab.sweep import study as st

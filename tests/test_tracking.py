@@ -21,7 +21,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from conftest import REPO, compose_config, use_mlflow_store
+from helpers import REPO, compose_config, use_mlflow_store
 from sweeplab import train
 from sweeplab.config import to_config
 from sweeplab.data import load_dataset

@@ -14,7 +14,7 @@ import click
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import compose_config
+from helpers import compose_config
 from sweeplab import train
 from sweeplab.cli import ui
 from sweeplab.config import to_config

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import compose_config, use_mlflow_store
+from helpers import compose_config, use_mlflow_store
 
 pytestmark = pytest.mark.e2e
 

@@ -3,7 +3,7 @@ then search (conf/sweep/catvnoncat.yaml) and compare honestly; rewrite the READM
 
 Usage (from the repository root):
     make experiment NAME=course1_week4 [ARGS="--jobs 2"]
-    .venv/bin/python experiments/course1_week4/study.py [--data-dir DIR] [--tracking-uri URI]
+    .venv/bin/python -m experiments.course1_week4.study [--data-dir DIR] [--tracking-uri URI]
         [--seeds 1 2 3 4 5] [--trials 30] [--jobs 2] [--sweep-jobs 2] [--rerun] [--table-only]
 
 Everything goes to the MLflow experiment `course1_week4` (default store: the repository's
@@ -26,12 +26,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import studylib as sl
+from experiments import studylib as sl
 
 HERE = Path(__file__).resolve().parent
 EXPERIMENT = "course1_week4"

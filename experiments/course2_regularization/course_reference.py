@@ -11,7 +11,7 @@ example), while its text says neurons are shut down at random in each iteration.
 sweeplab (and the text) do. The global NumPy RNG is never touched: a RandomState stands in
 for np.random, draw for draw.
 
-Usage: python experiments/course2_regularization/course_reference.py [DATA_DIR]
+Usage: python -m experiments.course2_regularization.course_reference [DATA_DIR]
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ published figures; rewrite the README's table.
 
 Usage (from the repository root):
     make experiment NAME=course2_regularization [ARGS="--jobs 2"]
-    .venv/bin/python experiments/course2_regularization/study.py [--data-dir DIR]
+    .venv/bin/python -m experiments.course2_regularization.study [--data-dir DIR]
         [--tracking-uri URI] [--seeds 3 4 5 6 7] [--jobs 2] [--rerun] [--table-only]
 
 Runs go to the MLflow experiment `course2_regularization` (default store: the repository's
@@ -19,14 +19,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # studylib
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # course_reference
-import course_reference as ref
-import studylib as sl
+from experiments import studylib as sl
+from experiments.course2_regularization import course_reference as ref
 
 HERE = Path(__file__).resolve().parent
 

@@ -23,19 +23,20 @@ if TYPE_CHECKING:
     from sweeplab.tracking import MlflowTracker
     from sweeplab.train import RunResult
 
-# conf/ sits at the top of the repository, beside src/.
-CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
+# The configs ship inside the package (src/sweeplab/conf/, package data), so an installed
+# sweeplab finds them from any working directory.
+CONF_PATH = "pkg://sweeplab.conf"
 
 
 def hydra_app(config_name: str, job: Callable[[DictConfig], Any]) -> Callable[[], Any]:
-    """A Hydra app over conf/ that turns sweeplab's input errors, and a tracking server that
-    does not answer (before or during the run), into one clear message and exit code 2, and
-    Ctrl-C into exit code 130, instead of a traceback."""
+    """A Hydra app over the packaged configs (sweeplab/conf/) that turns sweeplab's input
+    errors, and a tracking server that does not answer (before or during the run), into one
+    clear message and exit code 2, and Ctrl-C into exit code 130, instead of a traceback."""
     import hydra
 
     register_configs()
 
-    @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)
+    @hydra.main(version_base="1.3", config_path=CONF_PATH, config_name=config_name)
     def app(cfg: DictConfig) -> Any:
         try:
             return job(cfg)

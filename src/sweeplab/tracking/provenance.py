@@ -26,8 +26,13 @@ def _git(*args: str, cwd: Path | None = None) -> str | None:
 # sweep worker would otherwise ask git three times per trial.
 @functools.cache
 def git_state(cwd: Path | None = None) -> tuple[str | None, bool | None, str]:
-    """(commit, dirty, diff against HEAD); (None, None, "") outside a git checkout."""
-    root = Path(__file__).resolve().parents[2] if cwd is None else cwd
+    """(commit, dirty, diff against HEAD) of the checkout sweeplab runs from; (None, None, "")
+    when it runs from elsewhere (an installed copy), even one inside another repository,
+    such as a project's .venv/."""
+    here = Path(__file__).resolve()
+    root = here.parents[2] if cwd is None else cwd
+    if cwd is None and _git("ls-files", "--error-unmatch", "--", str(here), cwd=root) is None:
+        return None, None, ""  # this file is not part of that repository
     commit = _git("rev-parse", "HEAD", cwd=root)
     if commit is None:
         return None, None, ""

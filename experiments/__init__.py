@@ -1,0 +1,2 @@
+"""Studies built on sweeplab, run from the repository root as modules:
+``python -m experiments.<folder>.study`` (or ``make experiment NAME=<folder>``)."""

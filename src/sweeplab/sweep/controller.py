@@ -98,19 +98,20 @@ def _sweep(cfg: DictConfig, typed: Config, base: DictConfig, space: dict[str, An
           + executor.where, flush=True)
 
     printer = TrialPrinter(study, s, already=before.done)
-    code, why = ExitCode.OK, "enough trials"
+    code, why, error = ExitCode.OK, "enough trials", None
     try:
         why = Controller(study, space, base, s, parent_run_id, client, executor,
                          printer).run(stop, started=time.time())
     except SweepAborted as err:
-        print(f"error: {err}", file=sys.stderr)
-        code, why = ExitCode.USAGE, str(err)
+        code, why, error = ExitCode.USAGE, str(err), str(err)
     except KeyboardInterrupt:
         code = ExitCode.INTERRUPTED
         why = "interrupted (Ctrl-C); run the same command again to resume"
     finally:
         printer.poll()
         printer.close()
+        if error is not None:  # on a line of its own, after the progress bar
+            print(f"error: {error}", file=sys.stderr, flush=True)
         try:
             summarize(study, client, parent_run_id, typed, experiment_id, uri, why,
                       finished=code == ExitCode.OK)

@@ -18,6 +18,18 @@ def unavailable_reason(err: BaseException) -> str | None:
     while e is not None and id(e) not in seen:
         seen.add(id(e))
         if isinstance(e, requests.exceptions.RequestException | ConnectionError | TimeoutError):
-            return f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            return _short(e)
         e = e.__cause__ or e.__context__
     return None
+
+
+def _short(e: BaseException) -> str:
+    """"connection refused (POST .../runs/log-batch)" rather than urllib3's paragraph."""
+    import re
+
+    text = str(e)
+    kind = ("connection refused" if "refused" in text.lower()
+            else "timed out" if "timeout" in text.lower() or "timed out" in text.lower()
+            else type(e).__name__)
+    where = re.search(r"url: (\S+?)[ )]", text)
+    return f"{kind} on {where[1]}" if where else kind

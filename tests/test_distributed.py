@@ -80,13 +80,14 @@ def files_in(folder: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_a_sweep_on_dask_workers_logs_to_a_postgresql_backed_server(
+def test_a_sweep_on_dask_workers_with_postgresql_for_the_server_and_the_study(
         tmp_path: Path, data_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with postgres_cluster() as pg:
         pg.create_database("mlflow")
+        pg.create_database("optuna")  # the study too, as a team would keep it
         with tracking_server(tmp_path / "server", "--db", pg.url("mlflow")) as server, \
                 dask_cluster(tmp_path / "dask") as cluster:
-            journal = f"journal:{tmp_path / 'controller' / 'optuna.journal'}"
+            journal = pg.url("optuna")
             env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
             cmd = [sys.executable, "-m", "sweeplab.sweep", *SMALL, "sweep.name=dist",
                    "sweep.n_trials=12", f"sweep.cluster={cluster.address}",

@@ -138,3 +138,4 @@ class ExitCode:
     USAGE = 2  # bad input or environment: one line on stderr says what and what to do
     ABORT = 3  # a sweep worker found a trial whose config is invalid: the sweep stops
     INTERRUPTED = 130  # Ctrl-C
+    TERMINATED = 143  # SIGTERM

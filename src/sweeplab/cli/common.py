@@ -18,6 +18,7 @@ from sweeplab.names import ExitCode
 from sweeplab.nn import ShapeError
 from sweeplab.tracking.links import ui_hint
 from sweeplab.tracking.store import TrackingServerError, check_server, default_uri
+from sweeplab.train.interrupt import Terminated, sigterm_as_interrupt
 
 if TYPE_CHECKING:
     from sweeplab.tracking import MlflowTracker
@@ -31,7 +32,8 @@ CONF_PATH = "pkg://sweeplab.conf"
 def hydra_app(config_name: str, job: Callable[[DictConfig], Any]) -> Callable[[], Any]:
     """A Hydra app over the packaged configs (sweeplab/conf/) that turns sweeplab's input
     errors, and a tracking server that does not answer (before or during the run), into one
-    clear message and exit code 2, and Ctrl-C into exit code 130, instead of a traceback."""
+    clear message and exit code 2, Ctrl-C into exit code 130 and SIGTERM into 143, instead
+    of a traceback."""
     import hydra
 
     register_configs()
@@ -53,13 +55,17 @@ def hydra_app(config_name: str, job: Callable[[DictConfig], Any]) -> Callable[[]
             # MLflow's client gave up retrying (within about a minute: tracking/store.py).
             print(f"error: the tracking server stopped answering: {gone}", file=sys.stderr)
             raise SystemExit(ExitCode.USAGE) from None
+        except Terminated:
+            print("terminated (SIGTERM)", file=sys.stderr)
+            raise SystemExit(ExitCode.TERMINATED) from None
         except KeyboardInterrupt:
             print("interrupted (Ctrl-C)", file=sys.stderr)
             raise SystemExit(ExitCode.INTERRUPTED) from None
 
     def main() -> Any:
         sys.argv = absolute_config_path(sys.argv)
-        return app()
+        with sigterm_as_interrupt():
+            return app()
 
     return main
 

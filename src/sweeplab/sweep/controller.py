@@ -38,7 +38,7 @@ from sweeplab.sweep.worker import (
 from sweeplab.tracking import check_server, get_experiment_id, prepare_store, resolve_uri
 from sweeplab.tracking.errors import unavailable_reason
 from sweeplab.train import load_data
-from sweeplab.train.interrupt import StopRequest, deferred_interrupt
+from sweeplab.train.interrupt import StopRequest, Terminated, deferred_interrupt
 
 
 def sweep_job(cfg: DictConfig) -> int:
@@ -104,9 +104,11 @@ def _sweep(cfg: DictConfig, typed: Config, base: DictConfig, space: dict[str, An
                          printer).run(stop, started=time.time())
     except SweepAborted as err:
         code, why, error = ExitCode.USAGE, str(err), str(err)
-    except KeyboardInterrupt:
-        code = ExitCode.INTERRUPTED
-        why = "interrupted (Ctrl-C); run the same command again to resume"
+    except KeyboardInterrupt as err:
+        term = isinstance(err, Terminated)
+        code = ExitCode.TERMINATED if term else ExitCode.INTERRUPTED
+        why = (f"{'terminated (SIGTERM)' if term else 'interrupted (Ctrl-C)'}; run the same "
+               f"command again to resume")
     finally:
         printer.poll()
         printer.close()
@@ -170,8 +172,9 @@ class Controller:
         except TrackingUnavailable as err:
             self.interrupt_all("the tracking store stopped answering")
             raise SweepAborted(str(err)) from None
-        except BaseException:
-            self.interrupt_all("interrupted (Ctrl-C)")
+        except BaseException as err:
+            self.interrupt_all("terminated (SIGTERM)" if isinstance(err, Terminated)
+                               else "interrupted (Ctrl-C)")
             raise
 
     def why_stop(self, started: float) -> str | None:
@@ -226,7 +229,7 @@ class Controller:
     def interrupt_all(self, reason: str) -> None:
         """Queue every trial still out again, and close the runs they left open (when the
         tracking store answers)."""
-        self.executor.cancel()
+        self.executor.stop_all()
         for number, trial in list(self.live.items()):
             st.requeue(self.study, number, trial.params, reason, trial)
             with contextlib.suppress(Exception):  # the store may be what failed

@@ -19,13 +19,18 @@ from optuna.trial import Trial
 
 from sweeplab.config import to_config
 from sweeplab.data import Dataset
-from sweeplab.sweep.worker import TrialOutcome, TrialTask, execute
+from sweeplab.names import RunStatus
+from sweeplab.sweep.worker import TrialOutcome, TrialStopped, TrialTask, execute
 from sweeplab.train import DataKey, data_key, load_data
 from sweeplab.train.interrupt import StopRequest
 
 # How long a worker waits for the controller's verdict before it takes the controller
 # for gone and stops the trial.
 VERDICT_TIMEOUT = 120.0
+# The verdict that stops a trial now (the sweep is stopping), besides prune or go on.
+STOP = "stop"
+# How long a stopping sweep waits for its running trials to close their runs.
+STOP_GRACE = 30.0
 
 
 @dataclass
@@ -62,8 +67,8 @@ class InProcess:
         done, self._done = self._done, []
         return done
 
-    def cancel(self) -> list[int]:
-        return []
+    def stop_all(self) -> None:
+        """Nothing runs here between calls: a trial in this process stops by itself."""
 
     def close(self) -> None:
         pass
@@ -78,10 +83,19 @@ def run_on_worker(task: TrialTask, token: str, data: Dataset) -> TrialOutcome:
     verdicts = Queue(f"sweeplab-verdict-{token}-{task.number}")
 
     def report(step: int, value: float) -> bool:
-        reports.put((task.number, step, float(value)))
-        return bool(verdicts.get(timeout=VERDICT_TIMEOUT))
+        try:
+            reports.put((task.number, step, float(value)))
+            verdict = verdicts.get(timeout=VERDICT_TIMEOUT)
+        except Exception as err:  # the controller is gone (or its scheduler)
+            raise TrialStopped(f"lost its controller ({type(err).__name__})") from None
+        if verdict == STOP:
+            raise TrialStopped("stopped by its controller")
+        return bool(verdict)
 
-    outcome = execute(task, report, None, data=data)
+    try:
+        outcome = execute(task, report, None, data=data)
+    except TrialStopped as stopped:  # the run is closed as KILLED; not an error of Dask's
+        outcome = TrialOutcome(task.number, RunStatus.INTERRUPTED, str(stopped))
     outcome.worker = str(get_worker().name)
     return outcome
 
@@ -126,6 +140,7 @@ class DaskPool:
                       for w in self.client.scheduler_info()["workers"]]
         self._futures: dict[Any, int] = {}
         self._data: dict[DataKey, Any] = {}  # each dataset, scattered once
+        self._stopping = False
         self._trials: dict[int, Trial] = {}
         self._server = threading.Thread(target=self._serve_reports, name="sweeplab-pruner",
                                         daemon=True)
@@ -163,13 +178,18 @@ class DaskPool:
                 out.append(Finished(number, error=err))
         return out
 
-    def cancel(self) -> list[int]:
-        """Cancel every trial still out; returns their numbers."""
-        numbers = list(self._futures.values())
+    def stop_all(self, grace: float = STOP_GRACE) -> None:
+        """Stop every trial still out: each stops at its next log point (its run closed as
+        KILLED) and is waited for up to `grace` seconds; then what is left is cancelled."""
+        from distributed import wait
+
+        self._stopping = True
+        if self._futures:
+            with contextlib.suppress(TimeoutError):
+                wait(list(self._futures), timeout=grace)
         self.client.cancel(list(self._futures), force=True)
         self._futures.clear()
         self._trials.clear()
-        return numbers
 
     def close(self) -> None:
         from distributed import Queue
@@ -195,8 +215,10 @@ class DaskPool:
                 return
             number, step, value = item
             trial = self._trials.get(number)
-            prune = False
-            if trial is not None:
+            verdict: bool | str = False
+            if self._stopping:
+                verdict = STOP
+            elif trial is not None:
                 trial.report(value, step)
-                prune = trial.should_prune()
-            Queue(f"sweeplab-verdict-{self.token}-{number}", client=self.client).put(prune)
+                verdict = trial.should_prune()
+            Queue(f"sweeplab-verdict-{self.token}-{number}", client=self.client).put(verdict)

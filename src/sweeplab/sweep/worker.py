@@ -51,6 +51,11 @@ class SweepAborted(Exception):
     """The whole sweep must stop (a trial's config is invalid); carries the message."""
 
 
+class TrialStopped(KeyboardInterrupt):
+    """The controller stopped this trial (Ctrl-C or SIGTERM there), or was lost: the run is
+    closed as KILLED, as an interrupted one, and the trial is queued again."""
+
+
 class TrackingUnavailable(SweepAborted):
     """The tracking store stopped answering during a trial: the trial is queued again and
     the sweep stops, to be resumed once the store is back."""

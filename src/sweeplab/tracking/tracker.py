@@ -103,7 +103,7 @@ class MlflowTracker(Callback):
         if self.run_id is None or self._closed:
             return
         self.flush()
-        interrupted = exc_type is KeyboardInterrupt
+        interrupted = exc_type is not None and issubclass(exc_type, KeyboardInterrupt)
         status = RunStatus.INTERRUPTED if interrupted else RunStatus.ERROR
         reason = "interrupted" if interrupted else f"{exc_type}: {exc}"
         self.client.log_batch(self.run_id, tags=[RunTag(Tag.STATUS, status),

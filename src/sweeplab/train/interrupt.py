@@ -1,5 +1,6 @@
-"""Ctrl-C at safe points: inside `deferred_interrupt()`, SIGINT asks to stop and the code
-stops where it checks.
+"""Ctrl-C and SIGTERM at safe points: inside `deferred_interrupt()`, SIGINT or SIGTERM asks
+to stop and the code stops where it checks. SIGTERM is what a batch scheduler sends on
+pre-emption or at a time limit; it is treated as Ctrl-C, with exit code 143.
 
 Python raises KeyboardInterrupt wherever the main thread happens to be, and in a sweep that
 is often inside an MLflow write. A transaction cut there can keep the SQLite store locked
@@ -20,38 +21,73 @@ from types import FrameType
 from sweeplab.train.callbacks import Callback
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a batch scheduler's pre-emption or time limit), handled as Ctrl-C is: the
+    run stops at a safe point and is closed as KILLED; the command exits with 143."""
+
+
+def _raise_for(signum: int) -> None:
+    raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+
+
 class StopRequest:
-    """Whether Ctrl-C was pressed since `deferred_interrupt()` began."""
+    """Whether Ctrl-C or SIGTERM arrived since `deferred_interrupt()` began, and which."""
 
     def __init__(self) -> None:
-        self.requested = False
+        self.signum: int | None = None
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
 
     def check(self) -> None:
-        """Raise KeyboardInterrupt if a stop was requested: call it where stopping is safe."""
-        if self.requested:
-            raise KeyboardInterrupt
+        """Raise KeyboardInterrupt (Terminated for SIGTERM) if a stop was requested: call it
+        where stopping is safe."""
+        if self.signum is not None:
+            _raise_for(self.signum)
 
-    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum is not None:  # the second one: at once
+            _raise_for(signum)
+        self.signum = signum
 
 
 @contextmanager
 def deferred_interrupt() -> Iterator[StopRequest]:
-    """Defer the first SIGINT to `StopRequest.check()`; restores the old handler after.
+    """Defer the first SIGINT or SIGTERM to `StopRequest.check()`; restores the old
+    handlers after.
 
-    Outside the main thread (where Python cannot install handlers) Ctrl-C is left as is.
+    Outside the main thread (where Python cannot install handlers) signals are left as is.
     """
     stop = StopRequest()
     if threading.current_thread() is not threading.main_thread():
         yield stop
         return
-    previous = signal.signal(signal.SIGINT, stop._on_sigint)
+    previous = {sig: signal.signal(sig, stop._on_signal)
+                for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield stop
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises `Terminated` (a KeyboardInterrupt) wherever the program is, as Ctrl-C
+    does, so that `with` blocks close what they opened; the old handler comes back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: FrameType | None) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class StopOnRequest(Callback):

@@ -1,0 +1,119 @@
+"""What a batch scheduler does to a program: SIGTERM on pre-emption or at a time limit.
+
+SIGTERM gets the treatment Ctrl-C gets: the run stops at a safe point and is closed as
+KILLED, a sweep queues its running trials again, prints its summary and says how to
+resume, Dask workers stop with their sweep, and the command exits with 143. Real
+processes, real signals, temporary stores.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from sweeplab.sweep.study import open_storage
+
+FAST = ["data=moons", "data.n_samples=1000", "train.batch_size=null",
+        "tracking.log_model=false", "tracking.log_plots=false", "train.progress=false"]
+
+
+def stores(tmp_path: Path) -> tuple[str, str, dict[str, str]]:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    return uri, f"journal:{tmp_path / 'optuna.journal'}", {**os.environ,
+                                                           "MLFLOW_TRACKING_URI": uri}
+
+
+def runs(uri: str, status: str | None = None) -> list:
+    client = MlflowClient(tracking_uri=uri)
+    exps = [e.experiment_id for e in client.search_experiments()]
+    found = client.search_runs(exps, max_results=500) if exps else []
+    return [r for r in found if status is None or r.info.status == status]
+
+
+def wait_until(what: str, ok, seconds: float = 240) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        try:
+            if ok():
+                return
+        except Exception:  # the store or the study does not exist yet
+            continue
+    raise AssertionError(f"never saw: {what}")
+
+
+def test_sigterm_to_make_train_closes_its_run_as_killed(tmp_path: Path,
+                                                        data_cache: Path) -> None:
+    uri, _, env = stores(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "sweeplab.train", *FAST,
+                             "train.epochs=1000000", "train.log_every=100"],
+                            cwd=data_cache, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until("the run training", lambda: runs(uri, "RUNNING"))
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err[-2000:]
+    assert "terminated (SIGTERM)" in err and "Traceback" not in err
+    [run] = runs(uri)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["sweeplab.status"] == "interrupted"
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_dask_sweep_stops_it_cleanly_and_the_resume_finishes(
+        tmp_path: Path, data_cache: Path) -> None:
+    import psutil
+
+    uri, journal, env = stores(tmp_path)
+    cmd = [sys.executable, "-m", "sweeplab.sweep", *FAST, "train.epochs=1500",
+           "train.log_every=50", "sweep.n_trials=5", "sweep.n_jobs=2", "sweep.name=term",
+           "+sweep.pruner_args.n_startup_trials=100", "sweep.register_model=null",
+           f"sweep.storage={journal}"]
+    proc = subprocess.Popen(cmd, cwd=data_cache, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+    def study() -> optuna.Study:
+        return optuna.load_study(study_name="term", storage=open_storage(journal))
+
+    try:
+        wait_until("two trials training", lambda: sum(
+            t.state == TrialState.RUNNING and bool(t.intermediate_values)
+            for t in study().trials) == 2)
+        family = psutil.Process(proc.pid).children(recursive=True)
+        proc.send_signal(signal.SIGTERM)  # to the controller alone
+        out, err = proc.communicate(timeout=180)
+        _, alive = psutil.wait_procs(family, timeout=60)
+        assert not alive, [p.cmdline() for p in alive]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143, err[-2000:]
+    assert "Traceback" not in err
+    assert "stopped: terminated (SIGTERM); run the same command again to resume" in out
+    trials = study().trials
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    cut = [t for t in trials if t.user_attrs.get("sweeplab_status") == "interrupted"]
+    assert len(cut) == 2
+    assert all(t.user_attrs["sweeplab_reason"] == "terminated (SIGTERM)" for t in cut)
+    assert not runs(uri, "RUNNING")  # every run closed, the parent's too
+    assert {r.info.status for r in runs(uri) if r.data.tags.get("sweeplab.trial_number")
+            in {str(t.number) for t in cut}} == {"KILLED"}
+
+    again = subprocess.run(cmd, cwd=data_cache, env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert sum(t.state == TrialState.COMPLETE for t in study().trials) == 5
+    assert not runs(uri, "RUNNING")

@@ -73,8 +73,15 @@ def test_sigterm_to_make_train_closes_its_run_as_killed(tmp_path: Path,
 
 
 @pytest.mark.slow
-def test_sigterm_to_a_dask_sweep_stops_it_cleanly_and_the_resume_finishes(
-        tmp_path: Path, data_cache: Path) -> None:
+@pytest.mark.parametrize(("signum", "group", "code", "said"), [
+    # a batch scheduler's SIGTERM to the controller alone
+    (signal.SIGTERM, False, 143, "terminated (SIGTERM)"),
+    # a terminal's Ctrl-C, which reaches the whole process group, Dask workers included
+    (signal.SIGINT, True, 130, "interrupted (Ctrl-C)"),
+], ids=["sigterm", "ctrl-c"])
+def test_a_signal_to_a_dask_sweep_stops_it_cleanly_and_the_resume_finishes(
+        tmp_path: Path, data_cache: Path, signum: int, group: bool, code: int,
+        said: str) -> None:
     import psutil
 
     uri, journal, env = stores(tmp_path)
@@ -93,21 +100,24 @@ def test_sigterm_to_a_dask_sweep_stops_it_cleanly_and_the_resume_finishes(
             t.state == TrialState.RUNNING and bool(t.intermediate_values)
             for t in study().trials) == 2)
         family = psutil.Process(proc.pid).children(recursive=True)
-        proc.send_signal(signal.SIGTERM)  # to the controller alone
+        if group:
+            os.killpg(proc.pid, signum)
+        else:
+            proc.send_signal(signum)
         out, err = proc.communicate(timeout=180)
         _, alive = psutil.wait_procs(family, timeout=60)
         assert not alive, [p.cmdline() for p in alive]
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 143, err[-2000:]
-    assert "Traceback" not in err
-    assert "stopped: terminated (SIGTERM); run the same command again to resume" in out
+    assert proc.returncode == code, err[-2000:]
+    assert "Traceback" not in err, err[-3000:]
+    assert f"stopped: {said}; run the same command again to resume" in out
     trials = study().trials
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     cut = [t for t in trials if t.user_attrs.get("sweeplab_status") == "interrupted"]
     assert len(cut) == 2
-    assert all(t.user_attrs["sweeplab_reason"] == "terminated (SIGTERM)" for t in cut)
+    assert all(t.user_attrs["sweeplab_reason"] == said for t in cut)
     assert not runs(uri, "RUNNING")  # every run closed, the parent's too
     assert {r.info.status for r in runs(uri) if r.data.tags.get("sweeplab.trial_number")
             in {str(t.number) for t in cut}} == {"KILLED"}

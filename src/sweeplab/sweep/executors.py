@@ -129,6 +129,9 @@ class DaskPool:
                                             dashboard_address=None,
                                             silence_logs=logging.ERROR)
             self.client = Client(self.cluster)
+            from sweeplab.sweep.dask_plugins import IgnoreCtrlC
+
+            self.client.register_plugin(IgnoreCtrlC())
             self.where = f"a local Dask cluster of {n_jobs} worker processes"
         else:
             self.client = Client(address, timeout=5)

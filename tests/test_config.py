@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 from omegaconf import OmegaConf
-from omegaconf.errors import ConfigKeyError, ValidationError
+from omegaconf.errors import ValidationError
 
 from helpers import CONF_DIR, REPO
 from sweeplab import train
@@ -82,6 +82,9 @@ BAD_VALUES = [
     ("model.activation=gelu", "model.activation", "gelu", ", ".join(ACTIVATIONS)),
     ("data.name=mnist", "data.name", "mnist", "planar"),
     ("train.batch_size=0", "train.batch_size", "0", ">= 1"),
+    ("seed=-5", "seed", "-5", "[0, 4294967295]"),
+    ("seed=4294967296", "seed", "4294967296", "[0, 4294967295]"),
+    ("data.generator_seed=-1", "data.generator_seed", "-1", "[0, 4294967295]"),
 ]
 
 
@@ -148,9 +151,22 @@ def test_type_error_from_a_plain_dict_names_the_key() -> None:
         to_config({"model": {"depth": "abc"}})
 
 
-def test_unknown_key_is_refused() -> None:
-    with pytest.raises(ConfigKeyError, match="deepth"):
+def test_unknown_key_is_refused_with_the_key_it_resembles() -> None:
+    with pytest.raises(ConfigError, match=r"model\.deepth: no such key \(did you mean "
+                                          r"model\.depth\?\)"):
         to_config({"model": {"deepth": 3}})
+
+
+def test_a_key_added_with_plus_is_refused_not_dropped(compose) -> None:
+    """Hydra lets `+model.foo=1` into the composed config; merged onto the schema it would
+    vanish without a word, and the run would log a config the user did not ask for."""
+    with pytest.raises(ConfigError, match=r"model\.foo: no such key; model has depth"):
+        to_config(compose("+model.foo=1"))
+    with pytest.raises(ConfigError, match=r"sweep\.n_trails: no such key \(did you mean "
+                                          r"sweep\.n_trials"):
+        to_config(compose("+sweep.n_trails=3", config_name="sweep_app"))
+    # free-form dicts of the schema take any key
+    to_config(compose("+sweep.pruner_args.n_startup_trials=3", config_name="sweep_app"))
 
 
 def test_validate_accepts_schema_defaults() -> None:

@@ -455,3 +455,12 @@ def test_scale_override_and_uint8_default(tmp_path: Path) -> None:
     ds = load_dataset(cfg, seed=0, dtype="float32")
     assert ds.X_train.shape == (4, 4) and ds.X_train.dtype == np.float32
     assert ds.X_train.max() == np.float32(2.0)
+
+
+def test_a_data_dir_that_is_a_file_is_named(tmp_path: Path) -> None:
+    """Built-ins are cached in data.dir: a file there was a FileExistsError traceback."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(DataError, match=r"data\.dir='.*a-file': built-in datasets are "
+                                        r"cached in a folder, and this is a file"):
+        ensure_builtin(DataConfig(name="planar"), blocker)

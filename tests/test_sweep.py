@@ -89,6 +89,8 @@ def test_search_space_reads_hydras_grammar(compose) -> None:
     ({"model.depth": "3"}, "not a search space"),
     ({"model.activation": "choice(relu, gelu)"}, "reaches 'gelu'"),
     ({"optim.lr": "interval(0, 1)"}, "optim.lr"),
+    ({"optim.lr": "interval(1, 0.1)"}, r"sweep.params.optim.lr='interval\(1, 0.1\)': "
+                                       r"`low <= high` must hold"),
     ({"model": "choice(a, b)"}, "no such config key"),
 ])
 def test_bad_search_space_names_the_key(compose, params: dict, message: str) -> None:

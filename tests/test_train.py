@@ -368,3 +368,17 @@ def test_planar_learns_with_a_hidden_layer_but_not_without(compose) -> None:
                                  "train.log_every=500"))
     assert hidden.metrics["train_accuracy"] > 0.85
     assert logistic.metrics["train_accuracy"] < 0.6
+
+
+def test_epochs_are_not_allocated_up_front(compose) -> None:
+    """train.epochs=10**12 once allocated 8 TB of costs before the first epoch; a run
+    stopped early keeps the costs it ran."""
+
+    class StopAt5(Callback):
+        def on_log(self, step: int, metrics) -> None:  # type: ignore[no-untyped-def]
+            if step >= 5:
+                raise StopTraining("stopped", "enough")
+
+    cfg = to_config(compose(*PLANAR, "train.epochs=1000000000000", "train.log_every=1"))
+    r = train.run(cfg, [StopAt5()])
+    assert r.status == "stopped" and r.epochs_run == 6 and r.costs.shape == (6,)

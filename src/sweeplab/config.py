@@ -8,7 +8,10 @@ the key, the value and what is allowed, before any run is created.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import math
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +29,10 @@ DTYPES = tuple(nn.DTYPES)
 FIRST_LAYER_FORMS = ("auto", *nn.STEPPERS)  # auto: see nn.resolve_stepper
 BUILTIN_DATASETS = ("planar", "moons", "circles", "digits", "breast_cancer")
 DATASETS = (*BUILTIN_DATASETS, "catvnoncat", "h5")
+
+
+# Seeds feed NumPy's SeedSequence and, for the course's initialisations, RandomState.
+MAX_SEED = 2**32 - 1
 
 
 class ConfigError(ValueError):
@@ -202,12 +209,17 @@ def validate(cfg: Config) -> None:
     """Raise ConfigError listing every value that is not allowed (types are Hydra's job)."""
     p: list[str] = []
     d, m, o, t = cfg.data, cfg.model, cfg.optim, cfg.train
+    _check(p, 0 <= cfg.seed <= MAX_SEED, "seed", cfg.seed,
+           f"must be an integer in [0, {MAX_SEED}] (NumPy's seeds; the course's "
+           f"initialisations take 32 bits)")
     _one_of(p, "data.name", d.name, DATASETS)
     _check(p, 0.0 <= d.val_fraction < 1.0, "data.val_fraction", d.val_fraction,
            "must be in [0, 1)")
     _check(p, d.scale is None or (_finite(d.scale) and d.scale > 0), "data.scale", d.scale,
            "must be > 0, or null (255 for uint8 images, 16 for digits, else 1)")
     _check(p, d.n_samples >= 20, "data.n_samples", d.n_samples, "must be >= 20")
+    _check(p, 0 <= d.generator_seed <= MAX_SEED, "data.generator_seed", d.generator_seed,
+           f"must be an integer in [0, {MAX_SEED}]")
     _check(p, _finite(d.noise) and d.noise >= 0, "data.noise", d.noise, "must be >= 0")
     _check(p, d.digit is None or 0 <= d.digit <= 9, "data.digit", d.digit,
            "must be null (all 10 classes) or a digit 0..9 (that digit vs the rest)")
@@ -302,9 +314,38 @@ def _validate_sweep(p: list[str], cfg: Config) -> None:
                  f"({len(objectives)}: {objectives})")
 
 
+def unknown_keys(node: Any, schema: type | None = None, path: str = "") -> list[str]:
+    """Every key of `node` (a mapping) that the schema has no place for, each with a hint.
+    (Merging onto the schema would drop them silently: ``+model.foo=1`` would do nothing.)"""
+    schema = schema or Config
+    if not isinstance(node, dict):
+        return []
+    names = [f.name for f in dataclasses.fields(schema)]
+    hints = typing.get_type_hints(schema)
+    out = []
+    for key, value in node.items():
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            out.append(f"{path}{key}: no such key" + (
+                f" (did you mean {path}{close[0]}?)" if close
+                else f"; {path.rstrip('.') or 'the config'} has {', '.join(names)}"))
+            continue
+        sub = next((t for t in (hints[key], *typing.get_args(hints[key]))
+                    if dataclasses.is_dataclass(t)), None)
+        if sub is not None:
+            out += unknown_keys(value, sub, f"{path}{key}.")  # type: ignore[arg-type]
+    return out
+
+
 def to_config(cfg: DictConfig | Config | dict[str, Any]) -> Config:
     """Merge any config (Hydra's, a logged config.yaml, a dict) onto the schema, type-check it,
     check its values, and return the typed object."""
+    if not isinstance(cfg, Config):
+        plain = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) \
+            else cfg
+        unknown = unknown_keys(plain)
+        if unknown:
+            raise ConfigError("invalid config: " + "; ".join(unknown))
     merged = OmegaConf.merge(OmegaConf.structured(Config), cfg)
     typed: Config = OmegaConf.to_object(merged)  # type: ignore[assignment]
     validate(typed)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from sweeplab.data.errors import DataError
 from sweeplab.data.h5 import write_course_h5
 from sweeplab.data.split import stratified_split
 
@@ -130,7 +131,16 @@ def ensure_builtin(cfg: DataConfig, cache_dir: Path) -> tuple[Path, Path]:
     generate, test_fraction = GENERATORS[cfg.name]
     X, y, classes = generate(cfg)
     tr, te = stratified_split(y, test_fraction, np.random.default_rng(cfg.generator_seed))
-    # Test first: a reader that finds the train file can then count on the test file.
-    write_course_h5(test, X[te], y[te], classes, "test")
-    write_course_h5(train, X[tr], y[tr], classes, "train")
+    try:
+        # Test first: a reader that finds the train file can then count on the test file.
+        write_course_h5(test, X[te], y[te], classes, "test")
+        write_course_h5(train, X[tr], y[tr], classes, "train")
+    except (FileExistsError, NotADirectoryError):
+        raise DataError(f"data.dir={str(cache_dir)!r}: built-in datasets are cached in a "
+                        f"folder, and this is a file: give a folder, or leave data.dir "
+                        f"null (./data/builtin)") from None
+    except PermissionError as err:
+        raise DataError(f"data.dir={str(cache_dir)!r}: cannot write the {cfg.name} cache "
+                        f"there ({err.strerror}): give a folder you can write to, or leave "
+                        f"data.dir null (./data/builtin)") from None
     return train, test

@@ -128,7 +128,10 @@ def parse_space(params: Mapping[str, Any], base: DictConfig) -> dict[str, BaseDi
         except HydraException as err:
             raise ConfigError(f"sweep.params.{key}={expr!r} does not parse: "
                               f"{str(err).splitlines()[0]}; use one of {GRAMMAR}") from None
-        dist = _distribution(key, override)
+        try:
+            dist = _distribution(key, override)
+        except ValueError as err:  # Optuna's own checks, e.g. interval(1, 0.1)
+            raise ConfigError(f"sweep.params.{key}={expr!r}: {err}") from None
         for value in _corners(dist):
             try:
                 to_config(apply(base, {key: value}))

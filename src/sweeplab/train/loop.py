@@ -199,7 +199,7 @@ def run(cfg: Config | DictConfig | dict[str, Any], callbacks: Sequence[Callback]
         callbacks = [*callbacks, EarlyStopping(es.patience, es.min_delta)]
     _call(callbacks, "on_train_start",
           RunStart(cfg, data, net, result.summary, result.run_name, result.stepper))
-    costs = np.full(t.epochs, np.nan)
+    costs: list[float] = []  # grown, not allocated for train.epochs up front
     stepper = STEPPERS[result.stepper](net, X, Y, opt, l2=cfg.optim.l2,
                                        batch_size=t.batch_size, batch_rng=batch_rng,
                                        dropout_rng=dropout_rng)
@@ -213,7 +213,7 @@ def run(cfg: Config | DictConfig | dict[str, Any], callbacks: Sequence[Callback]
                 stepper.materialize()  # the network is about to be read
                 val_cost, val_acc = evaluate(net, data.X_val, data.Y_val, data.y_val)  # type: ignore[arg-type]
             cost = stepper.epoch()
-            costs[epoch] = cost
+            costs.append(cost)
             diverged = not math.isfinite(cost)
             if not (log_now or diverged):
                 continue
@@ -239,7 +239,7 @@ def run(cfg: Config | DictConfig | dict[str, Any], callbacks: Sequence[Callback]
                 break
     stepper.materialize()
     result.epochs_run = epoch + 1
-    result.costs = costs[: result.epochs_run]
+    result.costs = np.asarray(costs, dtype=np.float64)
     result.metrics = final_metrics(net, data) if result.status != RunStatus.DIVERGED else {}
     result.metrics[Metric.TRAIN_SECONDS] = time.perf_counter() - start
     _call(callbacks, "on_train_end", result)

@@ -18,7 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from sweeplab import nn
-from sweeplab.names import OBJECTIVES
+from sweeplab.names import OBJECTIVES, Metric
 
 # Choices the network offers come from sweeplab.nn's own registries.
 ACTIVATIONS = tuple(nn.ACTIVATIONS)
@@ -145,7 +145,7 @@ class SweepConfig:
     pruner: str = "median"
     # Extra keyword arguments for the pruner (e.g. n_warmup_steps for median).
     pruner_args: dict[str, Any] = field(default_factory=dict)
-    objective: str = "val_cost"
+    objective: str = Metric.VAL_COST
     direction: str = "minimize"
     # Multi-objective: a list of metrics and one direction each (then no pruning).
     objectives: list[str] | None = None

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING
 
 from matplotlib.figure import Figure
 
+from sweeplab.names import Metric
+
 if TYPE_CHECKING:
     from sweeplab.train import RunResult
 
@@ -22,9 +24,9 @@ def cost_curve(result: RunResult) -> Figure:
     fig.subplots_adjust(left=0.1 if has_val else 0.15, right=0.97, bottom=0.13, top=0.9,
                         wspace=0.25)
     ax = axes[0, 0]
-    ax.plot(range(len(result.costs)), result.costs, label="train_cost", lw=1.2)
+    ax.plot(range(len(result.costs)), result.costs, label=Metric.TRAIN_COST, lw=1.2)
     if has_val:
-        ax.plot(h.step, h.val_cost, "o-", ms=3, label="val_cost", lw=1.2)
+        ax.plot(h.step, h.val_cost, "o-", ms=3, label=Metric.VAL_COST, lw=1.2)
     ax.set_xlabel("epoch")
     ax.set_ylabel("cost")
     ax.set_title(result.run_name, fontsize=10)
@@ -36,7 +38,7 @@ def cost_curve(result: RunResult) -> Figure:
         ax2 = axes[0, 1]
         ax2.plot(h.step, h.val_accuracy, "o-", ms=3, color="tab:green")
         ax2.set_xlabel("epoch")
-        ax2.set_ylabel("val_accuracy")
+        ax2.set_ylabel(Metric.VAL_ACCURACY)
         ax2.grid(alpha=0.3)
     return fig
 

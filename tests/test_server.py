@@ -106,11 +106,8 @@ def one_line(stderr: str) -> str:
 
 def test_a_run_logs_through_the_server_and_its_artifacts_stay_there(
         server: TrackingServer, client_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import mlflow.tracking._tracking_service.utils as tracking_utils
-
-    # models:/ URIs are read through MLflow's process-wide URI: the server's, for this test.
+    # models:/ URIs are read through MLflow's tracking URI: the server's, for this test.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
-    monkeypatch.setattr(tracking_utils, "_tracking_uri", None)
     typed = to_config(compose_config(*RUN, f"tracking.uri={server.url}"))
     with MlflowTracker(typed.tracking) as tracker:
         result = train.run(typed, [tracker])
@@ -394,3 +391,19 @@ def test_the_command_uses_only_options_the_installed_mlflow_server_has() -> None
     backend = next(p for p in command.params if "--backend-store-uri" in p.opts)
     assert backend.envvar == "MLFLOW_BACKEND_STORE_URI"
     assert hasattr(environment_variables, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION")
+
+
+def test_a_password_in_the_tracking_uri_is_never_logged(server: TrackingServer,
+                                                        client_folder: Path) -> None:
+    """MLflow reads credentials from MLFLOW_TRACKING_USERNAME / _PASSWORD; one written into
+    tracking.uri still works, but must not end up in the run's params or config.yaml."""
+    with_password = server.url.replace("http://", "http://alice:s3cret@")
+    typed = to_config(compose_config(*RUN, f"tracking.uri={with_password}"))
+    with MlflowTracker(typed.tracking) as tracker:
+        train.run(typed, [tracker])
+    client = MlflowClient(tracking_uri=server.url)
+    run = client.get_run(tracker.run_id)
+    assert run.data.params["tracking.uri"] == server.url.replace("http://", "http://alice:***@")
+    config = Path(client.download_artifacts(tracker.run_id, "config.yaml",
+                                            str(client_folder))).read_text()
+    assert "s3cret" not in config and "alice:***@" in config

@@ -15,6 +15,7 @@ What one run logs (names are stable; the README documents them):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import tempfile
@@ -30,7 +31,7 @@ from omegaconf import OmegaConf
 from sweeplab.config import TrackingConfig, flatten
 from sweeplab.names import MLFLOW_STATUS, TAG_PREFIX, MlflowTag, RunStatus, Tag
 from sweeplab.tracking import provenance
-from sweeplab.tracking.store import check_server, get_experiment_id, resolve_uri
+from sweeplab.tracking.store import check_server, get_experiment_id, redact, resolve_uri
 from sweeplab.train.callbacks import Callback, RunStart
 
 if TYPE_CHECKING:
@@ -137,13 +138,19 @@ class MlflowTracker(Callback):
         tags |= self.extra_tags
         run = self.client.create_run(self.experiment_id, run_name=start.run_name, tags=tags)
         self.run_id = run.info.run_id
-        params = [Param(k, str(v)) for k, v in flatten(start.config).items()]
+        # A password in tracking.uri is the user's, not the run's: logged redacted (MLflow
+        # reads credentials from MLFLOW_TRACKING_USERNAME / _PASSWORD).
+        logged = dataclasses.replace(start.config, tracking=dataclasses.replace(
+            start.config.tracking, uri=redact(start.config.tracking.uri)
+            if start.config.tracking.uri else None))
+        params = [Param(k, str(v)) for k, v in flatten(logged).items()]
         for i in range(0, len(params), MAX_PARAMS):
             self.client.log_batch(self.run_id, params=params[i:i + MAX_PARAMS])
         self._log_datasets(start.dataset)
-        config_yaml = OmegaConf.to_yaml(OmegaConf.structured(start.config))
+        config_yaml = OmegaConf.to_yaml(OmegaConf.structured(logged))
         self.client.log_text(self.run_id, config_yaml, "config.yaml")
-        self.client.log_text(self.run_id, OmegaConf.to_yaml(self.overrides), "overrides.yaml")
+        self.client.log_text(self.run_id, OmegaConf.to_yaml([redact(o) for o in self.overrides]),
+                             "overrides.yaml")
         self.client.log_text(self.run_id, start.summary + "\n", "summary.txt")
         if dirty:
             self.client.log_text(self.run_id, diff, "git_diff.patch")

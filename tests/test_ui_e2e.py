@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from helpers import compose_config, use_mlflow_store
+from servers import stop_process_group
 
 pytestmark = pytest.mark.e2e
 
@@ -138,23 +138,7 @@ def server(sweep: Sweep, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
             time.sleep(0.25)
         yield Server(url, log)
     finally:
-        _stop(proc)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM to the server's process group (mlflow ui and its uvicorn), then SIGKILL."""
-    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            time.sleep(0.2)  # let uvicorn, the group's other process, go too
-        except subprocess.TimeoutExpired:
-            continue
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)  # anything of the group still there
+        stop_process_group(proc)
 
 
 @pytest.fixture(scope="module")

@@ -95,7 +95,8 @@ def test_a_sweep_on_dask_workers_with_postgresql_for_the_server_and_the_study(
             proc = subprocess.run(cmd, cwd=data_cache, env=env, capture_output=True,
                                   text=True, timeout=900)
             assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-            assert f"the Dask scheduler at {cluster.address}" in proc.stdout
+            assert f"trials run in the Dask cluster of the scheduler at {cluster.address}" \
+                in proc.stdout
 
             study = optuna.load_study(study_name="dist", storage=open_storage(journal))
             done = [t for t in study.trials if t.state in (TrialState.COMPLETE,

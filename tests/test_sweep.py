@@ -741,3 +741,21 @@ def test_a_sigkilled_controller_takes_its_dask_workers_along_and_resumes(
     finished = Counter(r.data.tags["sweeplab.trial_number"] for r in runs
                        if r.info.status == "FINISHED")
     assert max(finished.values()) == 1 and len(finished) == 5
+
+
+def test_a_stale_journal_lock_left_by_a_killed_sweep_is_removed(sweep_env, tmp_path,
+                                                                capsys) -> None:
+    """A sweep SIGKILLed while it wrote the journal leaves Optuna's lock symlink behind;
+    the next start must not wait on it for good."""
+    compose, journal, _ = sweep_env
+    path = Path(journal.removeprefix("journal:"))
+    lock = path.with_name(path.name + ".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+    os.symlink(path, lock)
+    old = time.time() - 60
+    os.utime(lock, (old, old), follow_symlinks=False)
+    assert sweep_job(compose("sweep.name=stale", "sweep.n_trials=2")) == 0
+    assert "warning: removed" in capsys.readouterr().err
+    assert not os.path.lexists(lock)
+    assert len(load(journal, "stale").trials) == 2

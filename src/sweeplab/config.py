@@ -288,8 +288,8 @@ def _validate_sweep(p: list[str], cfg: Config) -> None:
            "must be a non-empty name without '/'")
     _check(p, s.n_trials >= 1, "sweep.n_trials", s.n_trials, "must be an integer >= 1")
     _check(p, s.n_jobs >= 1, "sweep.n_jobs", s.n_jobs, "must be an integer >= 1")
-    _check(p, s.cluster is None or "://" in s.cluster, "sweep.cluster", s.cluster,
-           "must be a Dask scheduler address such as tcp://host:8786, or null")
+    _check(p, s.cluster is None or s.cluster.startswith(("tcp://", "tls://")), "sweep.cluster",
+           s.cluster, "must be a Dask scheduler address such as tcp://host:8786, or null")
     _one_of(p, "sweep.sampler", s.sampler, SAMPLERS)
     _one_of(p, "sweep.pruner", s.pruner, PRUNERS)
     _check(p, 0 < s.max_failure_rate <= 1, "sweep.max_failure_rate", s.max_failure_rate,

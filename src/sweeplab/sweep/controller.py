@@ -94,7 +94,7 @@ def _sweep(cfg: DictConfig, typed: Config, base: DictConfig, space: dict[str, An
     before = st.tally(study)
     print(f"sweep {s.name!r}: {before.done} of {s.n_trials} trials done"
           + (f", {len(orphans)} interrupted trial(s) queued again" if orphans else "")
-          + f"; study in {storage_url}; MLflow parent run {parent_run_id}; trials run on "
+          + f"; study in {storage_url}; MLflow parent run {parent_run_id}; trials run in "
           + executor.where, flush=True)
 
     printer = TrialPrinter(study, s, already=before.done)

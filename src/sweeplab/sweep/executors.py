@@ -48,7 +48,7 @@ class InProcess:
 
     stop: StopRequest
     slots: int = 1
-    where: str = "in this process"
+    where: str = "this process"
     _done: list[Finished] = field(default_factory=list)
     _cache: dict[DataKey, Dataset] = field(default_factory=dict)
 
@@ -135,7 +135,7 @@ class DaskPool:
             self.where = f"a local Dask cluster of {n_jobs} worker processes"
         else:
             self.client = Client(address, timeout=5)
-            self.where = f"the Dask scheduler at {address}"
+            self.where = f"the Dask cluster of the scheduler at {address}"
         self.slots = n_jobs if address is None else max(1, sum(self.client.nthreads().values()))
         # Imports take a worker seconds (MLflow, SQLAlchemy): done now, in the background,
         # while the controller opens the study and the parent run.

@@ -8,9 +8,12 @@ marked failed and its parameters are queued again, so it is retried, not counted
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import socket
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,13 +35,33 @@ def storage_url(s: SweepConfig) -> str:
     return s.storage or f"journal:{STORE_DIR / 'optuna.journal'}"
 
 
+# A journal write holds the lock for milliseconds: one this old was left by a killed process.
+STALE_LOCK_SECONDS = 10.0
+
+
 def open_storage(url: str) -> BaseStorage | str:
     """Optuna storage from a URL; ``journal:<path>`` is Optuna's journal file storage."""
     if url.startswith("journal:"):
         path = Path(url.removeprefix("journal:"))
         path.parent.mkdir(parents=True, exist_ok=True)
+        _drop_stale_lock(path)
         return JournalStorage(JournalFileBackend(str(path)))
     return url
+
+
+def _drop_stale_lock(journal: Path) -> None:
+    """Remove the journal's lock (a symlink, Optuna 5.0) when a process killed during a write
+    left it: every later sweep would wait on it."""
+    lock = journal.with_name(journal.name + ".lock")
+    try:
+        age = time.time() - os.lstat(lock).st_mtime
+    except FileNotFoundError:
+        return
+    if age > STALE_LOCK_SECONDS:
+        print(f"warning: removed {lock}, left {age:.0f} s ago by a process killed while it "
+              f"wrote the study", file=sys.stderr)
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
 
 
 def make_sampler(s: SweepConfig, space: dict[str, BaseDistribution], *,

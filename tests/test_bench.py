@@ -70,7 +70,10 @@ def canned_distributed() -> dict:
                        "in_process_end_to_end_per_minute": 18.4,
                        "dask_1_end_to_end_per_minute": 15.9,
                        "dask_2_end_to_end_per_minute": 16.2, "speedup_2_vs_1_dask": 1.82,
-                       "dask_1_vs_in_process": 1.76},
+                       "dask_1_vs_in_process": 1.76, **{
+                           f"{k}_{x}_seconds_median": 0.5 for k in ("in_process", "dask_1",
+                                                                     "dask_2")
+                           for x in ("trial", "train")}},
         "default_sweep": {
             "trials": 6, "states": {"complete": 4, "pruned": 2}, "trial_seconds_mean": 2.1,
             "trial_seconds_median": 1.9,
@@ -98,8 +101,8 @@ def test_distributed_report_renders_every_part_with_its_targets() -> None:
                             "distributed": canned_distributed()})
     rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines()
             if line.startswith("| ")}
-    assert "66.0 trials/min" in rows["sweep on Dask, 6 trials x 10 epochs: 1 Dask worker "
-                                     "(sweep.cluster)"]
+    assert "66.0 trials/min (trial 0.50 s, its training 0.50 s)" in rows[
+        "sweep, 6 trials x 10 epochs, make server: 1 Dask worker (sweep.cluster, BLAS 1 thread)"]
     assert rows["sweep on Dask: 2 workers / 1"].endswith("| 1.82x | >= 1.8x | met |")
     # the controller's wall time is judged against its target; its CPU is shown beside
     assert rows["controller per trial, wall: median (p90)"].endswith(

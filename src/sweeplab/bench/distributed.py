@@ -46,10 +46,11 @@ SAME_TRIALS = ["sweep.sampler=random", "sweep.seed=0", "sweep.pruner=median",
 LOAD: list[float] = []
 SECTIONS = ("ask", "make_task", "submit", "tell", "verdicts")
 FULL = {"default_trials": 40, "rate_trials": 20, "rate_epochs": 60, "repeats": 2,
-        "load_seconds": 15.0, "load_workers": [1, 2, 4, 8, 16], "postgresql": True,
+        "load_seconds": 10.0, "load_rounds": 2, "load_workers": [1, 2, 4, 8, 16],
+        "postgresql": True,
         "journal_trials": 300}
 QUICK = {"default_trials": 6, "rate_trials": 6, "rate_epochs": 10, "repeats": 1,
-         "load_seconds": 3.0, "load_workers": [1, 4], "postgresql": False,
+         "load_seconds": 3.0, "load_rounds": 1, "load_workers": [1, 4], "postgresql": False,
          "journal_trials": 50}
 
 
@@ -136,6 +137,14 @@ def steady_durations(trials: list[Any]) -> list[float]:
             if t.duration is not None and t.number not in firsts.values()]
 
 
+def _train_seconds(trials: list[Any]) -> float:
+    """The median of the trials' own training time (the run's train_seconds metric)."""
+    from sweeplab.names import Metric
+
+    return statistics.median(float(t.user_attrs.get(Metric.TRAIN_SECONDS, "nan"))
+                             for t in trials)
+
+
 def controller_cost(timings: dict[str, Any]) -> dict[str, Any]:
     """Per trial: each section's wall and CPU seconds (median), the total's median and 90th
     percentile, with the sweep-wide parts (why_stop, poll, the loop around them) spread
@@ -198,6 +207,7 @@ def _default_sweep(tmp: Path, url: str, n_trials: int) -> tuple[dict[str, Any], 
         "parent_run_id": _parent(journal),
         "trial_seconds_mean": statistics.fmean(durations),
         "trial_seconds_median": statistics.median(durations),
+        "train_seconds_median": _train_seconds(trials),
         "controller": controller_cost(timings),
         "requests_per_trial": {k: v / n for k, v in by_endpoint.most_common()},
         "requests_per_trial_total": len(workers) / n,
@@ -254,11 +264,16 @@ def _throughput(tmp: Path, url: str, p: dict[str, Any]) -> dict[str, Any]:
                 trials, timings, wall = run_sweep(tmp, f"{key}-{r}", [*common, *extra], url)
                 runs[key].append({"per_minute": steady_rate(trials),
                                   "end_to_end_per_minute": len(trials) / wall * 60,
+                                  "trial_seconds_median": statistics.median(
+                                      steady_durations(trials)),
+                                  "train_seconds_median": _train_seconds(trials),
                                   "controller_median_ms": 1e3 * controller_cost(
                                       timings)["wall"]["median"]})
     out: dict[str, Any] = {"trials": p["rate_trials"], "epochs": p["rate_epochs"],
                            "repeats": p["repeats"], "runs": runs}
     for key, rs in runs.items():
+        for x in ("trial_seconds_median", "train_seconds_median"):
+            out[f"{key}_{x}"] = statistics.median(r[x] for r in rs)
         out[f"{key}_per_minute"] = statistics.median(r["per_minute"] for r in rs)
         out[f"{key}_end_to_end_per_minute"] = statistics.median(
             r["end_to_end_per_minute"] for r in rs)
@@ -288,18 +303,37 @@ def _load(folder: Path, backend: str, sequences: list[list[loadtest.Request]],
                                f"{experiment}")
         new_parent = client.create_run(experiment, run_name="load test").info.run_id
         ids = [(parent.encode(), new_parent.encode())]
-        steps = []
-        for n in p["load_workers"]:
+        # N up, then down (and so on): whatever else the machine does falls on every N
+        order = [n for r in range(p["load_rounds"])
+                 for n in (p["load_workers"] if r % 2 == 0 else p["load_workers"][::-1])]
+        done: dict[int, list[dict[str, Any]]] = {n: [] for n in p["load_workers"]}
+        for n in order:
             LOAD.append(os.getloadavg()[0])
-            steps.append(loadtest.replay(url, sequences, n, p["load_seconds"], ids))
+            done[n].append(loadtest.replay(url, sequences, n, p["load_seconds"], ids))
+    steps = [_median_step(rs) for rs in done.values()]
     best = max(steps, key=lambda s: s["trials_per_second"])
-    return {"steps": steps, "trials_per_second": best["trials_per_second"],
+    return {"steps": steps, "rounds": done, "trials_per_second": best["trials_per_second"],
             "requests_per_second": best["requests_per_second"], "at_workers": best["workers"]}
 
 
-def journal_timing(per_trial: dict[str, float], n_trials: int) -> dict[str, Any]:
+def _median_step(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One worker count's figures: the median of its rounds, errors summed."""
+    out = {k: statistics.median(r[k] for r in rounds) for k in
+           ("requests_per_second", "trials_per_second", "p50_ms", "p95_ms", "seconds")}
+    return out | {"workers": rounds[0]["workers"], "rounds": len(rounds),
+                  "trials": sum(r["trials"] for r in rounds),
+                  "requests": sum(r["requests"] for r in rounds),
+                  "errors": sum(r["errors"] for r in rounds),
+                  "first_error": next((r["first_error"] for r in rounds if r["first_error"]),
+                                      "")}
+
+
+def journal_timing(per_trial: dict[str, float], n_trials: int, batches: int = 5
+                   ) -> dict[str, Any]:
     """One trial's journal records (the measured mix, rounded), written `n_trials` times
-    through Optuna's JournalStorage to a file: seconds per record and per trial."""
+    through Optuna's JournalStorage to a file, in `batches`: seconds per record and per
+    trial, the median batch (and the slowest: each record is an fsync, and the disk is
+    shared with whatever else the machine does)."""
     from optuna.distributions import FloatDistribution
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
@@ -307,27 +341,29 @@ def journal_timing(per_trial: dict[str, float], n_trials: int) -> dict[str, Any]
     from optuna.trial import TrialState
 
     mix = {k: max(0, round(v)) for k, v in per_trial.items()}
+    kinds = ("set_trial_param", "set_trial_intermediate_value", "set_trial_user_attr")
+    per_record = 2 + sum(mix.get(k, 0) for k in kinds)  # and create_trial, the final state
     dist = FloatDistribution(0.0, 1.0)
+    times = []
     with tempfile.TemporaryDirectory() as tmp:
         storage = JournalStorage(JournalFileBackend(str(Path(tmp) / "j.journal")))
         sid = storage.create_new_study([StudyDirection.MINIMIZE], "timing")
-        records = 0
-        t = time.perf_counter()
-        for _ in range(n_trials):
-            tid = storage.create_new_trial(sid)
-            for i in range(mix.get("set_trial_param", 0)):
-                storage.set_trial_param(tid, f"p{i}", 0.5, dist)
-            for i in range(mix.get("set_trial_intermediate_value", 0)):
-                storage.set_trial_intermediate_value(tid, i, 0.5)
-            for i in range(mix.get("set_trial_user_attr", 0)):
-                storage.set_trial_user_attr(tid, f"u{i}", "value")
-            storage.set_trial_state_values(tid, TrialState.COMPLETE, [0.5])
-            records += 2 + sum(mix.get(k, 0) for k in ("set_trial_param",
-                                                        "set_trial_intermediate_value",
-                                                        "set_trial_user_attr"))
-        seconds = time.perf_counter() - t
-    return {"trials": n_trials, "records": records, "seconds_per_record": seconds / records,
-            "seconds_per_trial": seconds / n_trials, "mix": mix}
+        for _ in range(batches):
+            t = time.perf_counter()
+            for _ in range(max(1, n_trials // batches)):
+                tid = storage.create_new_trial(sid)
+                for i in range(mix.get("set_trial_param", 0)):
+                    storage.set_trial_param(tid, f"p{i}", 0.5, dist)
+                for i in range(mix.get("set_trial_intermediate_value", 0)):
+                    storage.set_trial_intermediate_value(tid, i, 0.5)
+                for i in range(mix.get("set_trial_user_attr", 0)):
+                    storage.set_trial_user_attr(tid, f"u{i}", "value")
+                storage.set_trial_state_values(tid, TrialState.COMPLETE, [0.5])
+            times.append((time.perf_counter() - t) / max(1, n_trials // batches))
+    return {"trials": n_trials, "records_per_trial": per_record, "mix": mix,
+            "seconds_per_trial": statistics.median(times),
+            "seconds_per_record": statistics.median(times) / per_record,
+            "seconds_per_record_slowest_batch": max(times) / per_record}
 
 
 def scaling(r: dict[str, Any]) -> dict[str, Any]:

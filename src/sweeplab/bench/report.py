@@ -89,13 +89,20 @@ def distributed_rows(d: dict[str, Any]) -> list[str]:
     """The distributed suite's rows (bench/distributed.py)."""
     t, ds = d["throughput"], d["default_sweep"]
     c, sc = ds["controller"], d["scaling"]
-    head = f"sweep on Dask, {t['trials']} trials x {t['epochs']} epochs"
-    rows = [_row(f"{head}: in the controller's process (n_jobs=1)",
-                 f"{t['in_process_per_minute']:.1f} trials/min"),
-            _row(f"{head}: 1 Dask worker (sweep.cluster)",
-                 f"{t['dask_1_per_minute']:.1f} trials/min"),
-            _row(f"{head}: 2 Dask workers (sweep.cluster)",
-                 f"{t['dask_2_per_minute']:.1f} trials/min"),
+    head = f"sweep, {t['trials']} trials x {t['epochs']} epochs, make server"
+
+    def rate(key: str) -> str:
+        per = t[f"{key}_per_minute"]
+        if f"{key}_trial_seconds_median" not in t:
+            return f"{per:.1f} trials/min"
+        return (f"{per:.1f} trials/min (trial {t[f'{key}_trial_seconds_median']:.2f} s, "
+                f"its training {t[f'{key}_train_seconds_median']:.2f} s)")
+
+    rows = [_row(f"{head}: in the controller's process (n_jobs=1, BLAS 2 threads)",
+                 rate("in_process")),
+            _row(f"{head}: 1 Dask worker (sweep.cluster, BLAS 1 thread)", rate("dask_1")),
+            _row(f"{head}: 2 Dask workers (sweep.cluster, BLAS 1 thread each)",
+                 rate("dask_2")),
             _row("sweep on Dask: 2 workers / 1", f"{t['speedup_2_vs_1_dask']:.2f}x", ">= 1.8x",
                  t["speedup_2_vs_1_dask"] >= 1.8),
             _row("sweep: 1 Dask worker / in-process", f"{t['dask_1_vs_in_process']:.2f}x"),
@@ -105,8 +112,11 @@ def distributed_rows(d: dict[str, Any]) -> list[str]:
                  f"{t['dask_2_end_to_end_per_minute']:.1f} trials/min")]
     dflt = (f"default sweep, {ds['trials']} trials on 2 Dask workers "
             f"({', '.join(f'{v} {k}' for k, v in ds['states'].items())})")
+    train = (f"; its training, median {ds['train_seconds_median']:.2f} s"
+             if "train_seconds_median" in ds else "")
     rows.append(_row(f"{dflt}: trial, ask to tell (not a worker's first), mean (median)",
-                     f"{ds['trial_seconds_mean']:.2f} s ({ds['trial_seconds_median']:.2f} s)"))
+                     f"{ds['trial_seconds_mean']:.2f} s ({ds['trial_seconds_median']:.2f} s)"
+                     + train))
     for clock, what in (("wall", "wall"), ("cpu", "CPU of its thread")):
         x = c[clock]
         rows.append(_row(f"controller per trial, {what}: median (p90)",
@@ -131,8 +141,11 @@ def distributed_rows(d: dict[str, Any]) -> list[str]:
                   f"{sum(ds['journal_records_per_trial'].values()):.1f}: " + ", ".join(
                       f"{k} {v:g}" for k, v in ds["journal_records_per_trial"].items()))]
     j = d["journal"]
-    rows.append(_row("journal: time per record, per trial (in a loop)",
-                     f"{_ms(j['seconds_per_record'])}, {_ms(j['seconds_per_trial'])}"))
+    slowest = (f" (slowest batch {_ms(j['seconds_per_record_slowest_batch'])} a record)"
+               if "seconds_per_record_slowest_batch" in j else "")
+    rows.append(_row("journal: time per record, per trial (in a loop, median batch)",
+                     f"{_ms(j['seconds_per_record'])}, {_ms(j['seconds_per_trial'])}"
+                     + slowest))
     for backend in ("sqlite", "postgresql"):
         load = d["load"].get(backend)
         if load is None:
@@ -142,8 +155,9 @@ def distributed_rows(d: dict[str, Any]) -> list[str]:
             continue
         for step in load["steps"]:
             err = f", {step['errors']} errors" if step["errors"] else ""
+            rounds = f", median of {step['rounds']}" if step.get("rounds", 1) > 1 else ""
             rows.append(_row(
-                f"make server ({backend}), {step['workers']} simulated workers",
+                f"make server ({backend}), {step['workers']} simulated workers{rounds}",
                 f"{step['requests_per_second']:.0f} req/s, {step['trials_per_second']:.2f} "
                 f"trials/s, p50 {step['p50_ms']:.0f} ms, p95 {step['p95_ms']:.0f} ms{err}"))
     sat = [f"controller {sc['controller_workers']:.0f}", f"journal {sc['journal_workers']:.0f}"]

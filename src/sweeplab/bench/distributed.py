@@ -45,7 +45,7 @@ SAME_TRIALS = ["sweep.sampler=random", "sweep.seed=0", "sweep.pruner=median",
 # other work on the machine shows here (our own runs count too: 2 workers are load 2).
 LOAD: list[float] = []
 SECTIONS = ("ask", "make_task", "submit", "tell", "verdicts")
-FULL = {"default_trials": 40, "rate_trials": 20, "rate_epochs": 60, "repeats": 2,
+FULL = {"default_trials": 40, "rate_trials": 12, "rate_epochs": 60, "repeats": 4,
         "load_seconds": 10.0, "load_rounds": 2, "load_workers": [1, 2, 4, 8, 16],
         "postgresql": True,
         "journal_trials": 300}
@@ -250,7 +250,9 @@ def _journal_ops(journal: Path) -> dict[str, dict[str, int]]:
 
 
 def _throughput(tmp: Path, url: str, p: dict[str, Any]) -> dict[str, Any]:
-    """In-process, 1 and 2 Dask workers, interleaved `repeats` times (medians)."""
+    """In-process, 1 and 2 Dask workers, interleaved `repeats` times, the order reversed
+    every other time; rates are medians, and each ratio is the median of the ratios within
+    a repeat (runs next to each other see the same load from the rest of the machine)."""
     runs: dict[str, list[dict[str, Any]]] = {"in_process": [], "dask_1": [], "dask_2": []}
     common = [*SAME_TRIALS, f"sweep.n_trials={p['rate_trials']}",
               f"train.epochs={p['rate_epochs']}"]
@@ -260,9 +262,12 @@ def _throughput(tmp: Path, url: str, p: dict[str, Any]) -> dict[str, Any]:
                  "dask_1": [f"sweep.cluster={one.address}"],
                  "dask_2": [f"sweep.cluster={two.address}"]}
         for r in range(p["repeats"]):
-            for key, extra in where.items():
-                trials, timings, wall = run_sweep(tmp, f"{key}-{r}", [*common, *extra], url)
+            for key in (list(where) if r % 2 == 0 else list(where)[::-1]):
+                before = os.getloadavg()[0]
+                trials, timings, wall = run_sweep(tmp, f"{key}-{r}", [*common, *where[key]],
+                                                  url)
                 runs[key].append({"per_minute": steady_rate(trials),
+                                  "load_average": (before + os.getloadavg()[0]) / 2,
                                   "end_to_end_per_minute": len(trials) / wall * 60,
                                   "trial_seconds_median": statistics.median(
                                       steady_durations(trials)),
@@ -272,13 +277,17 @@ def _throughput(tmp: Path, url: str, p: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"trials": p["rate_trials"], "epochs": p["rate_epochs"],
                            "repeats": p["repeats"], "runs": runs}
     for key, rs in runs.items():
-        for x in ("trial_seconds_median", "train_seconds_median"):
+        for x in ("trial_seconds_median", "train_seconds_median", "load_average"):
             out[f"{key}_{x}"] = statistics.median(r[x] for r in rs)
         out[f"{key}_per_minute"] = statistics.median(r["per_minute"] for r in rs)
         out[f"{key}_end_to_end_per_minute"] = statistics.median(
             r["end_to_end_per_minute"] for r in rs)
-    out["speedup_2_vs_1_dask"] = out["dask_2_per_minute"] / out["dask_1_per_minute"]
-    out["dask_1_vs_in_process"] = out["dask_1_per_minute"] / out["in_process_per_minute"]
+    def ratio(a: str, b: str) -> float:
+        return statistics.median(x["per_minute"] / y["per_minute"]
+                                 for x, y in zip(runs[a], runs[b], strict=True))
+
+    out["speedup_2_vs_1_dask"] = ratio("dask_2", "dask_1")
+    out["dask_1_vs_in_process"] = ratio("dask_1", "in_process")
     return out
 
 

@@ -61,7 +61,7 @@ test-slow: $(STAMP) ## run the slow integration suites (CI runs them too)
 test-e2e: $(STAMP) ## browser tests of the MLflow UI (needs Debian's chromium; CI installs it)
 	$(BIN)/python -m pytest -q -m e2e
 
-bench: $(STAMP) ## speed as ratios against references in one process (ARGS="--quick")
+bench: $(STAMP) ## speed as ratios against references in one process (ARGS="--quick", "--only distributed")
 	$(BIN)/python -m sweeplab.bench $(ARGS)
 
 lint: $(STAMP) ## ruff over src, tests and experiments

@@ -759,3 +759,48 @@ def test_a_stale_journal_lock_left_by_a_killed_sweep_is_removed(sweep_env, tmp_p
     assert "warning: removed" in capsys.readouterr().err
     assert not os.path.lexists(lock)
     assert len(load(journal, "stale").trials) == 2
+
+
+def test_a_dask_pool_sends_each_dataset_once_without_checking_configs_again(
+        in_data_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """make_task names the trial's data (its DataKey); DaskPool.submit uses that name and
+    checks a trial's config (to_config, ~20 ms) only to load a dataset it has not sent."""
+    from omegaconf import OmegaConf
+
+    from sweeplab.config import to_config
+    from sweeplab.sweep import executors
+    from sweeplab.sweep.worker import make_task
+    from sweeplab.train import data_key
+
+    cfg = compose_config(*FAST, config_name="sweep_app")
+    base = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "sweep"])
+    s = to_config(cfg).sweep
+    tasks = [make_task(n, p, base, s, "parent") for n, p in enumerate(
+        [{"model.depth": 1}, {"model.depth": 2}, {"data.val_fraction": 0.3}])]
+    for task in tasks:
+        assert task.data == data_key(to_config(task.config))
+    assert tasks[0].data == tasks[1].data != tasks[2].data
+
+    checks: list[int] = []
+
+    def counted(c):  # type: ignore[no-untyped-def]
+        checks.append(1)
+        return to_config(c)
+
+    class Client:
+        scattered = 0
+
+        def scatter(self, data, hash):  # type: ignore[no-untyped-def]
+            self.scattered += 1
+            return f"data {self.scattered}"
+
+        def submit(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            return object()
+
+    monkeypatch.setattr(executors, "to_config", counted)
+    pool = executors.DaskPool.__new__(executors.DaskPool)  # no cluster: only submit runs
+    pool.client, pool.token, pool._data, pool._trials, pool._futures = Client(), "t", {}, {}, {}
+    for task in tasks:
+        pool.submit(task, None)  # type: ignore[arg-type]
+    assert pool.client.scattered == 2 and len(checks) == 2  # one per dataset loaded
+    assert pool.busy == 3

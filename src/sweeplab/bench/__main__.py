@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sweeplab.bench import report, suites, torch_ref
+from sweeplab.bench import distributed, report, suites, torch_ref
+
+SUITES = ["training", "tracking", "sweep", "distributed", "machine"]
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -28,10 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iterations", type=int, default=None,
                    help="training iterations per timed run (default 2500; quick 250)")
     p.add_argument("--repeats", type=int, default=None, help="timed runs per contender")
-    p.add_argument("--only", nargs="*", default=["training", "tracking", "sweep", "machine"],
-                   choices=["training", "tracking", "sweep", "machine"])
+    p.add_argument("--only", nargs="*", default=SUITES, choices=SUITES,
+                   help="suites to run (default: all); distributed starts make server, Dask "
+                        "schedulers and workers, and PostgreSQL when installed, on 127.0.0.1")
     args = p.parse_args(argv)
-    if not (Path(args.data_dir) / "train_catvnoncat.h5").is_file():
+    needs_cat = {"training", "tracking"} & set(args.only)
+    if needs_cat and not (Path(args.data_dir) / "train_catvnoncat.h5").is_file():
         print(f"error: no train_catvnoncat.h5 in {args.data_dir}: pass --data-dir",
               file=sys.stderr)
         return 2
@@ -44,19 +48,43 @@ def main(argv: list[str] | None = None) -> int:
         "training": lambda: suites.training(args.data_dir, iters, repeats),
         "tracking": lambda: suites.tracking(args.data_dir, iters, repeats),
         "sweep": lambda: suites.sweep_throughput(*((8, 20) if args.quick else (24, 40))),
+        "distributed": lambda: distributed.distributed(args.quick),
     }
-    for name in ("machine", "training", "tracking", "sweep"):
+    for name in ("machine", "training", "tracking", "sweep", "distributed"):
         if name in args.only:
             print(f"bench: {name} ...", flush=True)
             results[name] = steps[name]()
+    out = Path(args.out)
+    keep_earlier(results, out / "latest.json")
     text = report.markdown(results)
     print("\n" + text)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "latest.md").write_text(text)
     (out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"written: {out / 'latest.md'}, {out / 'latest.json'}")
     return 0
+
+
+def keep_earlier(results: dict[str, Any], latest: Path) -> None:
+    """A run of some suites (--only) replaces those in `latest` and keeps the others, when
+    `latest` is of the same kind (quick or full) and machine; `results["earlier"]` then
+    names each kept suite with the date of its run."""
+    try:
+        before = json.loads(latest.read_text())
+    except (OSError, ValueError):
+        return
+    if before.get("quick") != results["quick"] or \
+            before.get("host", {}).get("cpu") != results["host"]["cpu"]:
+        return
+    dates = before.get("earlier", {})
+    earlier = {name: dates.get(name, before.get("date", "?")) for name in SUITES
+               if name not in results and name in before}
+    for name in earlier:
+        results[name] = before[name]
+    if earlier:
+        results["earlier"] = earlier
+        # the versions those runs used, where this one lacks them (PyTorch for training)
+        results["host"] = before.get("host", {}) | results["host"]
 
 
 def machine_facts() -> dict[str, Any]:

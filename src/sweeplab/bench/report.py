@@ -16,7 +16,11 @@ def markdown(r: dict[str, Any]) -> str:
              f"Machine: {m['cpu']}, {m['cores']} cores; BLAS {m['blas']}; Python "
              f"{m['python']}, NumPy {m['numpy']}, MLflow {m['mlflow']}, Optuna {m['optuna']}"
              + (f", PyTorch {m['torch']}" if "torch" in m else ", PyTorch not installed"),
-             "", "| measurement | value | target | |", "| --- | --- | --- | --- |"]
+             ""]
+    if r.get("earlier"):
+        lines += ["Kept from earlier runs (`--only` replaces only the suites it runs): "
+                  + ", ".join(f"{k} ({v})" for k, v in r["earlier"].items()), ""]
+    lines += ["| measurement | value | target | |", "| --- | --- | --- | --- |"]
     if "machine" in r:
         x = r["machine"]
         lines += [_row("GEMM float64 / float32", f"{x['gemm_gflops_float64']:.1f} / "
@@ -72,4 +76,98 @@ def markdown(r: dict[str, Any]) -> str:
                   _row("sweep: 2 workers", f"{s['trials_per_minute_2_worker']:.1f} trials/min"),
                   _row("sweep: 2 workers / 1", f"{s['speedup_2_workers']:.2f}x", ">= 1.7x",
                        s["speedup_2_workers"] >= 1.7)]
+    if "distributed" in r:
+        lines += distributed_rows(r["distributed"])
     return "\n".join(lines) + "\n"
+
+
+def _ms(seconds: float) -> str:
+    return f"{1e3 * seconds:.1f} ms"
+
+
+def distributed_rows(d: dict[str, Any]) -> list[str]:
+    """The distributed suite's rows (bench/distributed.py)."""
+    t, ds = d["throughput"], d["default_sweep"]
+    c, sc = ds["controller"], d["scaling"]
+    head = f"sweep, {t['trials']} trials x {t['epochs']} epochs, make server"
+
+    def rate(key: str) -> str:
+        per = t[f"{key}_per_minute"]
+        if f"{key}_trial_seconds_median" not in t:
+            return f"{per:.1f} trials/min"
+        load = f"; load {t[f'{key}_load_average']:.1f}" if f"{key}_load_average" in t else ""
+        return (f"{per:.1f} trials/min (trial {t[f'{key}_trial_seconds_median']:.2f} s, "
+                f"its training {t[f'{key}_train_seconds_median']:.2f} s{load})")
+
+    rows = [_row(f"{head}: in the controller's process (n_jobs=1, BLAS 2 threads)",
+                 rate("in_process")),
+            _row(f"{head}: 1 Dask worker (sweep.cluster, BLAS 1 thread)", rate("dask_1")),
+            _row(f"{head}: 2 Dask workers (sweep.cluster, BLAS 1 thread each)",
+                 rate("dask_2")),
+            _row("sweep on Dask: 2 workers / 1 (median of the repeats' ratios)",
+                 f"{t['speedup_2_vs_1_dask']:.2f}x", ">= 1.8x",
+                 t["speedup_2_vs_1_dask"] >= 1.8),
+            _row("sweep: 1 Dask worker / in-process", f"{t['dask_1_vs_in_process']:.2f}x"),
+            _row("sweep, end to end with start-up: in-process / 1 / 2 Dask workers",
+                 f"{t['in_process_end_to_end_per_minute']:.1f} / "
+                 f"{t['dask_1_end_to_end_per_minute']:.1f} / "
+                 f"{t['dask_2_end_to_end_per_minute']:.1f} trials/min")]
+    dflt = (f"default sweep, {ds['trials']} trials on 2 Dask workers "
+            f"({', '.join(f'{v} {k}' for k, v in ds['states'].items())})")
+    train = (f"; its training, median {ds['train_seconds_median']:.2f} s"
+             if "train_seconds_median" in ds else "")
+    rows.append(_row(f"{dflt}: trial, ask to tell (not a worker's first), mean (median)",
+                     f"{ds['trial_seconds_mean']:.2f} s ({ds['trial_seconds_median']:.2f} s)"
+                     + train))
+    for clock, what in (("wall", "wall"), ("cpu", "CPU of its thread")):
+        x = c[clock]
+        rows.append(_row(f"controller per trial, {what}: median (p90)",
+                         f"{_ms(x['median'])} ({_ms(x['p90'])})", "<= 20 ms",
+                         x["median"] <= 0.02 if clock == "wall" else None))
+        parts = ", ".join(f"{k} {1e3 * v:.1f}" for k, v in x["sections_median"].items())
+        rows.append(_row(f"controller per trial, {what}, median by part (ms)", parts))
+    rows += [_row("controller: first trial (also loads the data, sends it to the workers)",
+                  _ms(c["wall"]["first_trial"])),
+             _row("controller process CPU per trial (all threads, Dask's client included)",
+                  _ms(c["process_cpu_per_trial"])),
+             _row("pruning reports per trial (each a round trip to the controller)",
+                  f"{c['verdicts_per_trial']:.1f}")]
+    reqs = ", ".join(f"{k} {v:g}" for k, v in ds["requests_per_trial"].items())
+    rows += [_row("tracking server requests per trial",
+                  f"{ds['requests_per_trial_total']:.1f}: {reqs}"),
+             _row("tracking server: KiB sent, server time per trial (sum of latencies)",
+                  f"{ds['request_kib_per_trial']:.0f} KiB, {ds['server_ms_per_trial']:.0f} ms"),
+             _row("controller's own requests per sweep",
+                  str(sum(ds["controller_requests_per_sweep"].values()))),
+             _row("journal records per trial (Optuna JournalStorage)",
+                  f"{sum(ds['journal_records_per_trial'].values()):.1f}: " + ", ".join(
+                      f"{k} {v:g}" for k, v in ds["journal_records_per_trial"].items()))]
+    j = d["journal"]
+    slowest = (f" (slowest batch {_ms(j['seconds_per_record_slowest_batch'])} a record)"
+               if "seconds_per_record_slowest_batch" in j else "")
+    rows.append(_row("journal: time per record, per trial (in a loop, median batch)",
+                     f"{_ms(j['seconds_per_record'])}, {_ms(j['seconds_per_trial'])}"
+                     + slowest))
+    for backend in ("sqlite", "postgresql"):
+        load = d["load"].get(backend)
+        if load is None:
+            continue
+        if "skipped" in load:
+            rows.append(_row(f"make server ({backend}) load test", f"skipped: {load['skipped']}"))
+            continue
+        for step in load["steps"]:
+            err = f", {step['errors']} errors" if step["errors"] else ""
+            rounds = f", median of {step['rounds']}" if step.get("rounds", 1) > 1 else ""
+            rows.append(_row(
+                f"make server ({backend}), {step['workers']} simulated workers{rounds}",
+                f"{step['requests_per_second']:.0f} req/s, {step['trials_per_second']:.2f} "
+                f"trials/s, p50 {step['p50_ms']:.0f} ms, p95 {step['p95_ms']:.0f} ms{err}"))
+    sat = [f"controller {sc['controller_workers']:.0f}", f"journal {sc['journal_workers']:.0f}"]
+    sat += [f"make server ({b}) {sc[f'server_{b}_workers']:.1f}"
+            for b in ("sqlite", "postgresql") if f"server_{b}_workers" in sc]
+    rows.append(_row(f"workers each part keeps busy (trial of {sc['trial_seconds']:.2f} s)",
+                     ", ".join(sat)))
+    la = d["load_average"]
+    rows.append(_row("machine load average during the suite (min / median / max)",
+                     f"{la['min']:.1f} / {la['median']:.1f} / {la['max']:.1f}"))
+    return rows

@@ -154,10 +154,10 @@ class DaskPool:
         return len(self._futures)
 
     def submit(self, task: TrialTask, trial: Trial) -> None:
-        cfg = to_config(task.config)
-        key = data_key(cfg)
+        key = task.data or data_key(to_config(task.config))
         if key not in self._data:  # loaded here, where data.dir is, and sent to the workers
-            self._data[key] = self.client.scatter(load_data(cfg), hash=False)
+            self._data[key] = self.client.scatter(load_data(to_config(task.config)),
+                                                  hash=False)
         self._trials[task.number] = trial
         name = f"sweeplab-trial-{task.number}-{uuid.uuid4().hex[:8]}"
         fut = self.client.submit(run_on_worker, task, self.token, self._data[key], key=name,

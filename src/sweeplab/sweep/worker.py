@@ -37,7 +37,15 @@ from sweeplab.names import (
 from sweeplab.sweep.space import apply
 from sweeplab.tracking import MlflowTracker
 from sweeplab.tracking.errors import unavailable_reason
-from sweeplab.train import Callback, DataKey, RunResult, StopTraining, load_data, run
+from sweeplab.train import (
+    Callback,
+    DataKey,
+    RunResult,
+    StopTraining,
+    data_key,
+    load_data,
+    run,
+)
 from sweeplab.train.interrupt import StopOnRequest, StopRequest
 
 # (step, value) -> whether the pruner says stop now
@@ -74,6 +82,9 @@ class TrialTask:
     prune_metric: str | None  # the history metric the pruner judges; None: no pruning
     pruner: str
     threads: int | None = None  # BLAS threads; None leaves the library's default
+    # the data the config asks for, so that an executor that sends each dataset once need
+    # not check the config a second time to know which it is (~20 ms a trial)
+    data: DataKey | None = None
 
 
 @dataclass
@@ -101,7 +112,7 @@ def make_task(number: int, params: dict[str, Any], base: DictConfig, s: SweepCon
         and s.pruner != "none" else None
     config = OmegaConf.to_container(OmegaConf.structured(typed), resolve=True)
     return TrialTask(number, dict(params), config, s.name, parent_run_id,  # type: ignore[arg-type]
-                     tuple(objectives), prune, s.pruner, threads)
+                     tuple(objectives), prune, s.pruner, threads, data_key(typed))
 
 
 class PruningReporter(Callback):

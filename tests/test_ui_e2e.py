@@ -84,7 +84,7 @@ def shots(tmp_path_factory: pytest.TempPathFactory,
 def sweep(tmp_path_factory: pytest.TempPathFactory, data_cache: Path) -> Iterator[Sweep]:
     """A small sweep (models and plots logged) into a temporary MLflow store and journal."""
     _skip_without_a_browser()
-    from sweeplab.sweep import sweep_job
+    from sweeplab.sweep.controller import sweep_job
 
     store = tmp_path_factory.mktemp("e2e-store")
     with pytest.MonkeyPatch.context() as mp:

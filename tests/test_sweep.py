@@ -784,3 +784,25 @@ def test_a_dask_pool_sends_each_dataset_once_without_checking_configs_again(
         pool.submit(task, None)  # type: ignore[arg-type]
     assert pool.client.scattered == 2 and len(checks) == 2  # one per dataset loaded
     assert pool.busy == 3
+
+
+def test_trials_on_a_cluster_log_where_the_controller_checked(
+        in_data_cache: Path) -> None:
+    """With the tracking server named only in the controller's $MLFLOW_TRACKING_URI, workers
+    of sweep.cluster (other hosts: not this environment) are told the URI in their tasks,
+    instead of logging to an mlflow.db in their own folder. Local runs keep it unset."""
+    from omegaconf import OmegaConf
+
+    from sweeplab.config import to_config
+    from sweeplab.sweep.controller import pin_tracking_uri
+    from sweeplab.sweep.worker import make_task
+
+    for cluster, expected in (("tcp://127.0.0.1:8786", "http://127.0.0.1:5000"), (None, None)):
+        cfg = compose_config(*FAST, config_name="sweep_app")
+        cfg.sweep.cluster = cluster
+        base = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "sweep"])
+        s = to_config(cfg).sweep
+        assert base.tracking.uri is None
+        pin_tracking_uri(base, s, "http://127.0.0.1:5000")
+        task = make_task(0, {"model.depth": 1}, base, s, "parent")
+        assert task.config["tracking"]["uri"] == expected

@@ -62,6 +62,7 @@ def sweep_job(cfg: DictConfig) -> int:
             f"sweep.cluster={s.cluster!r}: workers on other hosts cannot write to the local "
             f"tracking store {uri}; start a tracking server (make server) and set "
             f"tracking.uri=http://<host>:<port> (or $MLFLOW_TRACKING_URI)")
+    pin_tracking_uri(base, s, uri)
     # The executor first: an unreachable Dask scheduler fails before a study or run exists.
     with deferred_interrupt() as stop:
         executor = _executor(s, stop)
@@ -69,6 +70,15 @@ def sweep_job(cfg: DictConfig) -> int:
             return _sweep(cfg, typed, base, space, sampler, pruner, uri, executor, stop)
         finally:
             executor.close()
+
+
+def pin_tracking_uri(base: DictConfig, s: SweepConfig, uri: str) -> None:
+    """On a cluster, trials log to the tracking URI this controller resolved and checked:
+    workers on other hosts share neither its environment ($MLFLOW_TRACKING_URI) nor its
+    working folder, and would otherwise log to a store of their own (their own
+    $MLFLOW_TRACKING_URI, else an mlflow.db in their working folder)."""
+    if s.cluster is not None:
+        OmegaConf.update(base, "tracking.uri", uri, merge=False)
 
 
 def _sweep(cfg: DictConfig, typed: Config, base: DictConfig, space: dict[str, Any],

@@ -161,12 +161,23 @@ def distributed_rows(d: dict[str, Any]) -> list[str]:
             rows.append(_row(
                 f"make server ({backend}), {step['workers']} simulated workers{rounds}",
                 f"{step['requests_per_second']:.0f} req/s, {step['trials_per_second']:.2f} "
-                f"trials/s, p50 {step['p50_ms']:.0f} ms, p95 {step['p95_ms']:.0f} ms{err}"))
-    sat = [f"controller {sc['controller_workers']:.0f}", f"journal {sc['journal_workers']:.0f}"]
-    sat += [f"make server ({b}) {sc[f'server_{b}_workers']:.1f}"
-            for b in ("sqlite", "postgresql") if f"server_{b}_workers" in sc]
-    rows.append(_row(f"workers each part keeps busy (trial of {sc['trial_seconds']:.2f} s)",
-                     ", ".join(sat)))
+                f"trials/s, p50 {step['p50_ms']:.0f} ms, p95 {step['p95_ms']:.0f} ms{err}"
+                + (f"; server CPU {_ms(step['server_cpu_per_trial'])} a trial"
+                   if "server_cpu_per_trial" in step else "")))
+    if "server_cpu_per_trial" in ds:
+        rows.append(_row("CPU per trial of the default sweep: worker / make server / controller",
+                         f"{_ms(sc['worker_cpu_per_trial'])} / "
+                         f"{_ms(sc['server_cpu_per_trial'])} / "
+                         f"{_ms(sc['controller_cpu_per_trial'])}"))
+        rows.append(_row("workers one core keeps up with, by CPU: make server / controller / "
+                         "journal", f"{sc['server_workers_by_cpu']:.1f} / "
+                         f"{sc['controller_workers_by_cpu']:.0f} / "
+                         f"{sc['journal_workers_by_cpu']:.0f}"))
+    sat = [f"make server ({b}) {sc[f'server_{b}_workers']:.1f}"
+           for b in ("sqlite", "postgresql") if f"server_{b}_workers" in sc]
+    if sat:
+        rows.append(_row(f"workers make server keeps up with, by its load-test rate x the "
+                         f"mean trial ({sc['trial_seconds']:.2f} s)", ", ".join(sat)))
     la = d["load_average"]
     rows.append(_row("machine load average during the suite (min / median / max)",
                      f"{la['min']:.1f} / {la['median']:.1f} / {la['max']:.1f}"))

@@ -73,7 +73,9 @@ def canned_distributed() -> dict:
                        "dask_1_vs_in_process": 1.76, **{
                            f"{k}_{x}_seconds_median": 0.5 for k in ("in_process", "dask_1",
                                                                      "dask_2")
-                           for x in ("trial", "train")}},
+                           for x in ("trial", "train")},
+                       **{f"dask_{n}_{part}_cpu_per_trial": 0.5 for n in (1, 2)
+                          for part in ("worker", "server", "controller")}},
         "default_sweep": {
             "trials": 6, "states": {"complete": 4, "pruned": 2}, "trial_seconds_mean": 2.1,
             "trial_seconds_median": 1.9,
@@ -109,6 +111,8 @@ def test_distributed_report_renders_every_part_with_its_targets() -> None:
         "sweep, 6 trials x 10 epochs, make server: 1 Dask worker (sweep.cluster, BLAS 1 thread)"]
     assert rows["sweep on Dask: 2 workers / 1 (median of the repeats' ratios)"].endswith(
         "| 1.82x | >= 1.8x | met |")
+    assert "1.65 / 3.00" in rows["sweep on Dask, 1 / 2 workers: cores the sweep used (rate x "
+                                 "CPU per trial)"]  # 66 and 120.1 trials/min x 1.5 CPU-s
     # the controller's wall time is judged against its target; its CPU is shown beside
     assert rows["controller per trial, wall: median (p90)"].endswith(
         "| 82.0 ms (96.0 ms) | <= 20 ms | **missed** |")

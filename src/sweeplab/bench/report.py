@@ -85,6 +85,23 @@ def _ms(seconds: float) -> str:
     return f"{1e3 * seconds:.1f} ms"
 
 
+def _cores_used(t: dict[str, Any]) -> list[str]:
+    """How much of the machine each Dask run's sweep used: its rate x the CPU seconds a
+    trial costs the worker, make server and the controller."""
+    if "dask_1_worker_cpu_per_trial" not in t:
+        return []
+    used, per_trial = [], []
+    for key in ("dask_1", "dask_2"):
+        cpu = sum(t[f"{key}_{part}_cpu_per_trial"] for part in ("worker", "server",
+                                                                  "controller"))
+        per_trial.append(f"{cpu:.2f}")
+        used.append(f"{t[f'{key}_per_minute'] / 60 * cpu:.2f}")
+    return [_row("sweep on Dask, 1 / 2 workers: CPU per trial (worker + server + controller)",
+                 f"{' / '.join(per_trial)} s"),
+            _row("sweep on Dask, 1 / 2 workers: cores the sweep used (rate x CPU per trial)",
+                 " / ".join(used))]
+
+
 def distributed_rows(d: dict[str, Any]) -> list[str]:
     """The distributed suite's rows (bench/distributed.py)."""
     t, ds = d["throughput"], d["default_sweep"]
@@ -108,6 +125,7 @@ def distributed_rows(d: dict[str, Any]) -> list[str]:
                  f"{t['speedup_2_vs_1_dask']:.2f}x", ">= 1.8x",
                  t["speedup_2_vs_1_dask"] >= 1.8),
             _row("sweep: 1 Dask worker / in-process", f"{t['dask_1_vs_in_process']:.2f}x"),
+            *_cores_used(t),
             _row("sweep, end to end with start-up: in-process / 1 / 2 Dask workers",
                  f"{t['in_process_end_to_end_per_minute']:.1f} / "
                  f"{t['dask_1_end_to_end_per_minute']:.1f} / "

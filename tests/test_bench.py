@@ -73,7 +73,9 @@ def canned_distributed() -> dict:
                        "dask_1_vs_in_process": 1.76, **{
                            f"{k}_{x}_seconds_median": 0.5 for k in ("in_process", "dask_1",
                                                                      "dask_2")
-                           for x in ("trial", "train")}},
+                           for x in ("trial", "train")},
+                       **{f"dask_{n}_{part}_cpu_per_trial": 0.5 for n in (1, 2)
+                          for part in ("worker", "server", "controller")}},
         "default_sweep": {
             "trials": 6, "states": {"complete": 4, "pruned": 2}, "trial_seconds_mean": 2.1,
             "trial_seconds_median": 1.9,
@@ -82,11 +84,15 @@ def canned_distributed() -> dict:
             "requests_per_trial": {"PUT artifacts (model)": 8.0, "POST runs/log-batch": 4.0},
             "requests_per_trial_total": 30.0, "request_kib_per_trial": 142.0,
             "server_ms_per_trial": 550.0, "controller_requests_per_sweep": {"GET /health": 2},
+            "server_cpu_per_trial": 0.3, "worker_cpu_per_trial": 0.9,
             "journal_records_per_trial": {"set_trial_user_attr": 9.0, "create_trial": 1.0}},
         "journal": {"seconds_per_record": 0.002, "seconds_per_trial": 0.054},
         "load": {"sqlite": {"steps": [step], "trials_per_second": 3.66},
                  "postgresql": {"skipped": "PostgreSQL's initdb/pg_ctl not found"}},
-        "scaling": {"trial_seconds": 2.1, "controller_workers": 18.8, "journal_workers": 39.0,
+        "scaling": {"trial_seconds": 2.1, "worker_cpu_per_trial": 0.9,
+                    "server_cpu_per_trial": 0.3, "controller_cpu_per_trial": 0.1,
+                    "journal_seconds_per_trial": 0.007, "server_workers_by_cpu": 3.0,
+                    "controller_workers_by_cpu": 9.0, "journal_workers_by_cpu": 128.6,
                     "server_sqlite_workers": 7.7},
         "load_average": {"min": 1.9, "median": 2.3, "max": 2.6},
     }
@@ -105,6 +111,8 @@ def test_distributed_report_renders_every_part_with_its_targets() -> None:
         "sweep, 6 trials x 10 epochs, make server: 1 Dask worker (sweep.cluster, BLAS 1 thread)"]
     assert rows["sweep on Dask: 2 workers / 1 (median of the repeats' ratios)"].endswith(
         "| 1.82x | >= 1.8x | met |")
+    assert "1.65 / 3.00" in rows["sweep on Dask, 1 / 2 workers: cores the sweep used (rate x "
+                                 "CPU per trial)"]  # 66 and 120.1 trials/min x 1.5 CPU-s
     # the controller's wall time is judged against its target; its CPU is shown beside
     assert rows["controller per trial, wall: median (p90)"].endswith(
         "| 82.0 ms (96.0 ms) | <= 20 ms | **missed** |")
@@ -116,8 +124,12 @@ def test_distributed_report_renders_every_part_with_its_targets() -> None:
     assert "113 req/s, 3.66 trials/s, p50 8 ms, p95 20 ms" in \
         rows["make server (sqlite), 1 simulated workers"]
     assert "skipped: PostgreSQL" in rows["make server (postgresql) load test"]
-    assert "controller 19, journal 39, make server (sqlite) 7.7" in \
-        rows["workers each part keeps busy (trial of 2.10 s)"]
+    assert "900.0 ms / 300.0 ms / 100.0 ms" in rows[
+        "CPU per trial of the default sweep: worker / make server / controller"]
+    assert "3.0 / 9 / 129" in rows["workers one core keeps up with, by CPU: make server / "
+                                   "controller / journal"]
+    assert "make server (sqlite) 7.7" in rows["workers make server keeps up with, by its "
+                                              "load-test rate x the mean trial (2.10 s)"]
 
 
 def test_a_partial_run_keeps_the_other_suites_of_the_same_kind(tmp_path: Path) -> None:
@@ -226,7 +238,13 @@ def test_the_counting_proxy_records_and_the_replay_renames_ids() -> None:
                              )["run"]["info"]["run_id"]
             send("PUT", f"/api/2.0/mlflow-artifacts/artifacts/1/{run}/artifacts/config.yaml",
                  b"x: 1")
-            send("POST", f"{api}/runs/log-batch", run.encode())
+            # as an http_proxy (absolute-form target), as the bench's sweep processes use it
+            via = urllib.request.build_opener(urllib.request.ProxyHandler(
+                {"http": proxy.url("w0")}))
+            stub_url = f"http://127.0.0.1:{stub.server_address[1]}"
+            with via.open(urllib.request.Request(f"{stub_url}{api}/runs/log-batch",
+                                                 data=run.encode(), method="POST")) as r:
+                assert r.read() == b"OK"
             records = proxy.take()
         assert [r.endpoint for r in records] == [
             "GET /health", "POST runs/create", "PUT artifacts (run)", "POST runs/log-batch"]
@@ -234,7 +252,7 @@ def test_the_counting_proxy_records_and_the_replay_renames_ids() -> None:
             "PATCH logged-models/{id}"
         (sequence,) = loadtest.trial_sequences(records)
         seen.clear()
-        result = loadtest.replay(f"http://127.0.0.1:{stub.server_address[1]}", [sequence], 1,
+        result = loadtest.replay(stub_url, [sequence], 1,
                                  60.0, [(parent.encode(), b"q" * 32)], max_trials=1)
         assert result["trials"] == 1 and result["requests"] == 4 and result["errors"] == 0
         new_run = f"{1:032x}"  # the stub's second run id

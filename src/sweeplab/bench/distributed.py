@@ -32,7 +32,9 @@ from typing import Any
 from sweeplab.bench import loadtest
 from sweeplab.bench.proxy import CountingProxy, Record
 from sweeplab.bench.services import (
+    Server,
     ServiceError,
+    cpu_seconds,
     dask_cluster,
     postgres_database,
     tracking_server,
@@ -60,10 +62,10 @@ def distributed(quick: bool = False) -> dict[str, Any]:
     LOAD.clear()
     with tempfile.TemporaryDirectory(prefix="sweeplab-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        with tracking_server(tmp / "server") as url:
-            default, captured = _default_sweep(tmp, url, p["default_trials"])
+        with tracking_server(tmp / "server") as server:
+            default, captured = _default_sweep(tmp, server, p["default_trials"])
             out["default_sweep"] = default
-            out["throughput"] = _throughput(tmp, url, p)
+            out["throughput"] = _throughput(tmp, server, p)
         sequences = loadtest.trial_sequences(captured)
         out["load"] = {"trials_replayed": len(sequences)}
         backends = ["sqlite"] + (["postgresql"] if p["postgresql"] else [])
@@ -81,10 +83,13 @@ def distributed(quick: bool = False) -> dict[str, Any]:
     return out
 
 
-def run_sweep(tmp: Path, name: str, overrides: list[str], tracking_uri: str
-              ) -> tuple[list[Any], dict[str, Any], float]:
+def run_sweep(tmp: Path, name: str, overrides: list[str], tracking_uri: str,
+              groups: dict[str, list[int]] | None = None, proxy: str | None = None
+              ) -> tuple[list[Any], dict[str, Any], float, dict[str, float]]:
     """`python -m sweeplab.sweep` under bench/probe.py's clocks, in `tmp`: (the study's
-    trials, the controller's timings, wall seconds of the whole command)."""
+    trials, the controller's timings, wall seconds of the whole command, and the CPU
+    seconds each of `groups` (name: process groups) used meanwhile). With `proxy`, the
+    controller's HTTP requests go through it."""
     import optuna
 
     from sweeplab.sweep.study import open_storage
@@ -93,16 +98,19 @@ def run_sweep(tmp: Path, name: str, overrides: list[str], tracking_uri: str
     timings = tmp / f"{name}.timings.json"
     cmd = [sys.executable, "-m", "sweeplab.bench.probe", str(timings), f"sweep.name={name}",
            f"sweep.storage={journal}", f"hydra.run.dir={tmp / 'hydra' / name}", *overrides]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, **_via(proxy)}
+    groups = groups or {}
     LOAD.append(os.getloadavg()[0])
+    cpu = {k: cpu_seconds(g) for k, g in groups.items()}
     t = time.perf_counter()
     proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=1800)
     wall = time.perf_counter() - t
+    cpu = {k: cpu_seconds(g) - cpu[k] for k, g in groups.items()}
     LOAD.append(os.getloadavg()[0])
     if proc.returncode:
         raise RuntimeError(f"sweep {name} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     study = optuna.load_study(study_name=name, storage=open_storage(journal))
-    return study.trials, json.loads(timings.read_text()), wall
+    return study.trials, json.loads(timings.read_text()), wall, cpu
 
 
 def steady_rate(trials: list[Any]) -> float:
@@ -184,16 +192,18 @@ def controller_cost(timings: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _default_sweep(tmp: Path, url: str, n_trials: int) -> tuple[dict[str, Any], list[Record]]:
+def _default_sweep(tmp: Path, server: Server, n_trials: int
+                   ) -> tuple[dict[str, Any], list[Record]]:
     """The default sweep on 2 Dask workers, each process talking to the server through its
     own port of a counting proxy."""
     roles = ["controller", "w0", "w1"]
-    with CountingProxy(url, roles, capture={"w0", "w1"}) as proxy, \
-            dask_cluster(tmp / "dask-default", [{"MLFLOW_TRACKING_URI": proxy.url(w)}
-                                                for w in ("w0", "w1")]) as cluster:
-        trials, timings, wall = run_sweep(tmp, "default", [
+    with CountingProxy(server.url, roles, capture={"w0", "w1"}) as proxy, \
+            dask_cluster(tmp / "dask-default", [_via(proxy.url(w)) for w in ("w0", "w1")]
+                         ) as cluster:
+        trials, timings, wall, cpu = run_sweep(tmp, "default", [
             f"sweep.n_trials={n_trials}", f"sweep.cluster={cluster.address}",
-            "sweep.register_model=null"], proxy.url("controller"))
+            "sweep.register_model=null"], server.url,
+            {"workers": cluster.groups, "server": [server.group]}, proxy.url("controller"))
         records = proxy.take()
     n = len(trials)
     workers = [r for r in records if r.role != "controller"]
@@ -209,6 +219,8 @@ def _default_sweep(tmp: Path, url: str, n_trials: int) -> tuple[dict[str, Any], 
         "trial_seconds_median": statistics.median(durations),
         "train_seconds_median": _train_seconds(trials),
         "controller": controller_cost(timings),
+        # CPU seconds per trial of each part: what contention with other work hardly changes
+        "worker_cpu_per_trial": cpu["workers"] / n, "server_cpu_per_trial": cpu["server"] / n,
         "requests_per_trial": {k: v / n for k, v in by_endpoint.most_common()},
         "requests_per_trial_total": len(workers) / n,
         "request_kib_per_trial": sum(r.request_bytes for r in workers) / 1024 / n,
@@ -220,6 +232,14 @@ def _default_sweep(tmp: Path, url: str, n_trials: int) -> tuple[dict[str, Any], 
         "journal_records_per_sweep": ops["study"],
     }
     return out, workers
+
+
+def _via(proxy: str | None) -> dict[str, str]:
+    """The environment that sends a process's HTTP requests (MLflow's client, urllib)
+    through `proxy`, one port per process: its requests are counted apart."""
+    if proxy is None:
+        return {}
+    return {"http_proxy": proxy, "HTTP_PROXY": proxy, "no_proxy": "", "NO_PROXY": ""}
 
 
 def _parent(journal: Path) -> str:
@@ -249,7 +269,7 @@ def _journal_ops(journal: Path) -> dict[str, dict[str, int]]:
     return {k: dict(v.most_common()) for k, v in out.items()}
 
 
-def _throughput(tmp: Path, url: str, p: dict[str, Any]) -> dict[str, Any]:
+def _throughput(tmp: Path, server: Server, p: dict[str, Any]) -> dict[str, Any]:
     """In-process, 1 and 2 Dask workers, interleaved `repeats` times, the order reversed
     every other time; rates are medians, and each ratio is the median of the ratios within
     a repeat (runs next to each other see the same load from the rest of the machine)."""
@@ -264,10 +284,17 @@ def _throughput(tmp: Path, url: str, p: dict[str, Any]) -> dict[str, Any]:
         for r in range(p["repeats"]):
             for key in (list(where) if r % 2 == 0 else list(where)[::-1]):
                 before = os.getloadavg()[0]
-                trials, timings, wall = run_sweep(tmp, f"{key}-{r}", [*common, *where[key]],
-                                                  url)
+                trials, timings, wall, cpu = run_sweep(
+                    tmp, f"{key}-{r}", [*common, *where[key]], server.url,
+                    {"workers": one.groups if key == "dask_1" else two.groups,
+                     "server": [server.group]})
                 runs[key].append({"per_minute": steady_rate(trials),
                                   "load_average": (before + os.getloadavg()[0]) / 2,
+                                  "server_cpu_per_trial": cpu["server"] / len(trials),
+                                  "worker_cpu_per_trial": (cpu["workers"] / len(trials)
+                                                           if key != "in_process" else None),
+                                  "controller_cpu_per_trial": (
+                                      timings["sweep"]["process_cpu"][1] / len(trials)),
                                   "end_to_end_per_minute": len(trials) / wall * 60,
                                   "trial_seconds_median": statistics.median(
                                       steady_durations(trials)),
@@ -277,8 +304,10 @@ def _throughput(tmp: Path, url: str, p: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"trials": p["rate_trials"], "epochs": p["rate_epochs"],
                            "repeats": p["repeats"], "runs": runs}
     for key, rs in runs.items():
-        for x in ("trial_seconds_median", "train_seconds_median", "load_average"):
-            out[f"{key}_{x}"] = statistics.median(r[x] for r in rs)
+        for x in ("trial_seconds_median", "train_seconds_median", "load_average",
+                  "server_cpu_per_trial", "worker_cpu_per_trial", "controller_cpu_per_trial"):
+            if rs[0][x] is not None:
+                out[f"{key}_{x}"] = statistics.median(r[x] for r in rs)
         out[f"{key}_per_minute"] = statistics.median(r["per_minute"] for r in rs)
         out[f"{key}_end_to_end_per_minute"] = statistics.median(
             r["end_to_end_per_minute"] for r in rs)
@@ -302,7 +331,8 @@ def _load(folder: Path, backend: str, sequences: list[list[loadtest.Request]],
         args: list[str] = []
         if backend == "postgresql":
             args = ["--db", stack.enter_context(postgres_database("mlflow"))]
-        url = stack.enter_context(tracking_server(folder, *args))
+        server = stack.enter_context(tracking_server(folder, *args))
+        url = server.url
         client = MlflowClient(tracking_uri=url)
         experiment = client.create_experiment("sweeplab")
         captured = json.loads(next(r.body for s in sequences for r in s
@@ -318,7 +348,11 @@ def _load(folder: Path, backend: str, sequences: list[list[loadtest.Request]],
         done: dict[int, list[dict[str, Any]]] = {n: [] for n in p["load_workers"]}
         for n in order:
             LOAD.append(os.getloadavg()[0])
-            done[n].append(loadtest.replay(url, sequences, n, p["load_seconds"], ids))
+            cpu = cpu_seconds([server.group])
+            step = loadtest.replay(url, sequences, n, p["load_seconds"], ids)
+            step["server_cpu_per_trial"] = (cpu_seconds([server.group]) - cpu) / max(
+                1, step["trials"])
+            done[n].append(step)
     steps = [_median_step(rs) for rs in done.values()]
     best = max(steps, key=lambda s: s["trials_per_second"])
     return {"steps": steps, "rounds": done, "trials_per_second": best["trials_per_second"],
@@ -328,7 +362,8 @@ def _load(folder: Path, backend: str, sequences: list[list[loadtest.Request]],
 def _median_step(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """One worker count's figures: the median of its rounds, errors summed."""
     out = {k: statistics.median(r[k] for r in rounds) for k in
-           ("requests_per_second", "trials_per_second", "p50_ms", "p95_ms", "seconds")}
+           ("requests_per_second", "trials_per_second", "p50_ms", "p95_ms", "seconds",
+            "server_cpu_per_trial")}
     return out | {"workers": rounds[0]["workers"], "rounds": len(rounds),
                   "trials": sum(r["trials"] for r in rounds),
                   "requests": sum(r["requests"] for r in rounds),
@@ -376,16 +411,23 @@ def journal_timing(per_trial: dict[str, float], n_trials: int, batches: int = 5
 
 
 def scaling(r: dict[str, Any]) -> dict[str, Any]:
-    """At how many workers, each busy with the default sweep's mean trial, each shared part
-    would be busy all the time: its capacity in trials per second x the trial's seconds."""
+    """How many workers busy with the default sweep each shared part keeps up with. By CPU:
+    a worker with a core of its own spends about its CPU seconds per trial, so a part that
+    spends x CPU seconds per trial on one core serves (worker's CPU / x) workers; this
+    hardly depends on what else the machine does. By the clock: the load test's best rate
+    in trials per second x the mean trial's seconds measured here (on a shared machine)."""
     d = r["default_sweep"]
+    worker = d["worker_cpu_per_trial"]
+    controller = d["controller"]["process_cpu_per_trial"]
+    journal = r["journal"]["seconds_per_trial"]
     trial_s = d["trial_seconds_mean"]
-    c = d["controller"]
-    out: dict[str, Any] = {"trial_seconds": trial_s,
-                           "controller_seconds_per_trial": c["process_cpu_per_trial"],
-                           "controller_workers": trial_s / c["process_cpu_per_trial"],
-                           "journal_seconds_per_trial": r["journal"]["seconds_per_trial"],
-                           "journal_workers": trial_s / r["journal"]["seconds_per_trial"]}
+    out: dict[str, Any] = {
+        "worker_cpu_per_trial": worker, "server_cpu_per_trial": d["server_cpu_per_trial"],
+        "controller_cpu_per_trial": controller, "journal_seconds_per_trial": journal,
+        "server_workers_by_cpu": worker / d["server_cpu_per_trial"],
+        "controller_workers_by_cpu": worker / controller,
+        "journal_workers_by_cpu": worker / journal,
+        "trial_seconds": trial_s}
     for backend in ("sqlite", "postgresql"):
         load = r["load"].get(backend, {})
         if "trials_per_second" in load:

@@ -5,7 +5,9 @@ ask for it, the request itself and its response, so that a trial's requests can 
 replayed (see loadtest.py).
 
     with CountingProxy("http://127.0.0.1:5000", ["controller", "w0"]) as proxy:
-        proxy.url("w0")          # http://127.0.0.1:<port>: give it to that client
+        proxy.url("w0")          # http://127.0.0.1:<port>: give it to that client, as its
+                                 # tracking URI or as its http_proxy (then it keeps the
+                                 # server's URI, which a sweep's controller hands its workers)
         proxy.records            # what went through, in order
 
 It keeps connections alive on both sides (MLflow's client pools them) and decodes chunked
@@ -133,6 +135,9 @@ class CountingProxy:
 
             def _forward(self) -> None:
                 started = time.perf_counter()
+                if self.path.startswith("http://"):  # sent to us as a proxy: absolute form
+                    u = urlsplit(self.path)
+                    self.path = u.path + (f"?{u.query}" if u.query else "")
                 body = self._body()
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP}
                 headers["Host"] = f"{proxy.upstream_host}:{proxy.upstream_port}"

@@ -85,6 +85,23 @@ def _ms(seconds: float) -> str:
     return f"{1e3 * seconds:.1f} ms"
 
 
+def _cores_used(t: dict[str, Any]) -> list[str]:
+    """How much of the machine each Dask run's sweep used: its rate x the CPU seconds a
+    trial costs the worker, make server and the controller."""
+    if "dask_1_worker_cpu_per_trial" not in t:
+        return []
+    used, per_trial = [], []
+    for key in ("dask_1", "dask_2"):
+        cpu = sum(t[f"{key}_{part}_cpu_per_trial"] for part in ("worker", "server",
+                                                                  "controller"))
+        per_trial.append(f"{cpu:.2f}")
+        used.append(f"{t[f'{key}_per_minute'] / 60 * cpu:.2f}")
+    return [_row("sweep on Dask, 1 / 2 workers: CPU per trial (worker + server + controller)",
+                 f"{' / '.join(per_trial)} s"),
+            _row("sweep on Dask, 1 / 2 workers: cores the sweep used (rate x CPU per trial)",
+                 " / ".join(used))]
+
+
 def distributed_rows(d: dict[str, Any]) -> list[str]:
     """The distributed suite's rows (bench/distributed.py)."""
     t, ds = d["throughput"], d["default_sweep"]
@@ -108,6 +125,7 @@ def distributed_rows(d: dict[str, Any]) -> list[str]:
                  f"{t['speedup_2_vs_1_dask']:.2f}x", ">= 1.8x",
                  t["speedup_2_vs_1_dask"] >= 1.8),
             _row("sweep: 1 Dask worker / in-process", f"{t['dask_1_vs_in_process']:.2f}x"),
+            *_cores_used(t),
             _row("sweep, end to end with start-up: in-process / 1 / 2 Dask workers",
                  f"{t['in_process_end_to_end_per_minute']:.1f} / "
                  f"{t['dask_1_end_to_end_per_minute']:.1f} / "
@@ -161,12 +179,23 @@ def distributed_rows(d: dict[str, Any]) -> list[str]:
             rows.append(_row(
                 f"make server ({backend}), {step['workers']} simulated workers{rounds}",
                 f"{step['requests_per_second']:.0f} req/s, {step['trials_per_second']:.2f} "
-                f"trials/s, p50 {step['p50_ms']:.0f} ms, p95 {step['p95_ms']:.0f} ms{err}"))
-    sat = [f"controller {sc['controller_workers']:.0f}", f"journal {sc['journal_workers']:.0f}"]
-    sat += [f"make server ({b}) {sc[f'server_{b}_workers']:.1f}"
-            for b in ("sqlite", "postgresql") if f"server_{b}_workers" in sc]
-    rows.append(_row(f"workers each part keeps busy (trial of {sc['trial_seconds']:.2f} s)",
-                     ", ".join(sat)))
+                f"trials/s, p50 {step['p50_ms']:.0f} ms, p95 {step['p95_ms']:.0f} ms{err}"
+                + (f"; server CPU {_ms(step['server_cpu_per_trial'])} a trial"
+                   if "server_cpu_per_trial" in step else "")))
+    if "server_cpu_per_trial" in ds:
+        rows.append(_row("CPU per trial of the default sweep: worker / make server / controller",
+                         f"{_ms(sc['worker_cpu_per_trial'])} / "
+                         f"{_ms(sc['server_cpu_per_trial'])} / "
+                         f"{_ms(sc['controller_cpu_per_trial'])}"))
+        rows.append(_row("workers one core keeps up with, by CPU: make server / controller / "
+                         "journal", f"{sc['server_workers_by_cpu']:.1f} / "
+                         f"{sc['controller_workers_by_cpu']:.0f} / "
+                         f"{sc['journal_workers_by_cpu']:.0f}"))
+    sat = [f"make server ({b}) {sc[f'server_{b}_workers']:.1f}"
+           for b in ("sqlite", "postgresql") if f"server_{b}_workers" in sc]
+    if sat:
+        rows.append(_row(f"workers make server keeps up with, by its load-test rate x the "
+                         f"mean trial ({sc['trial_seconds']:.2f} s)", ", ".join(sat)))
     la = d["load_average"]
     rows.append(_row("machine load average during the suite (min / median / max)",
                      f"{la['min']:.1f} / {la['median']:.1f} / {la['max']:.1f}"))

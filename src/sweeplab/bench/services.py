@@ -49,6 +49,29 @@ def stop_group(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
+def cpu_seconds(groups: list[int]) -> float:
+    """CPU seconds (user + system) used so far by the live processes of these process
+    groups (each server here runs in a group of its own)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) in groups:  # pgrp; then utime and stime, in clock ticks
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+@dataclass
+class Server:
+    url: str
+    group: int  # its process group, for cpu_seconds
+
+
 def _answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as r:
@@ -58,9 +81,9 @@ def _answers(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def tracking_server(folder: Path, *args: str, timeout: float = 120) -> Iterator[str]:
+def tracking_server(folder: Path, *args: str, timeout: float = 120) -> Iterator[Server]:
     """`make server` (``python -m sweeplab.cli.server --port <free> *args``) in `folder`;
-    yields its URL once /health answers."""
+    yields it once /health answers."""
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log = folder / "server.log"
@@ -75,7 +98,7 @@ def tracking_server(folder: Path, *args: str, timeout: float = 120) -> Iterator[
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise ServiceError(f"make server did not start:\n{log.read_text()[-3000:]}")
             time.sleep(0.25)
-        yield url
+        yield Server(url, proc.pid)
     finally:
         stop_group(proc)
 
@@ -84,14 +107,17 @@ def tracking_server(folder: Path, *args: str, timeout: float = 120) -> Iterator[
 class DaskCluster:
     address: str
     workers: list[str]  # their names
+    groups: list[int]  # the workers' process groups (nanny and worker), for cpu_seconds
 
 
 @contextlib.contextmanager
-def dask_cluster(folder: Path, worker_envs: list[dict[str, str]]) -> Iterator[DaskCluster]:
+def dask_cluster(folder: Path, worker_envs: list[dict[str, str]], warm: bool = True
+                 ) -> Iterator[DaskCluster]:
     """`dask scheduler` and one single-threaded `dask worker` per entry of `worker_envs`
     (extra environment for that worker), each in an empty folder of its own, as README's
     "From one machine to many" starts them. Dask's nanny gives each worker one BLAS thread
-    (its default OPENBLAS_NUM_THREADS=1)."""
+    (its default OPENBLAS_NUM_THREADS=1). With `warm`, the workers have imported what a
+    trial needs before the block starts, as a cluster that has run a sweep before."""
     from distributed import Client
 
     port = free_port()
@@ -114,10 +140,19 @@ def dask_cluster(folder: Path, worker_envs: list[dict[str, str]]) -> Iterator[Da
                 env={**os.environ, **extra}, **quiet))
         with Client(address, timeout=60) as client:
             client.wait_for_workers(len(names), timeout=120)
-        yield DaskCluster(address, names)
+            if warm:  # what a worker imports for its first trial (executors._warm_up)
+                client.run(_warm_up)
+        yield DaskCluster(address, names, [p.pid for p in procs[1:]])
     finally:
         for proc in reversed(procs):
             stop_group(proc)
+
+
+def _warm_up() -> None:
+    import mlflow.pyfunc
+    import mlflow.tracking  # noqa: F401
+
+    import sweeplab.sweep.worker  # noqa: F401
 
 
 def postgres_bindir() -> Path | None:

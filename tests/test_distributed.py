@@ -230,3 +230,92 @@ def test_a_tracking_server_lost_mid_sweep_queues_the_trial_and_the_resume_finish
         assert [r.info.status for r in runs if r.data.tags["sweeplab.trial_number"]
                 == str(lost[0].number)] == ["KILLED"]
         assert sum(r.info.status == "FINISHED" for r in runs) == 4
+
+
+@pytest.mark.slow
+def test_a_worker_killed_on_a_users_cluster_has_its_trial_queued_once(
+        tmp_path: Path, data_cache: Path) -> None:
+    """SIGKILL the worker process under one `dask worker` (its nanny starts a new one, and
+    the user's scheduler would rerun the task there, allowed-failures=3): the trial is
+    failed and queued again by the controller alone, its run closed with the reason; no
+    trial runs twice, and Optuna and MLflow agree trial by trial."""
+    import psutil
+
+    journal = f"journal:{tmp_path / 'optuna.journal'}"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    with tracking_server(tmp_path / "server") as server, \
+            dask_cluster(tmp_path / "dask") as cluster:
+        cmd = [sys.executable, "-m", "sweeplab.sweep", *SMALL, "sweep.name=ukill",
+               "sweep.n_trials=4", "data.n_samples=1000", "train.epochs=300",
+               "train.log_every=20", "++sweep.pruner_args.n_startup_trials=100",
+               f"sweep.cluster={cluster.address}", f"tracking.uri={server.url}",
+               f"sweep.storage={journal}"]
+        proc = subprocess.Popen(cmd, cwd=data_cache, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 300
+            while True:  # both workers training
+                time.sleep(0.2)
+                assert proc.poll() is None, proc.communicate()[0][-3000:]
+                assert time.monotonic() < deadline, "the sweep never had two trials training"
+                with contextlib.suppress(KeyError):
+                    trials = optuna.load_study(study_name="ukill",
+                                               storage=open_storage(journal)).trials
+                    training = [t for t in trials
+                                if t.state == TrialState.RUNNING and t.intermediate_values]
+                    if len(training) == 2:
+                        break
+            worker = [p for p in psutil.Process(cluster.procs[1].pid).children(recursive=True)
+                      if "spawn_main" in " ".join(p.cmdline())]
+            assert len(worker) == 1, [p.cmdline() for p in worker]
+            worker[0].kill()
+            out, _ = proc.communicate(timeout=600)
+        finally:
+            stop_process_group(proc)
+        assert proc.returncode == 0, out[-3000:]
+        study = optuna.load_study(study_name="ukill", storage=open_storage(journal))
+        complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+        assert len(complete) == 4
+        lost = [t for t in study.trials if t.state == TrialState.FAIL]
+        assert len(lost) == 1 and lost[0].user_attrs[TrialAttr.STATUS] == "interrupted"
+        retry = [t for t in study.trials
+                 if t.user_attrs.get(TrialAttr.RETRY_OF) == lost[0].number]
+        assert len(retry) == 1 and retry[0].params == lost[0].params
+        assert retry[0].state == TrialState.COMPLETE
+        assert len(study.trials) == 5
+
+        client = MlflowClient(tracking_uri=server.url)
+        parent = study.user_attrs[TrialAttr.PARENT_RUN_ID]
+        runs = client.search_runs([client.get_run(parent).info.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{parent}'")
+        by_trial: dict[int, list[str]] = {}
+        for r in runs:
+            by_trial.setdefault(int(r.data.tags["sweeplab.trial_number"]), []).append(
+                r.info.status)
+        # one run per trial: Dask's own rerun of the killed task never started a second
+        assert by_trial == {t.number: ["FINISHED" if t in complete else "KILLED"]
+                            for t in study.trials}, by_trial
+        killed = next(r for r in runs
+                  if r.data.tags["sweeplab.trial_number"] == str(lost[0].number))
+        assert killed.data.tags["sweeplab.reason"] == "its Dask worker died"
+        for t in complete:
+            assert t.user_attrs[TrialAttr.RUN_ID] in {r.info.run_id for r in runs}
+
+
+@pytest.mark.slow
+def test_a_cluster_address_that_is_not_a_dask_scheduler_fails_in_seconds(
+        tmp_path: Path, data_cache: Path) -> None:
+    """An HTTP server where the scheduler should be (its dashboard's port, say): one line,
+    exit 2, within the probe's few seconds, instead of a hung handshake."""
+    with tracking_server(tmp_path / "server") as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        journal = tmp_path / "optuna.journal"
+        cmd = [sys.executable, "-m", "sweeplab.sweep", *SMALL, "sweep.name=notdask",
+               f"sweep.cluster=tcp://127.0.0.1:{port}", f"tracking.uri={server.url}",
+               f"sweep.storage=journal:{journal}"]
+        proc = subprocess.run(cmd, cwd=data_cache, capture_output=True, text=True,
+                              timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "did not answer as a Dask scheduler" in lines[0], proc.stderr
+    assert not journal.exists()

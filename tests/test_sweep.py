@@ -800,6 +800,7 @@ def test_a_dask_pool_sends_each_dataset_once_without_checking_configs_again(
     monkeypatch.setattr(executors, "to_config", counted)
     pool = executors.DaskPool.__new__(executors.DaskPool)  # no cluster: only submit runs
     pool.client, pool.token, pool._data, pool._trials, pool._futures = Client(), "t", {}, {}, {}
+    pool._attempts = {}
     for task in tasks:
         pool.submit(task, None)  # type: ignore[arg-type]
     assert pool.client.scattered == 2 and len(checks) == 2  # one per dataset loaded

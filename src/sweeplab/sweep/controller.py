@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from sweeplab.config import Config, ConfigError, SweepConfig, flatten, to_config
 from sweeplab.names import ExitCode, MlflowTag, Role, RunStatus, Tag, TrialAttr
 from sweeplab.sweep import study as st
-from sweeplab.sweep.executors import DaskPool, Finished, InProcess
+from sweeplab.sweep.executors import WORKER_DIED, DaskPool, Finished, InProcess, WorkerLost
 from sweeplab.sweep.report import TrialPrinter, close_orphan_runs, summarize
 from sweeplab.sweep.space import flat_params, parse_space
 from sweeplab.sweep.view import save_sweep_view
@@ -226,7 +226,7 @@ class Controller:
             self.live[f.number] = trial  # queued again with the others still out
             raise err
         if _killed_worker(err):
-            reason = "its Dask worker died"
+            reason = WORKER_DIED
             st.requeue(self.study, trial.number, trial.params, reason, trial)
             close_trial_runs(self.client, self.parent_run_id, trial.number, reason)
             return
@@ -250,7 +250,7 @@ class Controller:
 def _killed_worker(err: BaseException | None) -> bool:
     from distributed import KilledWorker
 
-    return isinstance(err, KilledWorker)
+    return isinstance(err, KilledWorker | WorkerLost)
 
 
 def _parent_run(client: Any, study: optuna.Study, experiment_id: str, cfg: DictConfig,

@@ -31,6 +31,16 @@ VERDICT_TIMEOUT = 120.0
 STOP = "stop"
 # How long a stopping sweep waits for its running trials to close their runs.
 STOP_GRACE = 30.0
+# How long the scheduler at sweep.cluster has to say it is one.
+SCHEDULER_TIMEOUT = 5.0
+# Why a trial whose worker died is queued again.
+WORKER_DIED = "its Dask worker died"
+
+
+class WorkerLost(Exception):
+    """Dask ran a trial's task a second time after the worker running it died (a scheduler
+    started by the user allows 3 such reruns): the first attempt's run is lost, and the
+    controller, not Dask, decides what runs next."""
 
 
 @dataclass
@@ -74,11 +84,16 @@ class InProcess:
         pass
 
 
-def run_on_worker(task: TrialTask, token: str, data: Dataset) -> TrialOutcome:
+def run_on_worker(task: TrialTask, token: str, data: Dataset, attempt: str) -> TrialOutcome:
     """The Dask task: run `task` on `data` (Dask hands the controller's scattered dataset
-    over, once per worker), asking the controller at every log point whether to prune."""
-    from distributed import Queue, get_worker
+    over, once per worker), asking the controller at every log point whether to prune.
+    Runs at most once per `attempt`: a rerun by Dask raises WorkerLost at once."""
+    from distributed import Event, Queue, get_worker
 
+    started = Event(attempt)
+    if started.is_set():
+        raise WorkerLost(WORKER_DIED)
+    started.set()
     reports = Queue(f"sweeplab-reports-{token}")
     verdicts = Queue(f"sweeplab-verdict-{token}-{task.number}")
 
@@ -98,6 +113,30 @@ def run_on_worker(task: TrialTask, token: str, data: Dataset) -> TrialOutcome:
         outcome = TrialOutcome(task.number, RunStatus.INTERRUPTED, str(stopped))
     outcome.worker = str(get_worker().name)
     return outcome
+
+
+def probe_scheduler(address: str, timeout: float = SCHEDULER_TIMEOUT) -> None:
+    """Raise OSError unless a Dask scheduler answers at `address` within `timeout` seconds
+    (Client's own timeout does not bound the handshake: another server there hangs it)."""
+    import asyncio
+
+    from distributed.core import rpc
+
+    async def identity() -> dict[str, Any]:
+        scheduler = rpc(address, timeout=timeout)
+        try:
+            return await asyncio.wait_for(scheduler.identity(), timeout)
+        finally:
+            await scheduler.close_rpc()
+
+    try:
+        kind = asyncio.run(identity()).get("type")
+    except TimeoutError:
+        raise OSError(f"something listens there but did not answer as a Dask scheduler "
+                      f"within {timeout:g} s (is it the scheduler's port, 8786 by default, "
+                      f"not its dashboard's?)") from None
+    if kind != "Scheduler":
+        raise OSError(f"a Dask {kind} answers there, not a scheduler")
 
 
 def _warm_up() -> None:
@@ -134,7 +173,8 @@ class DaskPool:
             self.client.register_plugin(IgnoreCtrlC())
             self.where = f"a local Dask cluster of {n_jobs} worker processes"
         else:
-            self.client = Client(address, timeout=5)
+            probe_scheduler(address)
+            self.client = Client(address, timeout=SCHEDULER_TIMEOUT)
             self.where = f"the Dask cluster of the scheduler at {address}"
         self.slots = n_jobs if address is None else max(1, sum(self.client.nthreads().values()))
         # Imports take a worker seconds (MLflow, SQLAlchemy): done now, in the background,
@@ -142,6 +182,7 @@ class DaskPool:
         self._warm = [self.client.submit(_warm_up, workers=[w], pure=False)
                       for w in self.client.scheduler_info()["workers"]]
         self._futures: dict[Any, int] = {}
+        self._attempts: dict[int, str] = {}  # each trial's attempt, an Event on the scheduler
         self._data: dict[DataKey, Any] = {}  # each dataset, scattered once
         self._stopping = False
         self._trials: dict[int, Trial] = {}
@@ -160,8 +201,9 @@ class DaskPool:
                                                   hash=False)
         self._trials[task.number] = trial
         name = f"sweeplab-trial-{task.number}-{uuid.uuid4().hex[:8]}"
-        fut = self.client.submit(run_on_worker, task, self.token, self._data[key], key=name,
-                                 pure=False)
+        self._attempts[task.number] = attempt = f"sweeplab-started-{name}"
+        fut = self.client.submit(run_on_worker, task, self.token, self._data[key], attempt,
+                                 key=name, pure=False)
         self._futures[fut] = task.number
 
     def wait(self, timeout: float) -> list[Finished]:
@@ -171,6 +213,8 @@ class DaskPool:
             done, _ = wait(list(self._futures), timeout=timeout, return_when="FIRST_COMPLETED")
         except TimeoutError:
             return []
+        from distributed import Event
+
         out = []
         for fut in done:
             number = self._futures.pop(fut)
@@ -179,6 +223,8 @@ class DaskPool:
                 out.append(Finished(number, fut.result()))
             except Exception as err:  # the worker died, or the task raised
                 out.append(Finished(number, error=err))
+            fut.release()  # a worker dying later must not make Dask compute it again
+            Event(self._attempts.pop(number), client=self.client).clear()
         return out
 
     def stop_all(self, grace: float = STOP_GRACE) -> None:

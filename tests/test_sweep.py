@@ -13,6 +13,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import optuna
@@ -827,3 +828,62 @@ def test_trials_on_a_cluster_log_where_the_controller_checked(
         pin_tracking_uri(base, s, "http://127.0.0.1:5000")
         task = make_task(0, {"model.depth": 1}, base, s, "parent")
         assert task.config["tracking"]["uri"] == expected
+
+
+@pytest.mark.parametrize("params", [
+    {"model.depth": 3, "model.width": 40, "optim.lr": 0.0123},
+    {"optim.lr": 1, "model.activation": "tanh", "model.keep_prob": 0.8},  # int -> float
+    {"data.val_fraction": 0.3, "train.batch_size": 32, "optim.name": "momentum"},
+    {"train.early_stopping.patience": 5, "seed": 7, "data.standardize": True},
+    {"model.width": "16"},  # OmegaConf turns "16" into 16: left to the full path
+    {"train.batch_size": None},
+])
+def test_a_trials_task_is_the_same_on_the_fast_path_as_through_omegaconf(
+        in_data_cache: Path, params: dict) -> None:
+    """make_task with the sweep's typed base (the controller's path) gives the config, the
+    data key and the run name that the whole OmegaConf merge and check give."""
+    from omegaconf import OmegaConf
+
+    from sweeplab.config import to_config
+    from sweeplab.sweep.worker import make_task
+
+    cfg = compose_config(*FAST, config_name="sweep_app")
+    base = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "sweep"])
+    s = to_config(cfg).sweep
+    slow = make_task(4, params, base, s, "parent")
+    fast = make_task(4, params, base, s, "parent", typed_base=to_config(base))
+    assert fast == slow
+    assert leaves(fast.config) == leaves(slow.config)  # types too: 1 == 1.0 above
+    assert fast.config["tracking"]["run_name"].startswith("trial 4: ")
+    for key, value in params.items():
+        node = fast.config
+        for part in key.split("."):
+            node = node[part]
+        assert node == (16 if value == "16" else value)
+
+
+def leaves(node: Any, path: str = "") -> list[tuple[str, type, Any]]:
+    """Every leaf of a nested dict as (dotted key, type, value)."""
+    if isinstance(node, dict):
+        return [x for k, v in node.items() for x in leaves(v, f"{path}{k}.")]
+    return [(path, type(node), node)]
+
+
+@pytest.mark.parametrize("params", [{"model.keep_prob": 1.5}, {"optim.name": "nosuch"},
+                                    {"model.depth": -1}])
+def test_a_trial_with_an_invalid_value_fails_alike_on_both_paths(
+        in_data_cache: Path, params: dict) -> None:
+    from omegaconf import OmegaConf
+
+    from sweeplab.config import to_config
+    from sweeplab.sweep.worker import make_task
+
+    cfg = compose_config(*FAST, config_name="sweep_app")
+    base = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "sweep"])
+    s = to_config(cfg).sweep
+    with pytest.raises(ConfigError) as slow:
+        make_task(0, params, base, s, "parent")
+    with pytest.raises(ConfigError) as fast:
+        make_task(0, params, base, s, "parent", typed_base=to_config(base))
+    assert str(fast.value) == str(slow.value)
+    assert next(iter(params)) in str(fast.value)

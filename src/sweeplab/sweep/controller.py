@@ -161,6 +161,7 @@ class Controller:
         self.parent_run_id, self.client = parent_run_id, client
         self.executor, self.printer = executor, printer
         self.live: dict[int, optuna.trial.Trial] = {}
+        self.typed_base = to_config(base)  # checked once; each trial checks its params
         # BLAS threads per trial: the cores shared among this machine's workers.
         self.threads = max(1, (os.cpu_count() or 1) // s.n_jobs) \
             if s.n_jobs > 1 and s.cluster is None else None
@@ -205,7 +206,7 @@ class Controller:
         trial.set_user_attr(TrialAttr.CONTROLLER, st.controller_id())
         try:
             task = make_task(trial.number, trial.params, self.base, self.s,
-                             self.parent_run_id, self.threads)
+                             self.parent_run_id, self.threads, self.typed_base)
         except ConfigError as err:
             st.tell_outcome(self.study, trial, RunStatus.ERROR, str(err))
             raise SweepAborted(f"trial {trial.number} has an invalid config: {err}") from None

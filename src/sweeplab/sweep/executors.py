@@ -255,6 +255,7 @@ class DaskPool:
         from distributed import Queue
 
         reports = Queue(f"sweeplab-reports-{self.token}", client=self.client)
+        verdicts: dict[int, Queue] = {}  # each trial's, made once (a scheduler round trip)
         while True:
             try:
                 item = reports.get()  # `close` puts None
@@ -270,4 +271,10 @@ class DaskPool:
             elif trial is not None:
                 trial.report(value, step)
                 verdict = trial.should_prune()
-            Queue(f"sweeplab-verdict-{self.token}-{number}", client=self.client).put(verdict)
+            if number not in verdicts:
+                verdicts[number] = Queue(f"sweeplab-verdict-{self.token}-{number}",
+                                         client=self.client)
+            verdicts[number].put(verdict)
+            if len(verdicts) > 4 * self.slots:  # those of long finished trials
+                for old in [n for n in verdicts if n not in self._trials and n != number]:
+                    del verdicts[old]

@@ -14,7 +14,11 @@ it logs to the tracking URI in the task: for workers on other hosts, a tracking 
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
+import functools
 import socket
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +26,7 @@ from typing import Any
 from mlflow.entities import RunTag
 from omegaconf import DictConfig, OmegaConf
 
-from sweeplab.config import SweepConfig, objectives_of, to_config
+from sweeplab.config import Config, SweepConfig, objectives_of, to_config, validate
 from sweeplab.data import Dataset
 from sweeplab.names import (
     HISTORY_METRICS,
@@ -102,17 +106,72 @@ class TrialOutcome:
 
 
 def make_task(number: int, params: dict[str, Any], base: DictConfig, s: SweepConfig,
-              parent_run_id: str, threads: int | None = None) -> TrialTask:
-    """The task of trial `number`; raises ConfigError when its config is invalid."""
+              parent_run_id: str, threads: int | None = None,
+              typed_base: Config | None = None) -> TrialTask:
+    """The task of trial `number`; raises ConfigError when its config is invalid.
+
+    With `typed_base` (`to_config(base)`, done once per sweep) the trial's params are set on
+    a copy of it and only the value checks run again: a few hundred microseconds instead of
+    OmegaConf's tens of milliseconds. A param the fast path cannot place or type exactly as
+    OmegaConf would takes the full path."""
     objectives, _ = objectives_of(s)
-    cfg = apply(base, params)
-    OmegaConf.update(cfg, "tracking.run_name", f"trial {number}: {short(params)}", merge=False)
-    typed = to_config(cfg)
+    run_name = f"trial {number}: {short(params)}"
+    typed = _with_params(typed_base, params, run_name) if typed_base is not None else None
+    if typed is None:
+        cfg = apply(base, params)
+        OmegaConf.update(cfg, "tracking.run_name", run_name, merge=False)
+        typed = to_config(cfg)
     prune = objectives[0] if len(objectives) == 1 and objectives[0] in HISTORY_METRICS \
         and s.pruner != "none" else None
-    config = OmegaConf.to_container(OmegaConf.structured(typed), resolve=True)
-    return TrialTask(number, dict(params), config, s.name, parent_run_id,  # type: ignore[arg-type]
+    config = dataclasses.asdict(typed)
+    return TrialTask(number, dict(params), config, s.name, parent_run_id,
                      tuple(objectives), prune, s.pruner, threads, data_key(typed))
+
+
+class _Unfit(Exception):
+    """A param the fast path leaves to OmegaConf (a conversion it would make, a key into a
+    mapping)."""
+
+
+def _with_params(typed_base: Config, params: Mapping[str, Any], run_name: str
+                 ) -> Config | None:
+    """`typed_base` with `params` set and checked (ConfigError), or None for the full path."""
+    typed = copy.deepcopy(typed_base)
+    try:
+        for key, value in params.items():
+            *path, leaf = key.split(".")
+            node: Any = typed
+            for part in path:
+                node = getattr(node, part)
+            if not dataclasses.is_dataclass(node) or leaf not in _hints(type(node)):
+                raise _Unfit(key)
+            setattr(node, leaf, _fit(value, _hints(type(node))[leaf]))
+    except (_Unfit, AttributeError):
+        return None
+    typed.tracking.run_name = run_name
+    validate(typed)
+    return typed
+
+
+@functools.cache
+def _hints(schema: type) -> dict[str, Any]:
+    return typing.get_type_hints(schema)
+
+
+def _fit(value: Any, hint: Any) -> Any:
+    """`value` as a field typed `hint` holds it, where OmegaConf would keep it as it is (or
+    only widen an int to a float); else _Unfit."""
+    allowed = typing.get_args(hint) or (hint,)
+    kind = type(value)
+    if value is None and type(None) in allowed:
+        return value
+    if kind in (bool, str, float) and kind in allowed:
+        return value
+    if kind is int and int in allowed:
+        return value
+    if kind is int and float in allowed:
+        return float(value)
+    raise _Unfit(hint)
 
 
 class PruningReporter(Callback):

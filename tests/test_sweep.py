@@ -157,7 +157,10 @@ def test_bad_override_fails_before_any_trial(tmp_path: Path, data_cache: Path) -
 
 def test_trials_agree_between_optuna_and_mlflow(sweep_env) -> None:
     compose, journal, uri = sweep_env
-    assert sweep_job(compose("sweep.name=agree", "sweep.n_trials=5", "sweep.pruner=none")) == 0
+    # learning rates that learn: a trial that does not is failed (its own test)
+    assert sweep_job(only(compose("sweep.name=agree", "sweep.n_trials=5", "sweep.pruner=none"),
+                          {"model.depth": "range(1, 6)", "model.width": "int(interval(4, 64))",
+                           "optim.lr": "tag(log, interval(1e-3, 0.05))"})) == 0
     study = load(journal, "agree")
     assert len(study.trials) == 5
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
@@ -402,9 +405,12 @@ def test_every_sampler_runs(sweep_env, sampler: str) -> None:
                   f"sweep.sampler={sampler}", "train.epochs=3")
     if sampler == "grid":  # grid search needs a discrete space
         cfg = only(cfg, {"model.depth": "range(1, 3)", "model.activation": "choice(relu, tanh)"})
+    else:  # rates that learn in 3 epochs (a trial that does not is failed, not complete)
+        cfg.sweep.params["optim.lr"] = "tag(log, interval(1e-3, 1e-2))"
     assert sweep_job(cfg) == 0
     study = load(journal, f"s-{sampler}")
-    assert len([t for t in study.trials if t.state == TrialState.COMPLETE]) == 3
+    assert len([t for t in study.trials if t.state == TrialState.COMPLETE]) == 3, \
+        [(t.params, t.user_attrs.get(TrialAttr.REASON)) for t in study.trials]
     parent = MlflowClient(uri).get_run(study.user_attrs[TrialAttr.PARENT_RUN_ID])
     assert parent.data.tags["sweeplab.sampler"] == sampler
     if sampler == "grid":  # three distinct points of the 2 x 2 grid
@@ -464,14 +470,15 @@ def test_a_trial_with_an_invalid_config_stops_the_sweep(sweep_env, monkeypatch) 
     compose, journal, _ = sweep_env
     from sweeplab.sweep import worker as trial_module
 
-    real_apply = trial_module.apply
+    real = trial_module._with_params
 
-    def corrupt(base, values):  # type: ignore[no-untyped-def]
-        cfg = real_apply(base, values)
-        cfg.model.width = 0  # what a config bug in a trial looks like
-        return cfg
+    def corrupt(typed_base, params, run_name):  # type: ignore[no-untyped-def]
+        typed = real(typed_base, params, run_name)
+        typed.model.width = 0  # what a config bug in a trial looks like
+        trial_module.validate(typed)
+        return typed
 
-    monkeypatch.setattr(trial_module, "apply", corrupt)
+    monkeypatch.setattr(trial_module, "_with_params", corrupt)
     code = sweep_job(compose("sweep.name=broken", "sweep.n_trials=5"))
     assert code == 2
     study = load(journal, "broken")
@@ -887,3 +894,30 @@ def test_a_trial_with_an_invalid_value_fails_alike_on_both_paths(
         make_task(0, params, base, s, "parent", typed_base=to_config(base))
     assert str(fast.value) == str(slow.value)
     assert next(iter(params)) in str(fast.value)
+
+
+def test_a_sweep_that_cannot_learn_fails_and_crowns_no_champion(sweep_env) -> None:
+    """optim.lr 50..100: every trial trains to the end at a cost above the untrained
+    network's. Each is failed as not learning (MLflow FAILED), the failure rate stops the
+    sweep with exit code 1, its parent run is FAILED, and no model is registered."""
+    compose, journal, uri = sweep_env
+    code = sweep_job(only(compose("sweep.name=nolearn", "sweep.n_trials=10",
+                                  "sweep.pruner=none", "train.batch_size=32",
+                                  "train.epochs=30", "sweep.register_model=nolearn-model",
+                                  "tracking.log_model=true", "sweep.max_failure_rate=0.5",
+                                  "sweep.min_trials_for_failure_rate=3"),
+                          {"optim.lr": "interval(50, 100)"}))
+    assert code == 1
+    study = load(journal, "nolearn")
+    assert 3 <= len(study.trials) < 10
+    assert all(t.state == TrialState.FAIL for t in study.trials)
+    assert {t.user_attrs[TrialAttr.STATUS] for t in study.trials} == {"not_learning"}
+    assert all("untrained" in t.user_attrs[TrialAttr.REASON] for t in study.trials)
+    client = MlflowClient(uri)
+    parent = client.get_run(study.user_attrs[TrialAttr.PARENT_RUN_ID])
+    assert parent.info.status == "FAILED"
+    assert "failed" in parent.data.tags["sweeplab.stopped_because"]
+    runs = child_runs(uri, parent.info.run_id)
+    assert {(r.info.status, r.data.tags["sweeplab.status"]) for r in runs} == \
+        {("FAILED", "not_learning")}
+    assert client.search_registered_models(filter_string="name = 'nolearn-model'") == []

@@ -382,3 +382,24 @@ def test_epochs_are_not_allocated_up_front(compose) -> None:
     cfg = to_config(compose(*PLANAR, "train.epochs=1000000000000", "train.log_every=1"))
     r = train.run(cfg, [StopAt5()])
     assert r.status == "stopped" and r.epochs_run == 6 and r.costs.shape == (6,)
+
+
+@pytest.mark.parametrize("lr, learns", [(50.0, False), (1e6, False), (0.05, True)])
+def test_a_run_that_ends_no_better_than_untrained_is_not_learning(compose, lr: float,
+                                                                  learns: bool) -> None:
+    """Mini-batch Adam at a huge learning rate keeps its cost finite (the stable form) but
+    ends above the untrained network's cost: status not_learning, with both costs named."""
+    r = train.run(compose("data=moons", "data.n_samples=200", "train.epochs=60",
+                          "train.batch_size=32", "tracking.enabled=false", f"optim.lr={lr}"))
+    fresh = train.build_network(r.config, r.dataset)  # as it was before training
+    untrained = train.evaluate(fresh, r.dataset.X_train, r.dataset.Y_train,
+                               r.dataset.y_train)[0]
+    assert r.ok == learns
+    if learns:
+        assert r.status == "finished" and r.reason is None
+        return
+    assert r.status == "not_learning"
+    assert untrained <= r.metrics["final_train_cost"] < np.inf
+    assert f"{untrained:.4g}" in (r.reason or "")
+    assert f"{r.metrics['final_train_cost']:.4g}" in (r.reason or "")
+    assert "untrained" in (r.reason or "") and f"optim.lr={lr:g}" in (r.reason or "")

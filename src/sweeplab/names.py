@@ -100,6 +100,8 @@ class RunStatus(StrEnum):
     FINISHED = "finished"
     EARLY_STOPPED = "early_stopped"
     DIVERGED = "diverged"
+    # trained to the end, but its train cost is no better than the untrained network's
+    NOT_LEARNING = "not_learning"
     PRUNED = "pruned"
     STOPPED = "stopped"  # by a callback other than a pruner
     INTERRUPTED = "interrupted"  # Ctrl-C, or the process was killed
@@ -108,11 +110,12 @@ class RunStatus(StrEnum):
 
 # What MLflow's coarser run status says for each.
 MLFLOW_STATUS = {RunStatus.FINISHED: "FINISHED", RunStatus.EARLY_STOPPED: "FINISHED",
-                 RunStatus.DIVERGED: "FAILED", RunStatus.PRUNED: "KILLED",
+                 RunStatus.DIVERGED: "FAILED", RunStatus.NOT_LEARNING: "FAILED",
+                 RunStatus.PRUNED: "KILLED",
                  RunStatus.STOPPED: "KILLED", RunStatus.INTERRUPTED: "KILLED",
                  RunStatus.ERROR: "FAILED"}
 # A trial that failed with one of these is done (counted); an interrupted one is retried.
-DONE_FAILURES = (RunStatus.DIVERGED, RunStatus.ERROR)
+DONE_FAILURES = (RunStatus.DIVERGED, RunStatus.NOT_LEARNING, RunStatus.ERROR)
 
 
 class TrialAttr(StrEnum):

@@ -35,7 +35,7 @@ def _train_job(cfg: DictConfig) -> None:
     with tracker if tracker is not None else contextlib.nullcontext():
         result = run(typed, callbacks, data)
     report_run(result, tracker)
-    if result.status == RunStatus.DIVERGED:
+    if result.status in (RunStatus.DIVERGED, RunStatus.NOT_LEARNING):
         raise SystemExit(ExitCode.FAILED)
 
 

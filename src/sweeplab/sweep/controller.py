@@ -109,9 +109,11 @@ def _sweep(cfg: DictConfig, typed: Config, base: DictConfig, space: dict[str, An
 
     printer = TrialPrinter(study, s, already=before.done)
     code, why, error = ExitCode.OK, "enough trials", None
+    controller = Controller(study, space, base, s, parent_run_id, client, executor, printer)
     try:
-        why = Controller(study, space, base, s, parent_run_id, client, executor,
-                         printer).run(stop, started=time.time())
+        why = controller.run(stop, started=time.time())
+        if controller.failed_out:  # the search space cannot learn: not a success
+            code = ExitCode.FAILED
     except SweepAborted as err:
         code, why, error = ExitCode.USAGE, str(err), str(err)
     except KeyboardInterrupt as err:
@@ -126,7 +128,8 @@ def _sweep(cfg: DictConfig, typed: Config, base: DictConfig, space: dict[str, An
             print(f"error: {error}", file=sys.stderr, flush=True)
         try:
             summarize(study, client, parent_run_id, typed, experiment_id, uri, why,
-                      finished=code == ExitCode.OK)
+                      status={ExitCode.OK: "FINISHED", ExitCode.FAILED: "FAILED"}.get(
+                          code, "KILLED"))
         except Exception as err:
             down = unavailable_reason(err)
             if down is None:
@@ -162,6 +165,7 @@ class Controller:
         self.executor, self.printer = executor, printer
         self.live: dict[int, optuna.trial.Trial] = {}
         self.typed_base = to_config(base)  # checked once; each trial checks its params
+        self.failed_out = False  # stopped by sweep.max_failure_rate
         # BLAS threads per trial: the cores shared among this machine's workers.
         self.threads = max(1, (os.cpu_count() or 1) // s.n_jobs) \
             if s.n_jobs > 1 and s.cluster is None else None
@@ -191,6 +195,7 @@ class Controller:
     def why_stop(self, started: float) -> str | None:
         s, t = self.s, st.tally(self.study)
         if t.done >= s.min_trials_for_failure_rate and t.failed / t.done >= s.max_failure_rate:
+            self.failed_out = True
             return (f"{t.failed} of {t.done} finished trials failed "
                     f"(sweep.max_failure_rate={s.max_failure_rate})")
         if t.done + len(self.live) >= s.n_trials:

@@ -224,8 +224,9 @@ def parent_note(s: SweepConfig, t: st.Tally, best: Sequence[FrozenTrial],
 
 
 def summarize(study: optuna.Study, client: MlflowClient, parent_run_id: str, cfg: Config,
-              experiment_id: str, uri: str, why: str, *, finished: bool) -> None:
-    """Put the sweep's outcome on the parent run and print it."""
+              experiment_id: str, uri: str, why: str, *, status: str) -> None:
+    """Put the sweep's outcome on the parent run (ended with MLflow `status`) and print
+    it."""
     s = cfg.sweep
     assert s is not None
     objectives, _ = objectives_of(s)
@@ -259,7 +260,7 @@ def summarize(study: optuna.Study, client: MlflowClient, parent_run_id: str, cfg
     version = None
     if best and s.register_model and best[0].user_attrs.get(TrialAttr.RUN_ID):
         version = register_champion(client, s.register_model, best[0].user_attrs[TrialAttr.RUN_ID])
-    client.set_terminated(parent_run_id, "FINISHED" if finished else "KILLED")
+    client.set_terminated(parent_run_id, status)
     _print_summary(study, best, objectives, t, parent_run_id, experiment_id, uri, why,
                    s.register_model if version else None, version)
 

@@ -245,7 +245,7 @@ def execute(task: TrialTask, report: Reporter | None = None, stop: StopRequest |
     if result.status == RunStatus.PRUNED:
         _tag_run(tracker, "PRUNED", pruned_at=result.epochs_run - 1)
         out.attrs["pruned_at_epoch"] = result.epochs_run - 1
-    elif result.status == RunStatus.DIVERGED:
+    elif result.status in (RunStatus.DIVERGED, RunStatus.NOT_LEARNING):
         _tag_run(tracker, "FAIL")
     else:
         out.values = [objective_value(result, o) for o in task.objectives]

@@ -177,7 +177,9 @@ def run(cfg: Config | DictConfig | dict[str, Any], callbacks: Sequence[Callback]
     (step 0 is the untrained network, as the course prints it); with mini-batches, the mean
     cost per example over the epoch. Validation metrics at step e use the same parameters.
     A NaN or infinite cost stops the run with status ``diverged``; a callback's
-    `StopTraining` (train.early_stopping's among them) with the status it gives.
+    `StopTraining` (train.early_stopping's among them) with the status it gives. A run
+    whose train cost after the last update is no lower than the untrained network's ends
+    ``not_learning``: whatever its accuracy, it learnt nothing.
     """
     cfg = to_config(cfg) if not isinstance(cfg, Config) else cfg
     data = data if data is not None else load_data(cfg)
@@ -200,6 +202,10 @@ def run(cfg: Config | DictConfig | dict[str, Any], callbacks: Sequence[Callback]
     _call(callbacks, "on_train_start",
           RunStart(cfg, data, net, result.summary, result.run_name, result.stepper))
     costs: list[float] = []  # grown, not allocated for train.epochs up front
+    # measured like the final cost (no dropout, no L2): with mini-batches the first
+    # epoch's cost already includes its updates
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        untrained_cost = evaluate(net, X, Y, data.y_train)[0]
     stepper = STEPPERS[result.stepper](net, X, Y, opt, l2=cfg.optim.l2,
                                        batch_size=t.batch_size, batch_rng=batch_rng,
                                        dropout_rng=dropout_rng)
@@ -241,6 +247,12 @@ def run(cfg: Config | DictConfig | dict[str, Any], callbacks: Sequence[Callback]
     result.epochs_run = epoch + 1
     result.costs = np.asarray(costs, dtype=np.float64)
     result.metrics = final_metrics(net, data) if result.status != RunStatus.DIVERGED else {}
+    final_cost = result.metrics.get(Metric.FINAL_TRAIN_COST, math.nan)
+    if result.ok and not final_cost < untrained_cost:
+        result.status = RunStatus.NOT_LEARNING
+        result.reason = (f"the train cost ended at {final_cost:.4g}, no lower than the "
+                         f"untrained network's {untrained_cost:.4g} (optim.lr="
+                         f"{cfg.optim.lr:g} too high or too low?)")
     result.metrics[Metric.TRAIN_SECONDS] = time.perf_counter() - start
     _call(callbacks, "on_train_end", result)
     return result

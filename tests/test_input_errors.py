@@ -1,0 +1,91 @@
+"""Input and environment errors at the command line (issue 12): each is one line on stderr
+(`error: ...`) naming what was wrong and what is allowed, exit code 2, no traceback, and
+nothing started (no MLflow run, no Optuna study)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import REPO
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env["PYTHONPATH"] = str(REPO / "src")
+    env.pop("HYDRA_FULL_ERROR", None)
+    return env
+
+
+def run_cli(tmp_path: Path, *args: str, module: str = "sweeplab.train",
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=tmp_path,
+                          env=env or _env(tmp_path), capture_output=True, text=True,
+                          timeout=120)
+
+
+def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    """The single `error: ...` line of a refused command, after checking exit code 2, one
+    non-empty stderr line and no traceback."""
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert lines[0].startswith("error: "), lines[0]
+    return lines[0]
+
+
+def assert_no_run(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    db = tmp_path / "mlflow.db"
+    if db.exists():
+        client = MlflowClient(f"sqlite:///{db}")
+        exps = [e.experiment_id for e in client.search_experiments()]
+        assert client.search_runs(exps) == []
+
+
+# -- overrides Hydra cannot compose ----------------------------------------------------------
+
+COMPOSITION = [
+    ("nosuch=1", ["nosuch: no such key", "seed, data, model"]),
+    ("model.deph=3", ["model.deph: no such key", "did you mean model.depth"]),
+    ("data=nosuch", ["data=nosuch", "config group 'data'", "digits", "planar"]),
+    ("experiment=nosuch", ["experiment=nosuch", "course_4layer"]),
+    ("model.depth=abc", ["model.depth=abc", "Integer"]),
+    ("model.depth=[1,", ["'model.depth=[1,'", "override_grammar"]),
+    ("model.depth=1,2", ["model.depth=1,2", "--multirun"]),
+    ("~nosuch", ["nosuch"]),
+]
+
+
+@pytest.mark.parametrize(("override", "expected"), COMPOSITION, ids=[c[0] for c in COMPOSITION])
+def test_an_override_hydra_cannot_compose_is_one_line(tmp_path: Path, override: str,
+                                                      expected: list[str]) -> None:
+    line = one_error_line(run_cli(tmp_path, override))
+    for text in expected:
+        assert text in line, line
+    assert "HYDRA_FULL_ERROR" not in line
+    assert_no_run(tmp_path)
+
+
+def test_a_sweep_override_hydra_cannot_compose_starts_no_study(tmp_path: Path) -> None:
+    journal = tmp_path / "j.journal"
+    line = one_error_line(run_cli(tmp_path, "sweep.n_trails=3",
+                                  f"sweep.storage=journal:{journal}", module="sweeplab.sweep"))
+    assert "sweep.n_trails: no such key (did you mean sweep.n_trials?)" in line
+    assert not journal.exists()
+    assert_no_run(tmp_path)
+
+
+def test_hydra_flags_still_work_with_the_check(tmp_path: Path) -> None:
+    cfg = run_cli(tmp_path, "--cfg", "job", "model.depth=3", "hydra.run.dir=out")
+    assert cfg.returncode == 0, cfg.stderr
+    assert "depth: 3" in cfg.stdout
+    helped = run_cli(tmp_path, "--help")
+    assert helped.returncode == 0 and "Configuration groups" in helped.stdout

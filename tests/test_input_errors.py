@@ -89,3 +89,17 @@ def test_hydra_flags_still_work_with_the_check(tmp_path: Path) -> None:
     assert "depth: 3" in cfg.stdout
     helped = run_cli(tmp_path, "--help")
     assert helped.returncode == 0 and "Configuration groups" in helped.stdout
+
+
+@pytest.mark.parametrize("study", ["course1_week4", "course2_regularization"])
+def test_a_study_with_a_wrong_data_folder_is_one_line(tmp_path: Path, study: str) -> None:
+    """`make experiment NAME=... ARGS="--data-dir ..."` with no data there: nothing runs, and
+    no MLflow store is created."""
+    env = _env(tmp_path) | {"PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"}
+    proc = subprocess.run(
+        [sys.executable, "-m", f"experiments.{study}.study", "--data-dir", str(tmp_path),
+         "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    line = one_error_line(proc)
+    assert str(tmp_path) in line and "--data-dir" in line
+    assert not (tmp_path / "mlflow.db").exists()

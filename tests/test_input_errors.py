@@ -103,3 +103,85 @@ def test_a_study_with_a_wrong_data_folder_is_one_line(tmp_path: Path, study: str
     line = one_error_line(proc)
     assert str(tmp_path) in line and "--data-dir" in line
     assert not (tmp_path / "mlflow.db").exists()
+
+
+# -- stores: the Optuna storage and the MLflow store -----------------------------------------
+
+SWEEP = ["data=planar", "data.val_fraction=0.2", "train.epochs=5", "train.log_every=1",
+         "sweep.n_trials=1", "tracking.log_model=false", "tracking.log_plots=false"]
+
+
+@pytest.fixture
+def read_only_folder(tmp_path: Path):
+    """A folder nobody may write, root included (tests run as root, whom chmod does not
+    stop): `chattr +i`, removed afterwards."""
+    import shutil
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if shutil.which("chattr") is None or subprocess.run(
+            ["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("cannot make a read-only folder: chattr +i is unavailable or refused "
+                    "on this filesystem, and chmod does not stop root")
+    yield folder
+    subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+@pytest.mark.parametrize(("storage", "expected"), [
+    ("nosuch://x", "sweep.storage='nosuch://x'"),
+    ("postgresql+psycopg://u:secret@127.0.0.1:1/db", "sweep.storage='postgresql+psycopg://u:***@"),
+], ids=["unknown-scheme", "unreachable-postgres"])
+def test_a_storage_optuna_cannot_open_is_one_line(tmp_path: Path, data_cache: Path,
+                                                  storage: str, expected: str) -> None:
+    line = one_error_line(run_cli(data_cache, *SWEEP, f"sweep.storage={storage}",
+                                  module="sweeplab.sweep", env=_env(tmp_path)))
+    assert expected in line and "journal:<path>" in line
+    assert "secret" not in line
+    assert_no_run(tmp_path)
+
+
+def test_a_journal_in_a_read_only_folder_is_one_line(tmp_path: Path, data_cache: Path,
+                                                     read_only_folder: Path) -> None:
+    journal = read_only_folder / "optuna.journal"
+    line = one_error_line(run_cli(data_cache, *SWEEP, f"sweep.storage=journal:{journal}",
+                                  module="sweeplab.sweep", env=_env(tmp_path)))
+    assert f"sweep.storage='journal:{journal}'" in line and "cannot write" in line
+    assert_no_run(tmp_path)
+
+
+@pytest.mark.parametrize("module", ["sweeplab.train", "sweeplab.sweep"])
+def test_an_mlflow_store_in_a_read_only_folder_is_one_line(
+        tmp_path: Path, data_cache: Path, read_only_folder: Path, module: str) -> None:
+    journal = tmp_path / "j.journal"
+    uri = f"sqlite:///{read_only_folder / 'mlflow.db'}"
+    line = one_error_line(run_cli(data_cache, *SWEEP, f"tracking.uri={uri}",
+                                  f"sweep.storage=journal:{journal}", module=module,
+                                  env=_env(tmp_path)) if module == "sweeplab.sweep" else
+                          run_cli(data_cache, *SWEEP[:3], f"tracking.uri={uri}",
+                                  env=_env(tmp_path)))
+    assert f"tracking.uri='{uri}'" in line and "cannot open the tracking store" in line
+    assert not journal.exists()
+
+
+# -- config values checked before any run ----------------------------------------------------
+
+CONFIG_VALUES = [
+    (["tracking.uri=ftp://u:secret@x"], ["tracking.uri='ftp://...'", "sqlite:///",
+                                         "http(s)://"]),
+    (["tracking.experiment=" + "x" * 1000], ["tracking.experiment=", "1000 characters",
+                                             "at most 256"]),
+    (["model.depth=3", "model.hidden=[7]"], ["model.hidden=[7]", "model.depth=3"]),
+    (["experiment=course_2layer", "model.width=5"], ["model.hidden=[7]", "model.width=5"]),
+]
+
+
+@pytest.mark.parametrize(("overrides", "expected"), CONFIG_VALUES,
+                         ids=["tracking-scheme", "long-experiment", "depth-and-hidden",
+                              "preset-hidden-and-width"])
+def test_a_value_refused_before_any_run_is_one_line(tmp_path: Path, overrides: list[str],
+                                                    expected: list[str]) -> None:
+    line = one_error_line(run_cli(tmp_path, *overrides, "train.epochs=1"))
+    for text in expected:
+        assert text in line, line
+    assert "secret" not in line
+    assert_no_run(tmp_path)

@@ -18,7 +18,12 @@ from sweeplab.data import DataError
 from sweeplab.names import ExitCode
 from sweeplab.nn import ShapeError
 from sweeplab.tracking.links import ui_hint
-from sweeplab.tracking.store import TrackingServerError, check_server, default_uri
+from sweeplab.tracking.store import (
+    TrackingServerError,
+    TrackingStoreError,
+    check_server,
+    default_uri,
+)
 from sweeplab.train.interrupt import Terminated, sigterm_as_interrupt
 
 if TYPE_CHECKING:
@@ -45,7 +50,7 @@ def hydra_app(config_name: str, job: Callable[[DictConfig], Any]) -> Callable[[]
         try:
             return job(cfg)
         except (ConfigError, DataError, ShapeError, OmegaConfBaseException,
-                TrackingServerError) as err:
+                TrackingServerError, TrackingStoreError) as err:
             # OmegaConf's errors (a wrong type) reach here for a config composed without
             # the schema, such as a logged config.yaml; their message names the key.
             print(f"error: {err}", file=sys.stderr)

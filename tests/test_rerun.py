@@ -428,3 +428,16 @@ def test_a_config_logged_before_first_layer_existed_reruns_in_the_direct_form(
     again = logged_config(store.client, store.client.get_run(old_id))
     assert again.train.first_layer == "direct"
     assert again.train.epochs == logged.train.epochs
+
+
+def test_a_config_artifact_that_is_not_yaml_is_one_line(
+        store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    """config.yaml edited or damaged after it was logged: one line, nothing rerun."""
+    exp = store.client.create_experiment("bad-yaml")
+    run_id = store.client.create_run(exp, tags={"sweeplab.status": "finished"}).info.run_id
+    store.client.log_text(run_id, "model: {depth: [1,\n", "config.yaml")
+    assert rerun.main([run_id]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert f"run {run_id}: its config.yaml artifact is not valid YAML" in lines[0]

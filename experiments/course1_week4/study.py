@@ -92,13 +92,14 @@ def chosen_params(study: sl.Study, sweep_name: str) -> dict[str, str] | None:
 def main(argv: list[str] | None = None) -> None:
     a = parse_args(argv)
     data_dir = str(Path(a.data_dir).resolve())
+    # Checked before the store is opened, so a wrong folder leaves nothing behind.
+    if not a.table_only and not Path(data_dir, "train_catvnoncat.h5").is_file():
+        sl.usage_error(f"{data_dir}/train_catvnoncat.h5 not found: pass --data-dir or set "
+                       "$SWEEPLAB_CATVNONCAT")
     workdir = a.workdir or sl.default_workdir(a.tracking_uri)
     study = sl.Study(EXPERIMENT, a.tracking_uri, workdir, a.jobs, a.rerun)
     start = time.perf_counter()
     if not a.table_only:
-        if not Path(data_dir, "train_catvnoncat.h5").is_file():
-            raise SystemExit(f"error: {data_dir}/train_catvnoncat.h5 not found: pass "
-                             "--data-dir or set $SWEEPLAB_CATVNONCAT")
         data = f"data.dir={data_dir}"
         print(f"1-2. the course's presets (seeds {a.seeds}), and on the sweep's split")
         study.run([sl.Job(f"{p}-seed{s}", "sweeplab.train", [f"experiment={p}", data, f"seed={s}"])

@@ -73,8 +73,8 @@ def main(argv: list[str] | None = None) -> None:
     a = parse_args(argv)
     data_dir = Path(a.data_dir).resolve()
     if not (data_dir / "train_football.h5").is_file():
-        raise SystemExit(f"error: {data_dir}/train_football.h5 not found: pass --data-dir "
-                         "or set $SWEEPLAB_FOOTBALL")
+        sl.usage_error(f"{data_dir}/train_football.h5 not found: pass --data-dir or set "
+                       "$SWEEPLAB_FOOTBALL")
     study = sl.Study(EXPERIMENT, a.tracking_uri, a.workdir or sl.default_workdir(a.tracking_uri),
                      a.jobs, a.rerun)
     start = time.perf_counter()

@@ -31,6 +31,12 @@ BUILTIN_DATASETS = ("planar", "moons", "circles", "digits", "breast_cancer")
 DATASETS = (*BUILTIN_DATASETS, "catvnoncat", "h5")
 
 
+# Schemes of a tracking URI MLflow's client opens (a plain path is a folder store).
+TRACKING_SCHEMES = ("file", "sqlite", "postgresql", "mysql", "mssql", "http", "https",
+                    "databricks")
+# MLflow 3.17 accepts 500 characters but its SQL stores keep 256 (experiments.name).
+MAX_EXPERIMENT_NAME = 256
+
 # Seeds feed NumPy's SeedSequence and, for the course's initialisations, RandomState.
 MAX_SEED = 2**32 - 1
 
@@ -233,6 +239,7 @@ def validate(cfg: Config) -> None:
     if m.hidden is not None:
         _check(p, all(n >= 1 for n in m.hidden), "model.hidden", list(m.hidden),
                "must be a list of layer sizes >= 1 (or null to use depth and width)")
+        _hidden_or_depth(p, cfg)
     _one_of(p, "model.activation", m.activation, ACTIVATIONS)
     _one_of(p, "model.output", m.output, OUTPUTS)
     _one_of(p, "model.init", m.init, INITS)
@@ -270,8 +277,7 @@ def validate(cfg: Config) -> None:
                "needs a validation split: set data.val_fraction > 0")
     _check(p, _finite(es.min_delta) and es.min_delta >= 0, "train.early_stopping.min_delta",
            es.min_delta, "must be >= 0")
-    _check(p, bool(cfg.tracking.experiment), "tracking.experiment", cfg.tracking.experiment,
-           "must be a non-empty name")
+    _check_tracking(p, cfg.tracking)
 
     if cfg.sweep is not None:
         _validate_sweep(p, cfg)
@@ -279,6 +285,39 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"invalid config: {p[0]}")
     if p:
         raise ConfigError("invalid config:\n  " + "\n  ".join(p))
+
+
+def _hidden_or_depth(p: list[str], cfg: Config) -> None:
+    """An explicit model.hidden wins over depth and width: refuse a depth or width that
+    would then be logged but not used (their defaults are taken as not given), and a search
+    over them, whose every trial would train the same network."""
+    m, default = cfg.model, ModelConfig()
+    hidden = list(m.hidden or [])
+    for key in ("depth", "width"):
+        if getattr(m, key) != getattr(default, key):
+            p.append(f"model.hidden={hidden} and model.{key}={getattr(m, key)}: an explicit "
+                     f"hidden list sets every layer and would ignore model.{key}; give one "
+                     f"or the other (model.hidden=null to use depth and width)")
+    searched = [k for k in ("model.depth", "model.width")
+                if cfg.sweep is not None and k in cfg.sweep.params]
+    for key in searched:
+        p.append(f"sweep.params.{key} with model.hidden={hidden}: the hidden list would "
+                 f"ignore {key} in every trial; set model.hidden=null to search it")
+
+
+def _check_tracking(p: list[str], t: TrackingConfig) -> None:
+    _check(p, bool(t.experiment), "tracking.experiment", t.experiment,
+           "must be a non-empty name")
+    _check(p, len(t.experiment) <= MAX_EXPERIMENT_NAME, "tracking.experiment",
+           t.experiment[:40] + "...", f"is {len(t.experiment)} characters long; MLflow's "
+           f"stores keep at most {MAX_EXPERIMENT_NAME}")
+    if t.uri is not None and "://" in t.uri:
+        scheme = t.uri.split("://", 1)[0]
+        # The value shown without what follows the scheme: it may hold a password.
+        _check(p, scheme.split("+", 1)[0].lower() in TRACKING_SCHEMES, "tracking.uri",
+               f"{scheme}://...", "MLflow cannot open this scheme; use a folder path, "
+               "file:///<path>, sqlite:///<path>, postgresql://..., mysql://..., "
+               "http(s)://<server>, or null ($MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
 
 
 def _validate_sweep(p: list[str], cfg: Config) -> None:

@@ -12,12 +12,18 @@ from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from sweeplab.cli.compose_check import check_composes
 from sweeplab.config import ConfigError, register_configs
 from sweeplab.data import DataError
 from sweeplab.names import ExitCode
 from sweeplab.nn import ShapeError
 from sweeplab.tracking.links import ui_hint
-from sweeplab.tracking.store import TrackingServerError, check_server, default_uri
+from sweeplab.tracking.store import (
+    TrackingServerError,
+    TrackingStoreError,
+    check_server,
+    default_uri,
+)
 from sweeplab.train.interrupt import Terminated, sigterm_as_interrupt
 
 if TYPE_CHECKING:
@@ -26,7 +32,8 @@ if TYPE_CHECKING:
 
 # The configs ship inside the package (src/sweeplab/conf/, package data), so an installed
 # sweeplab finds them from any working directory.
-CONF_PATH = "pkg://sweeplab.conf"
+CONF_MODULE = "sweeplab.conf"
+CONF_PATH = f"pkg://{CONF_MODULE}"
 
 
 def hydra_app(config_name: str, job: Callable[[DictConfig], Any]) -> Callable[[], Any]:
@@ -43,7 +50,7 @@ def hydra_app(config_name: str, job: Callable[[DictConfig], Any]) -> Callable[[]
         try:
             return job(cfg)
         except (ConfigError, DataError, ShapeError, OmegaConfBaseException,
-                TrackingServerError) as err:
+                TrackingServerError, TrackingStoreError) as err:
             # OmegaConf's errors (a wrong type) reach here for a config composed without
             # the schema, such as a logged config.yaml; their message names the key.
             print(f"error: {err}", file=sys.stderr)
@@ -64,6 +71,9 @@ def hydra_app(config_name: str, job: Callable[[DictConfig], Any]) -> Callable[[]
 
     def main() -> Any:
         sys.argv = absolute_config_path(sys.argv)
+        # Hydra's own composition errors (an unknown key or option, a wrong type) end in
+        # several lines and exit code 1 before the job runs: compose once first.
+        check_composes(config_name, CONF_MODULE, sys.argv[1:])
         with sigterm_as_interrupt():
             return app()
 

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from sweeplab.cli.common import hydra_app, report_run
 from sweeplab.config import to_config
 from sweeplab.names import ExitCode, RunStatus
-from sweeplab.tracking import MlflowTracker, check_server, resolve_uri
+from sweeplab.tracking import MlflowTracker, prepare_store, resolve_uri
 from sweeplab.train import Callback, ProgressBar, RunStart, load_data, run
 
 
@@ -25,7 +25,8 @@ def main() -> None:
 def _train_job(cfg: DictConfig) -> None:
     typed = to_config(cfg)  # fails before any run is created
     if typed.tracking.enabled:
-        check_server(resolve_uri(typed.tracking))  # a tracking server that does not answer
+        # A tracking server that does not answer, a store that cannot be opened or written.
+        prepare_store(resolve_uri(typed.tracking))
     data = load_data(typed)
     callbacks: list[Callback] = [PrintSummary(), ProgressBar(typed.train.progress)]
     tracker = MlflowTracker(typed.tracking, overrides=_hydra_overrides()) \

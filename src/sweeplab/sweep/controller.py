@@ -35,7 +35,7 @@ from sweeplab.sweep.worker import (
     close_trial_runs,
     make_task,
 )
-from sweeplab.tracking import check_server, get_experiment_id, prepare_store, resolve_uri
+from sweeplab.tracking import get_experiment_id, prepare_store, resolve_uri
 from sweeplab.tracking.errors import unavailable_reason
 from sweeplab.train import load_data
 from sweeplab.train.interrupt import StopRequest, Terminated, deferred_interrupt
@@ -56,7 +56,10 @@ def sweep_job(cfg: DictConfig) -> int:
     sampler = st.make_sampler(s, space)
     pruner = st.make_pruner(s, typed.train.epochs, typed.train.log_every)
     uri = resolve_uri(typed.tracking)
-    check_server(uri)
+    # The two stores, before any study, run or worker exists: one line if either cannot be
+    # opened or written.
+    st.check_storage(st.storage_url(s))
+    prepare_store(uri)
     if s.cluster is not None and not uri.startswith(("http://", "https://")):
         raise ConfigError(
             f"sweep.cluster={s.cluster!r}: workers on other hosts cannot write to the local "

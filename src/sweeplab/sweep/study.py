@@ -49,6 +49,43 @@ def open_storage(url: str) -> BaseStorage | str:
     return url
 
 
+STORAGE_FORMS = ("journal:<path>", "sqlite:///<path>",
+                 "postgresql+psycopg://user:password@host:port/db", "mysql+pymysql://...")
+
+
+def check_storage(url: str) -> None:
+    """Open the storage at `url` once, so that a scheme Optuna cannot open, a database that
+    does not answer or a journal folder that cannot be written is a ConfigError naming
+    sweep.storage (password hidden) before any study or trial exists."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from sweeplab.tracking.store import redact
+
+    shown = redact(url)
+    if url.startswith("journal:"):
+        path = Path(url.removeprefix("journal:"))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            existed = path.exists()
+            with path.open("ab"):  # Optuna appends to it
+                pass
+            if not existed:  # nothing is left behind by a sweep that stops before its study
+                path.unlink()
+        except OSError as err:
+            raise ConfigError(f"sweep.storage={shown!r}: cannot write the journal {path} "
+                              f"({err.strerror}); choose a folder you can write") from None
+        return
+    try:
+        optuna.storages.RDBStorage(url).remove_session()
+    except (SQLAlchemyError, ImportError, ValueError) as err:
+        # ImportError: the URL's database driver is not installed.
+        why = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"sweep.storage={shown!r}: Optuna cannot open it "
+                          f"({type(err).__name__}: {redact(why)}); check the address and that "
+                          f"the database runs, or use {', '.join(STORAGE_FORMS)}, or null "
+                          f"for a journal in {STORE_DIR}/") from None
+
+
 def _drop_stale_lock(journal: Path) -> None:
     """Remove the journal's lock (a symlink, Optuna 5.0) when a process killed during a write
     left it: every later sweep would wait on it."""

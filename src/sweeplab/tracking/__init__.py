@@ -5,6 +5,7 @@ and the command line.
 
 from sweeplab.tracking.store import (
     TrackingServerError,
+    TrackingStoreError,
     check_server,
     default_uri,
     get_experiment_id,
@@ -16,6 +17,7 @@ from sweeplab.tracking.tracker import MlflowTracker, dataset_inputs
 __all__ = [
     "MlflowTracker",
     "TrackingServerError",
+    "TrackingStoreError",
     "check_server",
     "dataset_inputs",
     "default_uri",

@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import yaml
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -65,7 +66,14 @@ def logged_config(client: MlflowClient, run: Run) -> DictConfig:
                        f"unknown (was it interrupted before training started?)")
     with tempfile.TemporaryDirectory() as tmp:
         path = client.download_artifacts(run_id, CONFIG_ARTIFACT, tmp)
-        cfg = OmegaConf.load(path)
+        try:
+            cfg = OmegaConf.load(path)
+        except yaml.YAMLError as err:  # edited or damaged since it was logged
+            where = str(getattr(err, "problem_mark", "")).strip().replace("\n", " ")
+            raise RunError(f"run {run_id}: its {CONFIG_ARTIFACT} artifact is not valid YAML "
+                           f"({getattr(err, 'problem', None) or type(err).__name__}"
+                           f"{', ' + where if where else ''}); fix the artifact or rerun "
+                           f"another run") from None
     if not isinstance(cfg, DictConfig):
         raise RunError(f"run {run_id}: {CONFIG_ARTIFACT} is not a mapping of config keys")
     for key, then in ADDED_KEYS.items():

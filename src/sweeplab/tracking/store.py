@@ -39,6 +39,16 @@ class TrackingServerError(Exception):
     """The tracking server named by an http(s) tracking URI does not answer."""
 
 
+class TrackingStoreError(Exception):
+    """A store this process opens itself (SQLite, a database, a folder) cannot be opened:
+    an unsupported scheme, a folder it may not write, a database that does not answer."""
+
+
+# What MLflow's tracking client opens, as a user writes it (tracking.uri).
+STORE_FORMS = ("a folder path", "sqlite:///<path>", "postgresql://...", "mysql://...",
+               "http(s)://<server>")
+
+
 def default_uri() -> str:
     """$MLFLOW_TRACKING_URI, else the embedded store: sqlite mlflow.db in the working dir."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
@@ -122,14 +132,46 @@ def prepare_store(uri: str) -> MlflowClient:
     locked". A tracking server is checked first (TrackingServerError if it does not
     answer)."""
     check_server(uri)
-    client = MlflowClient(uri)
-    client.search_experiments(max_results=1)  # creates and migrates the database
     if uri.startswith("sqlite:///"):
-        import sqlite3
+        _check_writable(Path(uri.removeprefix("sqlite:///")).parent, uri)
+    try:
+        client = MlflowClient(uri)
+        client.search_experiments(max_results=1)  # creates and migrates the database
+        if uri.startswith("sqlite:///"):
+            import sqlite3
 
-        with contextlib.closing(sqlite3.connect(uri.removeprefix("sqlite:///"))) as con:
-            con.execute("PRAGMA journal_mode=WAL")
+            with contextlib.closing(sqlite3.connect(uri.removeprefix("sqlite:///"))) as con:
+                con.execute("PRAGMA journal_mode=WAL")
+    except Exception as err:
+        if is_server(uri):
+            raise  # the server's own errors: cli/common.py tells an outage from the rest
+        # MLflow's (unsupported scheme), SQLAlchemy's and sqlite3's errors, OSError: all
+        # say the store at this URI cannot be used, none needs a traceback.
+        raise TrackingStoreError(
+            f"tracking.uri={redact(uri)!r}: cannot open the tracking store "
+            f"({type(err).__name__}: {_first_line(str(err))}); use a folder or database you "
+            f"can write, as {', '.join(STORE_FORMS)}") from None
     return client
+
+
+def _check_writable(folder: Path, uri: str) -> None:
+    """SQLite writes its journal beside the database: probe the folder, since MLflow retries
+    a database it cannot open for minutes before giving up."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".sweeplab-probe-"):
+            pass
+    except OSError as err:
+        raise TrackingStoreError(
+            f"tracking.uri={redact(uri)!r}: cannot open the tracking store (cannot write "
+            f"its folder {folder}: {err.strerror}); use a folder you can write, or another "
+            f"store: {', '.join(STORE_FORMS)}") from None
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else "no message"
 
 
 def get_experiment_id(client: MlflowClient, name: str, uri: str) -> str:

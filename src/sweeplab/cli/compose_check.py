@@ -1,0 +1,111 @@
+"""Compose the command line's config once, before Hydra runs the app, so that an override
+Hydra cannot compose (an unknown key or group option, a wrong type, a malformed override)
+is one line naming it and what is allowed, and exit code 2, instead of Hydra's several
+lines and exit code 1.
+
+`@hydra.main` reports composition errors itself (hydra._internal.utils.run_and_report,
+Hydra 1.3) before the job runs, so the app's own error handling never sees them.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra.errors import (
+    ConfigCompositionException,
+    MissingConfigException,
+    OverrideParseException,
+)
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+from sweeplab.config import unknown_keys
+from sweeplab.names import ExitCode
+
+# Flags under which Hydra composes nothing, or composes per job of a sweep (--multirun:
+# `a=1,2` is then a sweep, not an error), or from a search path we do not rebuild here
+# (--config-dir): Hydra handles those on its own.
+_NOT_CHECKED = ("help", "hydra_help", "shell_completion", "multirun", "experimental_rerun",
+                "info", "config_dir")
+OVERRIDE_GRAMMAR = "https://hydra.cc/docs/advanced/override_grammar/basic/"
+
+
+def check_composes(config_name: str, conf_module: str, argv: Sequence[str]) -> None:
+    """Compose `config_name` with argv's overrides as `@hydra.main` would; on failure print
+    one line and exit with code 2. `argv` is sys.argv without the program name."""
+    # Hydra's own parser, so flags are read as Hydra reads them (hydra._internal.utils,
+    # Hydra 1.3; no public API parses Hydra's command line).
+    from hydra._internal.utils import get_args_parser
+
+    args, _ = get_args_parser().parse_known_args(list(argv))
+    if any(getattr(args, flag, None) for flag in _NOT_CHECKED) or "--version" in argv:
+        return
+    try:
+        _compose(args.config_name or config_name, args.config_path or f"pkg://{conf_module}",
+                 args.overrides)
+    except (OverrideParseException, ConfigCompositionException,
+            OmegaConfBaseException) as err:
+        print(f"error: {describe(err)}", file=sys.stderr)
+        raise SystemExit(ExitCode.USAGE) from None
+    except Exception as err:  # Hydra reports any of them as one message too
+        # An override Hydra accepts but OmegaConf cannot apply (a key under a null node,
+        # say sweep.params.x=1 without the sweep app) fails with a bare assertion.
+        print(f"error: the overrides {' '.join(args.overrides)!r} do not compose "
+              f"({type(err).__name__}: {_first_line(str(err))}); check each key exists in "
+              f"`--cfg job` output", file=sys.stderr)
+        raise SystemExit(ExitCode.USAGE) from None
+
+
+def _compose(config_name: str, config_path: str, overrides: list[str]) -> None:
+    from hydra import compose, initialize_config_dir, initialize_config_module
+
+    if config_path.startswith("pkg://"):
+        init = initialize_config_module(config_module=config_path.removeprefix("pkg://"),
+                                        version_base="1.3")
+    else:
+        folder = Path(config_path.removeprefix("file://")).absolute()
+        init = initialize_config_dir(config_dir=str(folder), version_base="1.3")
+    with init:  # restores Hydra's global state on the way out, for @hydra.main
+        compose(config_name, overrides=overrides)
+
+
+def describe(err: Exception) -> str:
+    """One line saying which override failed and what is allowed, from Hydra's message."""
+    if isinstance(err, OverrideParseException):
+        return (f"cannot parse the override {err.override!r}: {_first_line(err.message)} "
+                f"(quote values with brackets, commas or spaces; grammar: {OVERRIDE_GRAMMAR})")
+    message = str(err)
+    missing = re.search(r"Could not find '([^']+)'", message)
+    if isinstance(err, MissingConfigException) and missing and err.options:
+        group, _, name = missing[1].rpartition("/")
+        if group:
+            return (f"{group}={name}: no such option in config group {group!r}; "
+                    f"choose one of {', '.join(err.options)}")
+    cause = err.__cause__
+    key = getattr(cause, "full_key", None)
+    if isinstance(cause, ConfigAttributeError | ConfigKeyError) and key:
+        nested: dict[str, object] = {}
+        for part in reversed(str(key).split(".")):
+            nested = {part: nested or None}
+        unknown = unknown_keys(nested)
+        if unknown:
+            return "; ".join(unknown)
+    if cause is not None:
+        return f"{_one_line(message).removeprefix('Error merging override ')}: " \
+               f"{_first_line(str(cause))}"
+    return _one_line(message)
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else text
+
+
+def _one_line(text: str) -> str:
+    """Hydra's message on one line, without the search path it appends and without the
+    pointer to HYDRA_FULL_ERROR (there is no traceback to see)."""
+    text = text.split("Config search path:", 1)[0]
+    lines = [line.strip() for line in text.splitlines()
+             if line.strip() and "HYDRA_FULL_ERROR" not in line]
+    return "; ".join(line.rstrip(".:") for line in lines)

@@ -1,0 +1,187 @@
+"""Input and environment errors at the command line (issue 12): each is one line on stderr
+(`error: ...`) naming what was wrong and what is allowed, exit code 2, no traceback, and
+nothing started (no MLflow run, no Optuna study)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import REPO
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env["PYTHONPATH"] = str(REPO / "src")
+    env.pop("HYDRA_FULL_ERROR", None)
+    return env
+
+
+def run_cli(tmp_path: Path, *args: str, module: str = "sweeplab.train",
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=tmp_path,
+                          env=env or _env(tmp_path), capture_output=True, text=True,
+                          timeout=120)
+
+
+def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    """The single `error: ...` line of a refused command, after checking exit code 2, one
+    non-empty stderr line and no traceback."""
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert lines[0].startswith("error: "), lines[0]
+    return lines[0]
+
+
+def assert_no_run(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    db = tmp_path / "mlflow.db"
+    if db.exists():
+        client = MlflowClient(f"sqlite:///{db}")
+        exps = [e.experiment_id for e in client.search_experiments()]
+        assert client.search_runs(exps) == []
+
+
+# -- overrides Hydra cannot compose ----------------------------------------------------------
+
+COMPOSITION = [
+    ("nosuch=1", ["nosuch: no such key", "seed, data, model"]),
+    ("model.deph=3", ["model.deph: no such key", "did you mean model.depth"]),
+    ("data=nosuch", ["data=nosuch", "config group 'data'", "digits", "planar"]),
+    ("experiment=nosuch", ["experiment=nosuch", "course_4layer"]),
+    ("model.depth=abc", ["model.depth=abc", "Integer"]),
+    ("model.depth=[1,", ["'model.depth=[1,'", "override_grammar"]),
+    ("model.depth=1,2", ["model.depth=1,2", "--multirun"]),
+    ("~nosuch", ["nosuch"]),
+]
+
+
+@pytest.mark.parametrize(("override", "expected"), COMPOSITION, ids=[c[0] for c in COMPOSITION])
+def test_an_override_hydra_cannot_compose_is_one_line(tmp_path: Path, override: str,
+                                                      expected: list[str]) -> None:
+    line = one_error_line(run_cli(tmp_path, override))
+    for text in expected:
+        assert text in line, line
+    assert "HYDRA_FULL_ERROR" not in line
+    assert_no_run(tmp_path)
+
+
+def test_a_sweep_override_hydra_cannot_compose_starts_no_study(tmp_path: Path) -> None:
+    journal = tmp_path / "j.journal"
+    line = one_error_line(run_cli(tmp_path, "sweep.n_trails=3",
+                                  f"sweep.storage=journal:{journal}", module="sweeplab.sweep"))
+    assert "sweep.n_trails: no such key (did you mean sweep.n_trials?)" in line
+    assert not journal.exists()
+    assert_no_run(tmp_path)
+
+
+def test_hydra_flags_still_work_with_the_check(tmp_path: Path) -> None:
+    cfg = run_cli(tmp_path, "--cfg", "job", "model.depth=3", "hydra.run.dir=out")
+    assert cfg.returncode == 0, cfg.stderr
+    assert "depth: 3" in cfg.stdout
+    helped = run_cli(tmp_path, "--help")
+    assert helped.returncode == 0 and "Configuration groups" in helped.stdout
+
+
+@pytest.mark.parametrize("study", ["course1_week4", "course2_regularization"])
+def test_a_study_with_a_wrong_data_folder_is_one_line(tmp_path: Path, study: str) -> None:
+    """`make experiment NAME=... ARGS="--data-dir ..."` with no data there: nothing runs, and
+    no MLflow store is created."""
+    env = _env(tmp_path) | {"PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"}
+    proc = subprocess.run(
+        [sys.executable, "-m", f"experiments.{study}.study", "--data-dir", str(tmp_path),
+         "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    line = one_error_line(proc)
+    assert str(tmp_path) in line and "--data-dir" in line
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+# -- stores: the Optuna storage and the MLflow store -----------------------------------------
+
+SWEEP = ["data=planar", "data.val_fraction=0.2", "train.epochs=5", "train.log_every=1",
+         "sweep.n_trials=1", "tracking.log_model=false", "tracking.log_plots=false"]
+
+
+@pytest.fixture
+def read_only_folder(tmp_path: Path):
+    """A folder nobody may write, root included (tests run as root, whom chmod does not
+    stop): `chattr +i`, removed afterwards."""
+    import shutil
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if shutil.which("chattr") is None or subprocess.run(
+            ["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("cannot make a read-only folder: chattr +i is unavailable or refused "
+                    "on this filesystem, and chmod does not stop root")
+    yield folder
+    subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+@pytest.mark.parametrize(("storage", "expected"), [
+    ("nosuch://x", "sweep.storage='nosuch://x'"),
+    ("postgresql+psycopg://u:secret@127.0.0.1:1/db", "sweep.storage='postgresql+psycopg://u:***@"),
+], ids=["unknown-scheme", "unreachable-postgres"])
+def test_a_storage_optuna_cannot_open_is_one_line(tmp_path: Path, data_cache: Path,
+                                                  storage: str, expected: str) -> None:
+    line = one_error_line(run_cli(data_cache, *SWEEP, f"sweep.storage={storage}",
+                                  module="sweeplab.sweep", env=_env(tmp_path)))
+    assert expected in line and "journal:<path>" in line
+    assert "secret" not in line
+    assert_no_run(tmp_path)
+
+
+def test_a_journal_in_a_read_only_folder_is_one_line(tmp_path: Path, data_cache: Path,
+                                                     read_only_folder: Path) -> None:
+    journal = read_only_folder / "optuna.journal"
+    line = one_error_line(run_cli(data_cache, *SWEEP, f"sweep.storage=journal:{journal}",
+                                  module="sweeplab.sweep", env=_env(tmp_path)))
+    assert f"sweep.storage='journal:{journal}'" in line and "cannot write" in line
+    assert_no_run(tmp_path)
+
+
+@pytest.mark.parametrize("module", ["sweeplab.train", "sweeplab.sweep"])
+def test_an_mlflow_store_in_a_read_only_folder_is_one_line(
+        tmp_path: Path, data_cache: Path, read_only_folder: Path, module: str) -> None:
+    journal = tmp_path / "j.journal"
+    uri = f"sqlite:///{read_only_folder / 'mlflow.db'}"
+    line = one_error_line(run_cli(data_cache, *SWEEP, f"tracking.uri={uri}",
+                                  f"sweep.storage=journal:{journal}", module=module,
+                                  env=_env(tmp_path)) if module == "sweeplab.sweep" else
+                          run_cli(data_cache, *SWEEP[:3], f"tracking.uri={uri}",
+                                  env=_env(tmp_path)))
+    assert f"tracking.uri='{uri}'" in line and "cannot open the tracking store" in line
+    assert not journal.exists()
+
+
+# -- config values checked before any run ----------------------------------------------------
+
+CONFIG_VALUES = [
+    (["tracking.uri=ftp://u:secret@x"], ["tracking.uri='ftp://...'", "sqlite:///",
+                                         "http(s)://"]),
+    (["tracking.experiment=" + "x" * 1000], ["tracking.experiment=", "1000 characters",
+                                             "at most 256"]),
+    (["model.depth=3", "model.hidden=[7]"], ["model.hidden=[7]", "model.depth=3"]),
+    (["experiment=course_2layer", "model.width=5"], ["model.hidden=[7]", "model.width=5"]),
+]
+
+
+@pytest.mark.parametrize(("overrides", "expected"), CONFIG_VALUES,
+                         ids=["tracking-scheme", "long-experiment", "depth-and-hidden",
+                              "preset-hidden-and-width"])
+def test_a_value_refused_before_any_run_is_one_line(tmp_path: Path, overrides: list[str],
+                                                    expected: list[str]) -> None:
+    line = one_error_line(run_cli(tmp_path, *overrides, "train.epochs=1"))
+    for text in expected:
+        assert text in line, line
+    assert "secret" not in line
+    assert_no_run(tmp_path)

@@ -56,15 +56,15 @@ def sweep_job(cfg: DictConfig) -> int:
     sampler = st.make_sampler(s, space)
     pruner = st.make_pruner(s, typed.train.epochs, typed.train.log_every)
     uri = resolve_uri(typed.tracking)
-    # The two stores, before any study, run or worker exists: one line if either cannot be
-    # opened or written.
-    st.check_storage(st.storage_url(s))
-    prepare_store(uri)
     if s.cluster is not None and not uri.startswith(("http://", "https://")):
         raise ConfigError(
             f"sweep.cluster={s.cluster!r}: workers on other hosts cannot write to the local "
             f"tracking store {uri}; start a tracking server (make server) and set "
             f"tracking.uri=http://<host>:<port> (or $MLFLOW_TRACKING_URI)")
+    # The two stores, before any study, run or worker exists: one line if either cannot be
+    # opened or written.
+    st.check_storage(st.storage_url(s))
+    prepare_store(uri)
     pin_tracking_uri(base, s, uri)
     # The executor first: an unreachable Dask scheduler fails before a study or run exists.
     with deferred_interrupt() as stop:

@@ -30,7 +30,7 @@ import os
 import sys
 from pathlib import Path
 
-from sweeplab.cli.ui import port_free, server_env
+from sweeplab.cli.ui import UVICORN, port_free, server_env
 from sweeplab.names import ExitCode
 from sweeplab.tracking.links import HOST
 from sweeplab.tracking.store import redact
@@ -161,7 +161,8 @@ def server_command(host: str, port: int, artifacts: Path) -> list[str]:
     """`mlflow server` lean enough for a laptop: one worker process; artifacts proxied into
     `artifacts`. The backend store comes in the environment (see server_environment)."""
     return [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port),
-            "--workers", "1", "--serve-artifacts", "--artifacts-destination", str(artifacts)]
+            "--workers", "1", "--serve-artifacts", "--artifacts-destination", str(artifacts),
+            *UVICORN]
 
 
 def server_environment(db: str) -> dict[str, str]:

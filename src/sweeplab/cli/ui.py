@@ -64,11 +64,16 @@ def store_problem(uri: str) -> str | None:
     return f"`mlflow ui` cannot serve the store {uri}: give a sqlite:/// URI or a folder"
 
 
+# MLflow's ASGI lifespan only tidies up its assistant's Docker sandboxes, and on Ctrl-C
+# uvicorn cancels it mid-wait and logs a CancelledError traceback: off.
+UVICORN = ["--uvicorn-opts", "--lifespan off"]
+
+
 def server_command(uri: str, port: int) -> list[str]:
     """`mlflow ui` lean enough for a laptop: one worker, on loopback. For SQLite, artifacts
     of experiments made in the UI go to mlruns/ beside the database, as sweeplab's do."""
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-           "--host", HOST, "--port", str(port), "--workers", "1"]
+           "--host", HOST, "--port", str(port), "--workers", "1", *UVICORN]
     if uri.startswith("sqlite:///"):
         root = Path(uri.removeprefix("sqlite:///").split("?")[0]).parent / "mlruns"
         cmd += ["--default-artifact-root", root.resolve().as_uri()]

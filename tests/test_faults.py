@@ -7,14 +7,26 @@ one line on stderr with exit code 2.
 
 from __future__ import annotations
 
+import errno
+import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from optuna.trial import TrialState
 
+from sweeplab.names import TrialAttr
+from sweeplab.sweep import study as st
 from sweeplab.sweep.controller import sweep_job
-from test_sweep import _sweep_cmd, load, process_stores, sweep_env  # noqa: F401
+from test_sweep import (  # noqa: F401
+    _sweep_cmd,
+    child_runs,
+    load,
+    process_stores,
+    sweep_env,
+    wait_mid_trial,
+)
 
 
 def _path(journal: str) -> Path:
@@ -62,3 +74,74 @@ def test_a_damaged_journal_line_stops_the_sweep_with_one_line(tmp_path: Path,
     assert len(errors) == 1, proc.stderr
     assert f"{path}: line 2" in errors[0] and "move it away" in errors[0]
     assert path.read_bytes() == b"".join(lines)  # left as it was, for the user to judge
+
+
+# -- a disk that fills up mid-sweep --------------------------------------------------------
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 64 MB tmpfs of its own, to fill up for real; skipped where mounting is not allowed."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs to fill up (needs root): {proc.stderr.strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    """Fill `disk` to the last byte with one file; returns it (delete it to free the disk)."""
+    filler = disk / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        for chunk in (1 << 20, 1 << 12, 1):
+            try:
+                while True:
+                    f.write(b"\0" * chunk)
+            except OSError as err:
+                assert err.errno == errno.ENOSPC
+    return filler
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("full", ["tracking", "journal"])
+def test_a_disk_filling_up_mid_trial_stops_the_sweep_and_it_resumes(
+        tmp_path: Path, data_cache: Path, small_disk: Path, full: str) -> None:
+    """The tracking store (or the journal) on a disk that fills up during a trial: the
+    trial is not a failed one but queued again, the sweep stops with one line and exit
+    code 2, and once space is freed the same command finishes the sweep."""
+    roomy = tmp_path
+    uri = f"sqlite:///{(small_disk if full == 'tracking' else roomy) / 'mlflow.db'}"
+    journal = f"journal:{(small_disk if full == 'journal' else roomy) / 'optuna.journal'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    cmd = _sweep_cmd(journal, "sweep.name=full", "sweep.n_trials=3", "sweep.pruner=none",
+                     "train.epochs=8000", "train.log_every=2000")
+    proc = subprocess.Popen(cmd, cwd=data_cache, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        wait_mid_trial(journal, "full", done=1)
+        filler = fill(small_disk)
+        _, stderr = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 2, stderr[-3000:]
+    assert "Traceback" not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, stderr
+    assert "no space left" in errors[0] and "run the same command to resume" in errors[0]
+
+    filler.unlink()
+    done = subprocess.run(cmd, cwd=data_cache, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    study = load(journal, "full")
+    assert st.tally(study).done == 3 and st.tally(study).failed == 0
+    counted = [t for t in study.trials if t.state != TrialState.FAIL]
+    assert len(counted) == 3
+    interrupted = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert interrupted and all(st.status_of(t) == "interrupted" for t in interrupted)
+    runs = child_runs(uri, study.user_attrs[TrialAttr.PARENT_RUN_ID])
+    assert not [r for r in runs if r.info.status == "RUNNING"]

@@ -30,13 +30,14 @@ from sweeplab.sweep.report import TrialPrinter, close_orphan_runs, summarize
 from sweeplab.sweep.space import flat_params, parse_space
 from sweeplab.sweep.view import save_sweep_view
 from sweeplab.sweep.worker import (
+    DiskFull,
     SweepAborted,
     TrackingUnavailable,
     close_trial_runs,
     make_task,
 )
 from sweeplab.tracking import check_server, get_experiment_id, prepare_store, resolve_uri
-from sweeplab.tracking.errors import unavailable_reason
+from sweeplab.tracking.errors import no_space, unavailable_reason
 from sweeplab.train import load_data
 from sweeplab.train.interrupt import StopRequest, Terminated, deferred_interrupt
 
@@ -128,11 +129,11 @@ def _sweep(cfg: DictConfig, typed: Config, base: DictConfig, space: dict[str, An
             summarize(study, client, parent_run_id, typed, experiment_id, uri, why,
                       finished=code == ExitCode.OK)
         except Exception as err:
-            down = unavailable_reason(err)
+            down = unavailable_reason(err) or no_space(err)
             if down is None:
                 raise
             print(f"warning: the sweep's summary was not logged: the tracking store {uri} "
-                  f"did not answer ({down}); the next run of the same command logs it",
+                  f"did not take it ({down}); the next run of the same command logs it",
                   file=sys.stderr)
     return code
 
@@ -181,8 +182,17 @@ class Controller:
                     self.finish(finished)
                 self.printer.poll()
         except TrackingUnavailable as err:
-            self.interrupt_all("the tracking store stopped answering")
+            self.interrupt_all(err.reason)
             raise SweepAborted(str(err)) from None
+        except OSError as err:  # the journal's disk filled up under study.tell, say
+            full = no_space(err)
+            if full is None:
+                self.interrupt_all("interrupted (an error in the controller)")
+                raise
+            self.interrupt_all(DiskFull.reason)
+            raise SweepAborted(f"no space left on the device ({full}; the study is in "
+                               f"{st.storage_url(self.s)}); free space, then run the same "
+                               f"command to resume") from None
         except BaseException as err:
             self.interrupt_all("terminated (SIGTERM)" if isinstance(err, Terminated)
                                else "interrupted (Ctrl-C)")
@@ -242,7 +252,10 @@ class Controller:
         tracking store answers)."""
         self.executor.stop_all()
         for number, trial in list(self.live.items()):
-            st.requeue(self.study, number, trial.params, reason, trial)
+            # A journal on a full disk takes no more writes: the trial stays RUNNING there,
+            # and the next start queues it again (its controller is gone: st.orphaned).
+            with contextlib.suppress(OSError):
+                st.requeue(self.study, number, trial.params, reason, trial)
             with contextlib.suppress(Exception):  # the store may be what failed
                 close_trial_runs(self.client, self.parent_run_id, number, reason)
         self.live.clear()

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from mlflow.tracking import MlflowClient
 
 from sweeplab.config import TrackingConfig
+from sweeplab.tracking.errors import quiet_store_tracebacks
 
 if TYPE_CHECKING:
     import requests
@@ -122,6 +123,7 @@ def prepare_store(uri: str) -> MlflowClient:
     locked". A tracking server is checked first (TrackingServerError if it does not
     answer)."""
     check_server(uri)
+    quiet_store_tracebacks()
     client = MlflowClient(uri)
     client.search_experiments(max_results=1)  # creates and migrates the database
     if uri.startswith("sqlite:///"):

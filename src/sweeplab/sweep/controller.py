@@ -184,12 +184,12 @@ class Controller:
         except TrackingUnavailable as err:
             self.interrupt_all(err.reason)
             raise SweepAborted(str(err)) from None
-        except OSError as err:  # the journal's disk filled up under study.tell, say
+        except Exception as err:  # the journal's (or the store's) disk filled up, say
             full = no_space(err)
+            self.interrupt_all(DiskFull.reason if full else
+                               f"the controller stopped on {type(err).__name__}")
             if full is None:
-                self.interrupt_all("interrupted (an error in the controller)")
                 raise
-            self.interrupt_all(DiskFull.reason)
             raise SweepAborted(f"no space left on the device ({full}; the study is in "
                                f"{st.storage_url(self.s)}); free space, then run the same "
                                f"command to resume") from None

@@ -145,3 +145,37 @@ def test_a_disk_filling_up_mid_trial_stops_the_sweep_and_it_resumes(
     assert interrupted and all(st.status_of(t) == "interrupted" for t in interrupted)
     runs = child_runs(uri, study.user_attrs[TrialAttr.PARENT_RUN_ID])
     assert not [r for r in runs if r.info.status == "RUNNING"]
+
+
+# -- an MLflow store or a journal lost between sessions ------------------------------------
+
+def test_a_deleted_mlflow_store_gets_a_new_parent_run_and_the_summary_works(
+        tmp_path: Path, data_cache: Path) -> None:
+    """mlflow.db deleted, the journal kept: the trials already done stay done, the resumed
+    sweep says it starts a new parent run, and the summary copes with trials whose runs
+    are gone (the champion is the best trial whose run still exists)."""
+    uri, journal, env = process_stores(tmp_path)
+    cmd = _sweep_cmd(journal, "sweep.name=gone", "sweep.register_model=sweeplab-gone",
+                     "sweep.pruner=none")
+    first = subprocess.run([*cmd, "sweep.n_trials=2"], cwd=data_cache, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    old_parent = load(journal, "gone").user_attrs[TrialAttr.PARENT_RUN_ID]
+    (tmp_path / "mlflow.db").unlink()
+    again = subprocess.run([*cmd, "sweep.n_trials=3"], cwd=data_cache, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Traceback" not in again.stderr
+    said = [line for line in again.stdout.splitlines() + again.stderr.splitlines()
+            if old_parent in line]
+    assert len(said) == 1 and "new parent run" in said[0], again.stdout
+    study = load(journal, "gone")
+    parent = study.user_attrs[TrialAttr.PARENT_RUN_ID]
+    assert parent != old_parent
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    assert client.get_run(parent).info.status == "FINISHED"
+    assert [r.data.tags["sweeplab.trial_number"] for r in child_runs(uri, parent)] == ["2"]
+    assert "3 trials done" in again.stdout

@@ -270,11 +270,11 @@ def _killed_worker(err: BaseException | None) -> bool:
 def _parent_run(client: Any, study: optuna.Study, experiment_id: str, cfg: DictConfig,
                 s: SweepConfig, storage_url: str) -> str:
     """The sweep's MLflow parent run: the one recorded on the study, or a new one."""
-    run_id = study.user_attrs.get(TrialAttr.PARENT_RUN_ID)
-    if run_id is not None:
+    old_id = study.user_attrs.get(TrialAttr.PARENT_RUN_ID)
+    if old_id is not None:
         try:
-            client.update_run(run_id, status="RUNNING")
-            return str(run_id)
+            client.update_run(old_id, status="RUNNING")
+            return str(old_id)
         except Exception:  # the store was wiped while the study was kept
             pass
     tags = {Tag.ROLE: Role.SWEEP, Tag.STUDY: s.name, Tag.STORAGE: storage_url,
@@ -291,4 +291,8 @@ def _parent_run(client: Any, study: optuna.Study, experiment_id: str, cfg: DictC
     client.log_text(run_id, OmegaConf.to_yaml(cfg), "sweep_config.yaml")
     client.log_text(run_id, OmegaConf.to_yaml(flat_params(s.params)), "search_space.yaml")
     study.set_user_attr(TrialAttr.PARENT_RUN_ID, run_id)
+    if old_id is not None:
+        print(f"the study's parent run {old_id} is not in the tracking store (deleted?): "
+              f"started a new parent run {run_id}; the trials already done keep their "
+              f"results in the study, without their MLflow runs", flush=True)
     return str(run_id)

@@ -149,6 +149,7 @@ def test_a_disk_filling_up_mid_trial_stops_the_sweep_and_it_resumes(
 
 # -- an MLflow store or a journal lost between sessions ------------------------------------
 
+@pytest.mark.slow
 def test_a_deleted_mlflow_store_gets_a_new_parent_run_and_the_summary_works(
         tmp_path: Path, data_cache: Path) -> None:
     """mlflow.db deleted, the journal kept: the trials already done stay done, the resumed

@@ -17,6 +17,7 @@ from sweeplab.config import ConfigError, register_configs
 from sweeplab.data import DataError
 from sweeplab.names import ExitCode
 from sweeplab.nn import ShapeError
+from sweeplab.tracking.errors import no_space
 from sweeplab.tracking.links import ui_hint
 from sweeplab.tracking.store import (
     TrackingServerError,
@@ -38,9 +39,9 @@ CONF_PATH = f"pkg://{CONF_MODULE}"
 
 def hydra_app(config_name: str, job: Callable[[DictConfig], Any]) -> Callable[[], Any]:
     """A Hydra app over the packaged configs (sweeplab/conf/) that turns sweeplab's input
-    errors, and a tracking server that does not answer (before or during the run), into one
-    clear message and exit code 2, Ctrl-C into exit code 130 and SIGTERM into 143, instead
-    of a traceback."""
+    errors, a tracking server that does not answer (before or during the run), and a full
+    disk into one clear message and exit code 2, Ctrl-C into exit code 130 and SIGTERM into
+    143, instead of a traceback."""
     import hydra
 
     register_configs()
@@ -55,7 +56,14 @@ def hydra_app(config_name: str, job: Callable[[DictConfig], Any]) -> Callable[[]
             # the schema, such as a logged config.yaml; their message names the key.
             print(f"error: {err}", file=sys.stderr)
             raise SystemExit(ExitCode.USAGE) from None
-        except MlflowException:
+        except (OSError, MlflowException) as err:
+            full = no_space(err)
+            if full is not None:  # a write of the journal, the store or an output file
+                print(f"error: no space left on the device ({full}); free space, then run "
+                      f"the same command to resume", file=sys.stderr)
+                raise SystemExit(ExitCode.USAGE) from None
+            if not isinstance(err, MlflowException):
+                raise
             gone = _server_gone(cfg)
             if gone is None:
                 raise

@@ -30,13 +30,14 @@ from sweeplab.sweep.report import TrialPrinter, close_orphan_runs, summarize
 from sweeplab.sweep.space import flat_params, parse_space
 from sweeplab.sweep.view import save_sweep_view
 from sweeplab.sweep.worker import (
+    DiskFull,
     SweepAborted,
     TrackingUnavailable,
     close_trial_runs,
     make_task,
 )
 from sweeplab.tracking import get_experiment_id, prepare_store, resolve_uri
-from sweeplab.tracking.errors import unavailable_reason
+from sweeplab.tracking.errors import no_space, unavailable_reason
 from sweeplab.train import load_data
 from sweeplab.train.interrupt import StopRequest, Terminated, deferred_interrupt
 
@@ -134,11 +135,11 @@ def _sweep(cfg: DictConfig, typed: Config, base: DictConfig, space: dict[str, An
                       status={ExitCode.OK: "FINISHED", ExitCode.FAILED: "FAILED"}.get(
                           code, "KILLED"))
         except Exception as err:
-            down = unavailable_reason(err)
+            down = unavailable_reason(err) or no_space(err)
             if down is None:
                 raise
             print(f"warning: the sweep's summary was not logged: the tracking store {uri} "
-                  f"did not answer ({down}); the next run of the same command logs it",
+                  f"did not take it ({down}); the next run of the same command logs it",
                   file=sys.stderr)
     return code
 
@@ -188,8 +189,17 @@ class Controller:
                     self.finish(finished)
                 self.printer.poll()
         except TrackingUnavailable as err:
-            self.interrupt_all("the tracking store stopped answering")
+            self.interrupt_all(err.reason)
             raise SweepAborted(str(err)) from None
+        except Exception as err:  # the journal's (or the store's) disk filled up, say
+            full = no_space(err)
+            self.interrupt_all(DiskFull.reason if full else
+                               f"the controller stopped on {type(err).__name__}")
+            if full is None:
+                raise
+            raise SweepAborted(f"no space left on the device ({full}; the study is in "
+                               f"{st.storage_url(self.s)}); free space, then run the same "
+                               f"command to resume") from None
         except BaseException as err:
             self.interrupt_all("terminated (SIGTERM)" if isinstance(err, Terminated)
                                else "interrupted (Ctrl-C)")
@@ -250,7 +260,10 @@ class Controller:
         tracking store answers)."""
         self.executor.stop_all()
         for number, trial in list(self.live.items()):
-            st.requeue(self.study, number, trial.params, reason, trial)
+            # A journal on a full disk takes no more writes: the trial stays RUNNING there,
+            # and the next start queues it again (its controller is gone: st.orphaned).
+            with contextlib.suppress(OSError):
+                st.requeue(self.study, number, trial.params, reason, trial)
             with contextlib.suppress(Exception):  # the store may be what failed
                 close_trial_runs(self.client, self.parent_run_id, number, reason)
         self.live.clear()
@@ -265,11 +278,11 @@ def _killed_worker(err: BaseException | None) -> bool:
 def _parent_run(client: Any, study: optuna.Study, experiment_id: str, cfg: DictConfig,
                 s: SweepConfig, storage_url: str) -> str:
     """The sweep's MLflow parent run: the one recorded on the study, or a new one."""
-    run_id = study.user_attrs.get(TrialAttr.PARENT_RUN_ID)
-    if run_id is not None:
+    old_id = study.user_attrs.get(TrialAttr.PARENT_RUN_ID)
+    if old_id is not None:
         try:
-            client.update_run(run_id, status="RUNNING")
-            return str(run_id)
+            client.update_run(old_id, status="RUNNING")
+            return str(old_id)
         except Exception:  # the store was wiped while the study was kept
             pass
     tags = {Tag.ROLE: Role.SWEEP, Tag.STUDY: s.name, Tag.STORAGE: storage_url,
@@ -286,4 +299,8 @@ def _parent_run(client: Any, study: optuna.Study, experiment_id: str, cfg: DictC
     client.log_text(run_id, OmegaConf.to_yaml(cfg), "sweep_config.yaml")
     client.log_text(run_id, OmegaConf.to_yaml(flat_params(s.params)), "search_space.yaml")
     study.set_user_attr(TrialAttr.PARENT_RUN_ID, run_id)
+    if old_id is not None:
+        print(f"the study's parent run {old_id} is not in the tracking store (deleted?): "
+              f"started a new parent run {run_id}; the trials already done keep their "
+              f"results in the study, without their MLflow runs", flush=True)
     return str(run_id)

@@ -258,11 +258,31 @@ def summarize(study: optuna.Study, client: MlflowClient, parent_run_id: str, cfg
     if skipped:
         client.log_text(parent_run_id, "\n".join(skipped) + "\n", "plots/skipped.txt")
     version = None
-    if best and s.register_model and best[0].user_attrs.get(TrialAttr.RUN_ID):
-        version = register_champion(client, s.register_model, best[0].user_attrs[TrialAttr.RUN_ID])
+    champion = _first_with_run(client, best) if s.register_model else None
+    if champion is not None and s.register_model:
+        version = register_champion(client, s.register_model, champion)
     client.set_terminated(parent_run_id, status)
     _print_summary(study, best, objectives, t, parent_run_id, experiment_id, uri, why,
                    s.register_model if version else None, version)
+
+
+def _first_with_run(client: MlflowClient, trials: Sequence[FrozenTrial]) -> str | None:
+    """The run id of the first of `trials` whose MLflow run still exists: a store deleted
+    while the study was kept took the runs (and models) of the trials before it."""
+    from mlflow.exceptions import MlflowException
+
+    for t in trials:
+        run_id = t.user_attrs.get(TrialAttr.RUN_ID)
+        if not run_id:
+            continue
+        try:
+            client.get_run(run_id)
+        except MlflowException as err:
+            if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            continue
+        return str(run_id)
+    return None
 
 
 def _print_summary(study: optuna.Study, best: list[FrozenTrial], objectives: Sequence[str],

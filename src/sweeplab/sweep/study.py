@@ -27,6 +27,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 
 from sweeplab.config import ConfigError, SweepConfig, objectives_of
 from sweeplab.names import DONE_FAILURES, RunStatus, TrialAttr
+from sweeplab.sweep import journal
 
 STORE_DIR = Path(".sweeplab")
 
@@ -40,11 +41,13 @@ STALE_LOCK_SECONDS = 10.0
 
 
 def open_storage(url: str) -> BaseStorage | str:
-    """Optuna storage from a URL; ``journal:<path>`` is Optuna's journal file storage."""
+    """Optuna storage from a URL; ``journal:<path>`` is Optuna's journal file storage, its
+    file checked first (a torn last record is dropped: sweep/journal.py)."""
     if url.startswith("journal:"):
         path = Path(url.removeprefix("journal:"))
         path.parent.mkdir(parents=True, exist_ok=True)
         _drop_stale_lock(path)
+        journal.repair(path)
         return JournalStorage(JournalFileBackend(str(path)))
     return url
 

@@ -40,7 +40,7 @@ from sweeplab.names import (
 )
 from sweeplab.sweep.space import apply
 from sweeplab.tracking import MlflowTracker
-from sweeplab.tracking.errors import unavailable_reason
+from sweeplab.tracking.errors import no_space, unavailable_reason
 from sweeplab.train import (
     Callback,
     DataKey,
@@ -71,6 +71,16 @@ class TrialStopped(KeyboardInterrupt):
 class TrackingUnavailable(SweepAborted):
     """The tracking store stopped answering during a trial: the trial is queued again and
     the sweep stops, to be resumed once the store is back."""
+
+    reason = "the tracking store stopped answering"  # what the trials still out are told
+
+
+class DiskFull(TrackingUnavailable):
+    """A disk filled up (ENOSPC, EDQUOT) under a trial's writes: like a store that stopped
+    answering, the trial is queued again and the sweep stops, to be resumed once there is
+    room; it is not counted as a failed trial."""
+
+    reason = "no space left on the device"
 
 
 @dataclass(frozen=True)
@@ -230,6 +240,12 @@ def execute(task: TrialTask, report: Reporter | None = None, stop: StopRequest |
     except KeyboardInterrupt:
         raise
     except Exception as err:  # a crash in one trial is recorded; the sweep goes on
+        full = no_space(err)
+        if full is not None:
+            raise DiskFull(
+                f"no space left on the device during trial {task.number} ({full}; the "
+                f"tracking store is {tracker.uri}); free space, then run the same command "
+                f"to resume") from None
         why = unavailable_reason(err)
         if why is not None:
             raise TrackingUnavailable(

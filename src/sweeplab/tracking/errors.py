@@ -1,4 +1,5 @@
-"""Telling a tracking store that stopped answering from a run that went wrong.
+"""Telling a tracking store that stopped answering, or a full disk, from a run that went
+wrong.
 
 MLflow wraps a failed HTTP request in a plain MlflowException (and does not always chain
 it with ``from``): the requests or urllib3 error that says "connection refused" or "timed
@@ -33,3 +34,36 @@ def _short(e: BaseException) -> str:
             else type(e).__name__)
     where = re.search(r"url: (\S+?)[ )]", text)
     return f"{kind} on {where[1]}" if where else kind
+
+
+# What SQLite (SQLITE_FULL) says when its disk is full; MLflow passes it on as text.
+_SQLITE_FULL = "database or disk is full"
+
+
+def no_space(err: BaseException) -> str | None:
+    """What ran out, if `err` comes from a full disk (ENOSPC) or an exhausted quota
+    (EDQUOT), written by MLflow, SQLite or sweeplab itself; else None. Such a failure is
+    the machine's, not the run's: the trial is retried once there is room again."""
+    import errno
+
+    seen: set[int] = set()
+    e: BaseException | None = err
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            what = f" writing {e.filename}" if e.filename else ""
+            return f"{'disk quota exceeded' if e.errno == errno.EDQUOT else 'no space left'}{what}"
+        if _SQLITE_FULL in str(e):
+            return f"SQLite: {_SQLITE_FULL}"
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def quiet_store_tracebacks() -> None:
+    """Silence the traceback MLflow 3.17 logs (mlflow/store/db/utils.py, at ERROR) for every
+    SQLAlchemy OperationalError before it raises the same error as an MlflowException: the
+    caller handles that exception (a full disk is one line), and the log printed a
+    traceback on stderr besides."""
+    import logging
+
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from mlflow.tracking import MlflowClient
 
 from sweeplab.config import TrackingConfig
+from sweeplab.tracking.errors import quiet_store_tracebacks
 
 if TYPE_CHECKING:
     import requests
@@ -132,6 +133,7 @@ def prepare_store(uri: str) -> MlflowClient:
     locked". A tracking server is checked first (TrackingServerError if it does not
     answer)."""
     check_server(uri)
+    quiet_store_tracebacks()
     if uri.startswith("sqlite:///"):
         _check_writable(Path(uri.removeprefix("sqlite:///")).parent, uri)
     try:

@@ -31,6 +31,7 @@ from omegaconf import OmegaConf
 from sweeplab.config import TrackingConfig, flatten
 from sweeplab.names import MLFLOW_STATUS, TAG_PREFIX, MlflowTag, RunStatus, Tag
 from sweeplab.tracking import provenance
+from sweeplab.tracking.errors import no_space, quiet_store_tracebacks
 from sweeplab.tracking.store import check_server, get_experiment_id, redact, resolve_uri
 from sweeplab.train.callbacks import Callback, RunStart
 
@@ -94,6 +95,7 @@ class MlflowTracker(Callback):
         self._pending: list[Metric] = []
         self._last_flush = 0.0
         self._closed = False
+        quiet_store_tracebacks()  # on a Dask worker too, which called no prepare_store
 
     # -- context manager: closes the run whatever happens ---------------------------------
     def __enter__(self) -> MlflowTracker:
@@ -105,8 +107,10 @@ class MlflowTracker(Callback):
             return
         self.flush()
         interrupted = exc_type is not None and issubclass(exc_type, KeyboardInterrupt)
-        status = RunStatus.INTERRUPTED if interrupted else RunStatus.ERROR
-        reason = "interrupted" if interrupted else f"{exc_type}: {exc}"
+        # A full disk is the machine's failure, not the run's: the sweep runs it again.
+        full = no_space(exc) if exc is not None else None
+        status = RunStatus.INTERRUPTED if interrupted or full else RunStatus.ERROR
+        reason = "interrupted" if interrupted else full if full else f"{exc_type}: {exc}"
         self.client.log_batch(self.run_id, tags=[RunTag(Tag.STATUS, status),
                                                  RunTag(Tag.REASON, reason[:5000])])
         self.client.set_terminated(self.run_id, MLFLOW_STATUS[status])

@@ -89,6 +89,10 @@ def test_hydra_flags_still_work_with_the_check(tmp_path: Path) -> None:
     assert "depth: 3" in cfg.stdout
     helped = run_cli(tmp_path, "--help")
     assert helped.returncode == 0 and "Configuration groups" in helped.stdout
+    # each app is named for what it does (Hydra would name both after cli/common.py)
+    assert helped.stdout.startswith("train is powered by Hydra")
+    swept = run_cli(tmp_path, "--help", module="sweeplab.sweep")
+    assert swept.returncode == 0 and swept.stdout.startswith("sweep is powered by Hydra")
 
 
 @pytest.mark.parametrize("study", ["course1_week4", "course2_regularization"])

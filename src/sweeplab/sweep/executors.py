@@ -248,6 +248,10 @@ class DaskPool:
         self._server.join(timeout=5)
         self.client.close()
         if self.cluster is not None:
+            # Every trial is over and its run closed by now: a worker process slow to exit
+            # (MLflow's and Dask's own threads) is killed after 4 s, which the nanny logs
+            # as a warning the user can do nothing about.
+            logging.getLogger("distributed.nanny").setLevel(logging.ERROR)
             self.cluster.close()
 
     def _serve_reports(self) -> None:

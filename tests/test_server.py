@@ -47,7 +47,9 @@ RUN = ["data=moons", "data.n_samples=200", "train.epochs=9", "train.log_every=3"
        "tracking.log_plots=true"]
 SWEEP = ["data=moons", "data.n_samples=200", "train.epochs=12", "train.log_every=3",
          "train.batch_size=null", "tracking.log_model=true", "tracking.log_plots=false",
-         "sweep.n_trials=4"]
+         "sweep.n_trials=4",
+         # rates that learn: a trial that does not is FAILED (not_learning), its own test
+         "++sweep.params.optim.lr='tag(log, interval(1e-3, 0.05))'"]
 
 
 @pytest.fixture(scope="module")
@@ -379,6 +381,12 @@ def test_postgresql_urls_get_the_psycopg_driver() -> None:
         "postgresql+psycopg://bob@db/mlflow"
 
 
+def options(cmd: list[str]) -> set[str]:
+    """The command's options (values that look like options, as --uvicorn-opts', left out)."""
+    return {a for before, a in zip(["", *cmd], cmd, strict=False)
+            if a.startswith("--") and not before.endswith("-opts")}
+
+
 def test_the_command_uses_only_options_the_installed_mlflow_server_has() -> None:
     from mlflow import environment_variables
     from mlflow.cli import cli as mlflow_cli
@@ -386,7 +394,7 @@ def test_the_command_uses_only_options_the_installed_mlflow_server_has() -> None
     command = mlflow_cli.get_command(click.Context(mlflow_cli), "server")
     assert command is not None
     known = {opt for param in command.params for opt in param.opts}
-    used = {a for a in cli.server_command("127.0.0.1", 5000, Path("/x")) if a.startswith("--")}
+    used = options(cli.server_command("127.0.0.1", 5000, Path("/x")))
     assert used <= known, f"mlflow server has no {sorted(used - known)}"
     backend = next(p for p in command.params if "--backend-store-uri" in p.opts)
     assert backend.envvar == "MLFLOW_BACKEND_STORE_URI"

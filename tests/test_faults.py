@@ -149,6 +149,51 @@ def test_a_disk_filling_up_mid_trial_stops_the_sweep_and_it_resumes(
 
 # -- an MLflow store or a journal lost between sessions ------------------------------------
 
+def test_an_emptied_journal_starts_a_second_generation_kept_apart_in_mlflow(
+        sweep_env, capsys) -> None:  # noqa: F811
+    """The journal truncated to 0 bytes, mlflow.db kept: the study starts over (trials 0..
+    again), but as generation 2, with a warning, a parent run of its own named apart, its
+    runs tagged, and a saved view and summary that count only its own trials."""
+    from mlflow.tracking import MlflowClient
+
+    from sweeplab.sweep.view import VIEW_TAG, read_view_state, view_key
+
+    compose, journal, uri = sweep_env
+    cfg = compose("sweep.name=gen", "sweep.n_trials=2", "sweep.pruner=none")
+    assert sweep_job(cfg) == 0
+    first_parent = load(journal, "gen").user_attrs[TrialAttr.PARENT_RUN_ID]
+    _path(journal).write_bytes(b"")  # emptied: a bad copy, a restore gone wrong
+    capsys.readouterr()
+    assert sweep_job(cfg) == 0
+    out, err = capsys.readouterr()
+    warning = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1, err
+    assert "'gen'" in warning[0] and "is new" in warning[0] and first_parent in warning[0]
+    assert "generation 2" in warning[0]
+    assert "2 trials done" in out
+
+    client = MlflowClient(uri)
+    exps = [e.experiment_id for e in client.search_experiments()]
+    parents = client.search_runs(exps, "tags.`sweeplab.role` = 'sweep' and "
+                                       "tags.`sweeplab.study` = 'gen'",
+                                 order_by=["attributes.start_time ASC"])
+    second_parent = load(journal, "gen").user_attrs[TrialAttr.PARENT_RUN_ID]
+    assert [p.info.run_id for p in parents] == [first_parent, second_parent]
+    assert [p.info.run_name for p in parents] == ["sweep gen", "sweep gen (2)"]
+    for generation, parent in enumerate(parents, start=1):
+        assert parent.data.tags["sweeplab.generation"] == str(generation)
+        assert parent.data.metrics["n_done"] == 2  # its summary counts its own trials
+        runs = child_runs(uri, parent.info.run_id)
+        assert sorted(r.data.tags["sweeplab.trial_number"] for r in runs) == ["0", "1"]
+        assert {r.data.tags["sweeplab.generation"] for r in runs} == {str(generation)}
+    # The UI's saved view shows generation 2 only: its parent and its two trials.
+    tag = client.get_experiment(parents[1].info.experiment_id).tags[VIEW_TAG + view_key("gen")]
+    shown = client.search_runs(exps, read_view_state(tag)["searchFilter"])
+    assert {r.info.run_id for r in shown} == {second_parent} | {
+        r.info.run_id for r in child_runs(uri, second_parent)}
+
+
+
 @pytest.mark.slow
 def test_a_deleted_mlflow_store_gets_a_new_parent_run_and_the_summary_works(
         tmp_path: Path, data_cache: Path) -> None:

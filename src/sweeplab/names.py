@@ -64,6 +64,9 @@ class Tag(StrEnum):
     # sweeps
     ROLE = "sweeplab.role"  # a Role
     STUDY = "sweeplab.study"
+    # 1, 2, ...: which sweep of this study name, when its Optuna study was started afresh
+    # (an emptied or new journal) while MLflow kept the runs of the earlier one.
+    GENERATION = "sweeplab.generation"
     STORAGE = "sweeplab.storage"
     SAMPLER = "sweeplab.sampler"
     PRUNER = "sweeplab.pruner"
@@ -131,6 +134,7 @@ class TrialAttr(StrEnum):
     RETRY_REASON = "retry_reason"  # and why it was interrupted
     PRUNED_AT_EPOCH = "pruned_at_epoch"
     PARENT_RUN_ID = "mlflow_parent_run_id"  # on the study
+    GENERATION = "sweeplab_generation"  # on the study: its parent run's Tag.GENERATION
 
 
 class ExitCode:

@@ -126,8 +126,13 @@ def ensure_builtin(cfg: DataConfig, cache_dir: Path) -> tuple[Path, Path]:
     generating and writing both files only if one is missing."""
     stem = builtin_stem(cfg)
     train, test = Path(cache_dir) / f"train_{stem}.h5", Path(cache_dir) / f"test_{stem}.h5"
-    if train.is_file() and test.is_file():
-        return train, test
+    try:
+        if train.is_file() and test.is_file():
+            return train, test
+    except PermissionError:  # the folder may not be searched by us (no x bit)
+        raise DataError(f"data.dir={str(cache_dir)!r}: permission denied reading the "
+                        f"{cfg.name} cache there; give a folder you can read and write, or "
+                        f"leave data.dir null (./data/builtin)") from None
     generate, test_fraction = GENERATORS[cfg.name]
     X, y, classes = generate(cfg)
     tr, te = stratified_split(y, test_fraction, np.random.default_rng(cfg.generator_seed))

@@ -98,10 +98,15 @@ def load_dataset(
         raise ValueError(f"dtype={dtype!r}: expected a float dtype such as float64 or float32")
     train_path, test_path, keys, hint = _sources(cfg, cache_dir)
     x_tr, y_tr, x_te, y_te, ck = keys
-    X_rows, y, classes = read_split(train_path, x_tr, y_tr, ck, missing_hint=hint)
+    # A damaged cached built-in is ours to rebuild; anything else came from elsewhere.
+    damaged = ("delete it and the next run generates it again" if cfg.name in GENERATORS
+               else "copy it again from its source")
+    X_rows, y, classes = read_split(train_path, x_tr, y_tr, ck, missing_hint=hint,
+                                    damaged_hint=damaged)
     test = None
     if test_path is not None:
-        test = read_split(test_path, x_te, y_te, ck, classes=classes, missing_hint=hint)
+        test = read_split(test_path, x_te, y_te, ck, classes=classes, missing_hint=hint,
+                          damaged_hint=damaged)
         if test[0].shape[1:] != X_rows.shape[1:]:
             raise DataError(f"{test_path}: '{x_te}' examples have shape {test[0].shape[1:]}, "
                             f"expected {X_rows.shape[1:]} as in {train_path} '{x_tr}'")
@@ -118,6 +123,8 @@ def load_dataset(
     parts: dict[str, tuple[np.ndarray, np.ndarray]] = {"train": (X_rows, y)}
     if cfg.val_fraction > 0:
         keep, held = stratified_split(y, cfg.val_fraction, np.random.default_rng(seed))
+        if held.size == 0:
+            raise _no_validation(cfg.val_fraction, train_path, y)
         parts = {"train": (X_rows[keep], y[keep]), "val": (X_rows[held], y[held])}
     if test is not None:
         parts["test"] = (test[0], test[1])
@@ -170,6 +177,17 @@ def _sources(
         return folder / cfg.train_file, test, keys, ""
     raise DataError(f"data.name={cfg.name!r}: unknown dataset; expected one of "
                     f"{', '.join([*GENERATORS, 'catvnoncat', 'h5'])}")
+
+
+def _no_validation(fraction: float, path: Path, y: np.ndarray) -> DataError:
+    """The error for a split that leaves no validation example: every class has a single
+    example, and `stratified_split` never takes a class's last one from training."""
+    m = y.size
+    return DataError(f"data.val_fraction={fraction}: {path} has {m} example"
+                     f"{'s' if m != 1 else ''} ({m} class{'es' if m != 1 else ''} of 1), which "
+                     "leaves no validation example, since each class keeps one for training; "
+                     "set data.val_fraction=0, or use a file with at least 2 examples of a "
+                     "class")
 
 
 def _scale(cfg: DataConfig, stored: np.dtype) -> float:

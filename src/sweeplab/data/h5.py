@@ -13,6 +13,7 @@ and what was expected.
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Sequence
@@ -32,6 +33,7 @@ def read_split(
     *,
     classes: Sequence[str] | None = None,
     missing_hint: str = "",
+    damaged_hint: str = "copy it again from its source",
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Read one split and check it.
 
@@ -39,21 +41,36 @@ def read_split(
     as (m, 1)), y (m,) int64, and the class names. When the file has no `classes_key`,
     the names are `classes` if given (the training file's, when reading a test file),
     else "0".."max label". When both are present they must agree.
-    `missing_hint` is appended to the file-not-found message (where to get the file).
+    `missing_hint` is appended to the file-not-found message (where to get the file),
+    `damaged_hint` to the message for a file that is truncated or corrupt (how to replace it).
+    A file or folder we may not read, a damaged file and a file that is not HDF5 at all
+    each raise `DataError` with one line naming the file.
     """
     path = Path(path)
     expected = f"datasets '{x_key}' (m, ...) and '{y_key}' (m,), optionally '{classes_key}'"
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except PermissionError:  # a folder on the way that we may not search (no x bit)
+        raise DataError(f"{path}: permission denied on its folder {path.parent}; get read "
+                        "access to that folder, or copy the files to one you can read") from None
+    if not found:
         hint = f"; {missing_hint}" if missing_hint else ""
         raise DataError(f"{path}: file not found; expected an HDF5 file with {expected}{hint}")
     try:
-        with h5py.File(path, "r") as f:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise _unopenable(path, e, expected, damaged_hint) from None
+    try:
+        with f:
             X = _read(f, path, x_key)
             y_raw = _read(f, path, y_key)
             stored = _class_names(f[classes_key][()], path, classes_key) if (
                 classes_key in f) else None
-    except OSError as e:  # h5py's way of saying "not HDF5" or "truncated/corrupt"
-        raise DataError(f"{path}: not a readable HDF5 file ({e}); expected {expected}") from e
+    # A file that opens but whose inner structure is broken: h5py raises RuntimeError
+    # ("bad local heap signature"), KeyError ("bad object header version") or OSError.
+    except (OSError, RuntimeError, KeyError) as e:
+        raise DataError(f"{path}: the HDF5 file is damaged ({_h5_reason(e)}); "
+                        f"{damaged_hint}") from None
 
     X = _check_x(X, path, x_key)
     y = _check_y(y_raw, path, y_key)
@@ -74,6 +91,26 @@ def read_split(
         raise DataError(f"{path}: '{y_key}' has labels {bad[:10].tolist()} outside the classes; "
                         f"expected 0..{len(names) - 1} for the classes {names}")
     return X, y, names
+
+
+def _unopenable(path: Path, err: OSError, expected: str, damaged_hint: str) -> DataError:
+    """The DataError for a file h5py cannot open: not ours to read, not HDF5, or damaged."""
+    if err.errno == errno.EACCES or isinstance(err, PermissionError):
+        return DataError(f"{path}: permission denied reading the file; make it readable to "
+                         "you (chmod/chown), or copy it somewhere you can read")
+    reason = _h5_reason(err)
+    if "file signature not found" in reason:  # HDF5's own words for "no HDF5 header"
+        return DataError(f"{path}: not an HDF5 file (no HDF5 signature); expected an HDF5 "
+                         f"file with {expected}")
+    return DataError(f"{path}: the HDF5 file is damaged ({reason}); {damaged_hint}")
+
+
+def _h5_reason(err: BaseException) -> str:
+    """h5py's message on one line, without its "Unable to synchronously ..." preamble
+    (h5py 3.x) and the repr quotes a KeyError adds."""
+    text = str(err.args[0]) if err.args else str(err)
+    text = " ".join(text.split())
+    return text.split("(", 1)[1].rsplit(")", 1)[0] if "(" in text else text
 
 
 def _read(f: h5py.File, path: Path, key: str) -> np.ndarray:

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sweeplab.config import Config, ConfigError, SweepConfig, flatten, to_config
 from sweeplab.names import ExitCode, MlflowTag, Role, RunStatus, Tag, TrialAttr
+from sweeplab.sweep import generation as gen
 from sweeplab.sweep import study as st
 from sweeplab.sweep.executors import WORKER_DIED, DaskPool, Finished, InProcess, WorkerLost
 from sweeplab.sweep.report import TrialPrinter, close_orphan_runs, summarize
@@ -100,7 +101,9 @@ def _sweep(cfg: DictConfig, typed: Config, base: DictConfig, space: dict[str, An
     client = prepare_store(uri)
     experiment_id = get_experiment_id(client, typed.tracking.experiment, uri)
     parent_run_id = _parent_run(client, study, experiment_id, cfg, s, storage_url)
-    save_sweep_view(client, experiment_id, s)  # the UI's table of this sweep's trials
+    generation = int(study.user_attrs.get(TrialAttr.GENERATION, 1))
+    # the UI's table of this sweep's trials (of this generation only)
+    save_sweep_view(client, experiment_id, s, generation)
     orphans = st.orphaned(study)
     for t in orphans:
         st.requeue(study, t.number, t.params, "its controller was killed")
@@ -224,7 +227,8 @@ class Controller:
         trial.set_user_attr(TrialAttr.CONTROLLER, st.controller_id())
         try:
             task = make_task(trial.number, trial.params, self.base, self.s,
-                             self.parent_run_id, self.threads, self.typed_base)
+                             self.parent_run_id, self.threads, self.typed_base,
+                             generation=int(self.study.user_attrs.get(TrialAttr.GENERATION, 1)))
         except ConfigError as err:
             st.tell_outcome(self.study, trial, RunStatus.ERROR, str(err))
             raise SweepAborted(f"trial {trial.number} has an invalid config: {err}") from None
@@ -285,11 +289,19 @@ def _parent_run(client: Any, study: optuna.Study, experiment_id: str, cfg: DictC
             return str(old_id)
         except Exception:  # the store was wiped while the study was kept
             pass
+    generation = int(study.user_attrs.get(TrialAttr.GENERATION, 1))
+    if old_id is None:  # a new study: is the name's MLflow record already taken?
+        parents = gen.earlier_parents(client, experiment_id, s.name)
+        generation = gen.next_generation(parents)
+        if parents:
+            print(gen.restart_warning(s.name, storage_url, parents, generation),
+                  file=sys.stderr, flush=True)
     tags = {Tag.ROLE: Role.SWEEP, Tag.STUDY: s.name, Tag.STORAGE: storage_url,
-            Tag.SAMPLER: s.sampler, Tag.PRUNER: s.pruner,
+            Tag.SAMPLER: s.sampler, Tag.PRUNER: s.pruner, Tag.GENERATION: str(generation),
             MlflowTag.NOTE: f"Optuna study `{s.name}` ({s.sampler} sampler, {s.pruner} "
                             f"pruner): trials are the nested runs below."}
-    run = client.create_run(experiment_id, run_name=f"sweep {s.name}", tags=tags)
+    run = client.create_run(experiment_id, run_name=gen.parent_run_name(s.name, generation),
+                            tags=tags)
     run_id = run.info.run_id
     params = [Param(f"sweep.{k}", str(v)) for k, v in
               flatten(OmegaConf.structured(s)).items() if not k.startswith("params.")]
@@ -298,6 +310,7 @@ def _parent_run(client: Any, study: optuna.Study, experiment_id: str, cfg: DictC
         client.log_batch(run_id, params=params[i:i + 100])
     client.log_text(run_id, OmegaConf.to_yaml(cfg), "sweep_config.yaml")
     client.log_text(run_id, OmegaConf.to_yaml(flat_params(s.params)), "search_space.yaml")
+    study.set_user_attr(TrialAttr.GENERATION, generation)
     study.set_user_attr(TrialAttr.PARENT_RUN_ID, run_id)
     if old_id is not None:
         print(f"the study's parent run {old_id} is not in the tracking store (deleted?): "

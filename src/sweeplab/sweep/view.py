@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from sweeplab.config import SweepConfig, objectives_of
 from sweeplab.names import METRIC_OBJECTIVES, OBJECTIVE_METRICS, Metric, Tag
+from sweeplab.sweep.generation import parent_run_name
 from sweeplab.sweep.space import flat_params
 
 if TYPE_CHECKING:
@@ -40,10 +41,11 @@ def _col(kind: str, name: str) -> str:
     return f"{kind}.`{name}`"
 
 
-def sweep_view_state(s: SweepConfig) -> dict[str, Any]:
+def sweep_view_state(s: SweepConfig, generation: int = 1) -> dict[str, Any]:
     """The runs-table state of sweep `s`'s view: its runs, the searched params, the
     objective(s) and VIEW_METRICS as columns, sorted by the first objective (best first),
-    which shows the trials as a flat ranked list."""
+    which shows the trials as a flat ranked list. From the second `generation` on
+    (sweep/generation.py) only that generation's runs are shown."""
     objectives, directions = objectives_of(s)
     metrics = [OBJECTIVE_METRICS.get(o, o) for o in objectives if o in METRIC_OBJECTIVES]
     metrics += [m for m in VIEW_METRICS if m not in metrics]
@@ -51,13 +53,16 @@ def sweep_view_state(s: SweepConfig) -> dict[str, Any]:
     columns = ([_col("params", p) for p in flat_params(s.params)]
                + [_col("metrics", m) for m in metrics]
                + [_col("tags", t) for t in [*tags, *VIEW_TAGS]])
+    search = f"tags.`{Tag.STUDY}` = '{s.name}'" if "'" not in s.name else ""
+    if search and generation > 1:  # generation 1's runs may predate the tag
+        search += f" and tags.`{Tag.GENERATION}` = '{generation}'"
     sort = None
     if objectives[0] in METRIC_OBJECTIVES:
         sort = (_col("metrics", OBJECTIVE_METRICS.get(objectives[0], objectives[0])),
                 directions[0] == "minimize")
     return {
         # The sweep's parent run and trials carry the tag sweeplab.study.
-        "searchFilter": f"tags.`{Tag.STUDY}` = '{s.name}'" if "'" not in s.name else "",
+        "searchFilter": search,
         "orderByKey": sort[0] if sort else "attributes.start_time",
         "orderByAsc": sort[1] if sort else False,
         "startTime": "ALL", "lifecycleFilter": "Active", "datasetsFilter": [],
@@ -75,13 +80,14 @@ def sweep_view_state(s: SweepConfig) -> dict[str, Any]:
     }
 
 
-def save_sweep_view(client: MlflowClient, experiment_id: str, s: SweepConfig) -> str:
-    """Save (or replace) sweep `s`'s view in the experiment, named ``sweep <name>``;
+def save_sweep_view(client: MlflowClient, experiment_id: str, s: SweepConfig,
+                    generation: int = 1) -> str:
+    """Save (or replace) sweep `s`'s view in the experiment, named as its parent run;
     returns its key. The state is zlib-compressed JSON in base64, as the UI stores it."""
     key = view_key(s.name)
     now = int(time.time() * 1000)
-    packed = zlib.compress(json.dumps(sweep_view_state(s)).encode())
-    value = {"name": f"sweep {s.name}", "createdAt": now, "updatedAt": now,
+    packed = zlib.compress(json.dumps(sweep_view_state(s, generation)).encode())
+    value = {"name": parent_run_name(s.name, generation), "createdAt": now, "updatedAt": now,
              "state": "deflate;" + base64.b64encode(packed).decode()}
     client.set_experiment_tag(experiment_id, VIEW_TAG + key, json.dumps(value))
     return key

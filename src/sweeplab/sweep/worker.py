@@ -99,6 +99,7 @@ class TrialTask:
     # the data the config asks for, so that an executor that sends each dataset once need
     # not check the config a second time to know which it is (~20 ms a trial)
     data: DataKey | None = None
+    generation: int = 1  # of the study's name (sweep/generation.py), tagged on the run
 
 
 @dataclass
@@ -117,7 +118,7 @@ class TrialOutcome:
 
 def make_task(number: int, params: dict[str, Any], base: DictConfig, s: SweepConfig,
               parent_run_id: str, threads: int | None = None,
-              typed_base: Config | None = None) -> TrialTask:
+              typed_base: Config | None = None, *, generation: int = 1) -> TrialTask:
     """The task of trial `number`; raises ConfigError when its config is invalid.
 
     With `typed_base` (`to_config(base)`, done once per sweep) the trial's params are set on
@@ -135,7 +136,7 @@ def make_task(number: int, params: dict[str, Any], base: DictConfig, s: SweepCon
         and s.pruner != "none" else None
     config = dataclasses.asdict(typed)
     return TrialTask(number, dict(params), config, s.name, parent_run_id,
-                     tuple(objectives), prune, s.pruner, threads, data_key(typed))
+                     tuple(objectives), prune, s.pruner, threads, data_key(typed), generation)
 
 
 class _Unfit(Exception):
@@ -227,7 +228,7 @@ def execute(task: TrialTask, report: Reporter | None = None, stop: StopRequest |
     tracker = MlflowTracker(typed.tracking, parent_run_id=task.parent_run_id,
                             overrides=[f"{k}={v}" for k, v in task.params.items()],
                             tags={Tag.TRIAL_NUMBER: str(task.number), Tag.STUDY: task.study,
-                                  Tag.ROLE: Role.TRIAL})
+                                  Tag.ROLE: Role.TRIAL, Tag.GENERATION: str(task.generation)})
     callbacks: list[Callback] = [tracker]
     if stop is not None:
         callbacks.insert(0, StopOnRequest(stop))

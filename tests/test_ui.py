@@ -282,3 +282,17 @@ def test_parent_description_links_the_best_trial(in_data_cache: Path) -> None:
     assert "nan" not in note
     assert "Best" not in parent_note(s, st.Tally(done=1, complete=0, pruned=0, failed=1,
                                                  running=0), [], ["val_cost"], "7")
+
+
+def test_hints_name_make_targets_in_a_checkout_and_scripts_elsewhere(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An installed sweeplab (pip install) has no Makefile: its hints name the scripts."""
+    from helpers import REPO
+    from sweeplab.tracking.links import command, ui_hint
+
+    monkeypatch.chdir(REPO)
+    assert command("rerun", "abc") == "make rerun RUN=abc"
+    assert ui_hint("sqlite:///x.db", "1").startswith("make ui   then open")
+    monkeypatch.chdir(tmp_path)
+    assert command("rerun", "abc") == "sweeplab-rerun abc"
+    assert ui_hint("sqlite:///x.db", "1").startswith("sweeplab-ui   then open")

@@ -18,7 +18,7 @@ from sweeplab.data import DataError
 from sweeplab.names import ExitCode
 from sweeplab.nn import ShapeError
 from sweeplab.tracking.errors import no_space
-from sweeplab.tracking.links import ui_hint
+from sweeplab.tracking.links import command, ui_hint
 from sweeplab.tracking.store import (
     TrackingServerError,
     TrackingStoreError,
@@ -130,7 +130,7 @@ def report_run(result: RunResult, tracker: MlflowTracker | None) -> None:
         print(f"  {metrics}")
     if tracker is not None and tracker.run_id is not None:
         print(f"  logged to MLflow run {tracker.run_id}")
-        print(f"  rerun:  make rerun RUN={tracker.run_id}")
+        print(f"  rerun:  {command('rerun', tracker.run_id)}")
         print(f"  look:   {ui_hint(tracker.uri, tracker.experiment_id, tracker.run_id)}")
 
 

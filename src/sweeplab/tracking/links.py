@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import quote
 
 from sweeplab.tracking.store import is_server, redact
@@ -24,6 +25,15 @@ def runs_url(base: str, experiment_id: str, view: str | None = None) -> str:
     return url + (f"?viewStateShareKey={quote(view)}" if view else "")
 
 
+def command(target: str, run_id: str = "") -> str:
+    """How to run sweeplab's `target` (ui, rerun) from here: the Makefile's target in a
+    checkout (the README's commands), else the installed script (pip install sweeplab)."""
+    here = Path.cwd()
+    if (here / "Makefile").is_file() and (here / "src" / "sweeplab").is_dir():
+        return f"make {target}" + (f" RUN={run_id}" if run_id else "")
+    return f"sweeplab-{target}" + (f" {run_id}" if run_id else "")
+
+
 def ui_hint(uri: str, experiment_id: str | None, run_id: str | None = None) -> str:
     """The command that opens the MLflow UI, and the page to look at."""
     page = ""
@@ -31,4 +41,4 @@ def ui_hint(uri: str, experiment_id: str | None, run_id: str | None = None) -> s
         page = f"#/experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "/runs")
     if is_server(uri):
         return f"open {ui_base(uri)}/{page}   (the tracking server's UI)"
-    return f"make ui   then open {ui_base(uri)}/{page}   (store: {redact(uri)})"
+    return f"{command('ui')}   then open {ui_base(uri)}/{page}   (store: {redact(uri)})"

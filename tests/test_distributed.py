@@ -26,7 +26,8 @@ from sweeplab.sweep.study import open_storage
 
 SMALL = ["data=moons", "data.n_samples=300", "train.epochs=40", "train.log_every=5",
          "train.batch_size=null", "tracking.log_plots=false", "sweep.register_model=null",
-         "sweep.pruner=median", "+sweep.pruner_args.n_startup_trials=3"]
+         "sweep.pruner=median", "+sweep.pruner_args.n_startup_trials=3",
+         "++sweep.params.optim.lr='tag(log, interval(1e-3, 0.05))'"]  # rates that learn
 
 
 @dataclass

@@ -31,7 +31,9 @@ from sweeplab.sweep.space import parse_space
 
 FAST = ["data=moons", "data.n_samples=200", "train.epochs=12", "train.log_every=3",
         "train.batch_size=null", "tracking.log_model=false", "tracking.log_plots=false",
-        "sweep.register_model=null"]
+        "sweep.register_model=null",
+        # rates that learn: a trial that does not is a failure (not_learning, its own test)
+        "++sweep.params.optim.lr='tag(log, interval(1e-3, 0.05))'"]
 
 
 @pytest.fixture

@@ -328,7 +328,7 @@ class Network:
         L, g = self.L, self.activation
         dW, db = self._dW, self._db
         for l in range(L - 1, -1, -1):  # dW[l] holds dW[l + 1]
-            np.sum(dZ, axis=1, keepdims=True, out=db[l])
+            np.add.reduce(dZ, axis=1, keepdims=True, out=db[l])  # db[l] = Σ_columns dZ
             A_prev = caches.A[l]
             if A_prev is None:
                 return dZ, dW[1:], db  # started from Z[1]: dW[1] is not ours to form

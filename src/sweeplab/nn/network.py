@@ -32,6 +32,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sweeplab.nn.activations import Activation, get_activation
+from sweeplab.nn.buffers import WORK_SIZES, Work, param_views
 from sweeplab.nn.initializers import initialize
 from sweeplab.nn.losses import Output, get_output
 
@@ -67,41 +68,6 @@ class Caches:
     Z: list[Array]
     G: list[Array]
     D: list[Array]
-
-
-@dataclass(slots=True)
-class Work:
-    """Work arrays for batches of m examples (`Network.forward_backward` reuses them).
-
-    Per hidden layer l = 1..L-1 (lists count from 0): Z, G = g(Z), dA (n[l], m); with
-    dropout, also the uniform draws U, the mask D and A = G D / keep_prob. ZL and dZL are
-    Z[L] and dZ[L] (n_y, m).
-    """
-
-    Z: list[Array]
-    G: list[Array]
-    dA: list[Array]
-    U: list[Array]
-    D: list[NDArray[np.bool_]]
-    A: list[Array]
-    ZL: Array
-    dZL: Array
-
-    @classmethod
-    def create(cls, layer_dims: Sequence[int], m: int, dtype: np.dtype,
-               dropout: bool) -> Work:
-        hidden = layer_dims[1:-1]
-
-        def arrays(kind: type = dtype, on: bool = True) -> list[Any]:
-            return [np.empty((n, m), dtype=kind) for n in hidden] if on else []
-
-        return cls(arrays(), arrays(), arrays(), arrays(on=dropout), arrays(np.bool_, dropout),
-                   arrays(on=dropout), np.empty((layer_dims[-1], m), dtype=dtype),
-                   np.empty((layer_dims[-1], m), dtype=dtype))
-
-
-# Work arrays kept for at most this many batch sizes (a mini-batch epoch needs two).
-_WORK_SIZES = 4
 
 
 @dataclass
@@ -141,8 +107,11 @@ class Network:
         self.check_shapes()
         self.theta = np.empty(self.n_params, dtype=self.dtype)
         self.dtheta = np.zeros_like(self.theta)
-        self.W, self._dW = self._views(self.W, 0), self._views(self.W, 0, grad=True)
-        self.b, self._db = self._views(self.b, 1), self._views(self.b, 1, grad=True)
+        W, b = param_views(self.theta, self.layer_dims)
+        for view, given in zip([*W, *b], [*self.W, *self.b], strict=True):
+            view[...] = given
+        self.W, self.b = W, b
+        self._dW, self._db = param_views(self.dtheta, self.layer_dims)
         self._l2W = []
         self._work = {}
 
@@ -155,21 +124,6 @@ class Network:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.__post_init__()
-
-    def _views(self, arrays: list[Array], which: int, grad: bool = False) -> list[Array]:
-        # Views of theta (filled from `arrays`) or of dtheta, in get_vector's order.
-        flat = self.dtheta if grad else self.theta
-        out = []
-        i = 0
-        for l in range(self.L):
-            for k, p in enumerate((self.W[l], self.b[l])):
-                if k == which:
-                    view = flat[i:i + p.size].reshape(p.shape)
-                    if not grad:
-                        view[...] = arrays[l]
-                    out.append(view)
-                i += p.size
-        return out
 
     @property
     def L(self) -> int:
@@ -189,7 +143,7 @@ class Network:
         key = (m, dropout)
         w = self._work.get(key)
         if w is None:
-            if len(self._work) >= _WORK_SIZES:
+            if len(self._work) >= WORK_SIZES:
                 self._work.clear()
             w = self._work[key] = Work.create(self.layer_dims, m, self.dtype, dropout)
         return w

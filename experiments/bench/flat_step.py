@@ -5,7 +5,7 @@ Usage:
 
 Trains the default sweep's shapes (digits: 64 features, 10 classes, softmax; mini-batch
 64; Adam; relu) for `--epochs` epochs, in one process, with the code of git `main`
-(exported to a temporary package, as it was before the flat parameter buffers) and with
+(or `--ref`'s; exported to a temporary package: before the flat parameter buffers) and with
 this tree's, interleaved (old, new, sklearn, old, new, ...) and summarised by the fastest repeat.
 Prints seconds per epoch and the ratio old/new; also the largest relative difference
 between the two cost histories, which must be rounding (< 1e-12). When scikit-learn is
@@ -44,22 +44,21 @@ def load_main_nn(ref: str = "main") -> dict[str, ModuleType]:
     """`sweeplab.nn` as it is at git `ref`, imported as modules of a package of its own."""
     root = Path(__file__).resolve().parents[2]
     pkg = f"sweeplab_nn_{ref.replace('/', '_')}"
-    tmp = Path(tempfile.mkdtemp()) / pkg
-    tmp.mkdir()
-    (tmp / "__init__.py").write_text("")
+    sys.modules[pkg] = ModuleType(pkg)
     mods: dict[str, ModuleType] = {}
-    for name in NN_FILES:
-        src = subprocess.run(["git", "-C", str(root), "show", f"{ref}:src/sweeplab/nn/{name}.py"],
-                             check=True, capture_output=True, text=True).stdout
-        (tmp / f"{name}.py").write_text(src.replace("sweeplab.nn.", f"{pkg}."))
-    sys.path.insert(0, str(tmp.parent))
-    for name in NN_FILES:
-        spec = importlib.util.spec_from_file_location(f"{pkg}.{name}", tmp / f"{name}.py")
-        assert spec and spec.loader
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[f"{pkg}.{name}"] = mod
-        spec.loader.exec_module(mod)
-        mods[name] = mod
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in NN_FILES:  # in an order where each module's imports come first
+            src = subprocess.run(["git", "-C", str(root), "show",
+                                  f"{ref}:src/sweeplab/nn/{name}.py"],
+                                 check=True, capture_output=True, text=True).stdout
+            path = Path(tmp) / f"{name}.py"
+            path.write_text(src.replace("sweeplab.nn.", f"{pkg}."))
+            spec = importlib.util.spec_from_file_location(f"{pkg}.{name}", path)
+            assert spec and spec.loader
+            mod = importlib.util.module_from_spec(spec)
+            sys.modules[f"{pkg}.{name}"] = mod
+            spec.loader.exec_module(mod)
+            mods[name] = mod
     return mods
 
 
@@ -104,6 +103,7 @@ def main() -> None:
     ap.add_argument("--widths", type=int, nargs="+", default=[32, 128])
     ap.add_argument("--depth", type=int, default=2)
     ap.add_argument("--no-sklearn", action="store_true")
+    ap.add_argument("--ref", default="main", help="the git ref whose nn is the old one")
     ap.add_argument("--threads", type=int, default=1, help="BLAS threads (0: as they are)")
     args = ap.parse_args()
     if args.threads:
@@ -113,7 +113,7 @@ def main() -> None:
 
     data = load_dataset(DataConfig(name="digits"), seed=1, dtype="float64", one_hot=True)
     X, Y, y = data.X_train, data.Y_train, data.y_train
-    old = load_main_nn()
+    old = load_main_nn(args.ref)
     new = {"network": nn.network, "optimizers": nn.optimizers, "steppers": nn.steppers}
     try:
         import sklearn  # noqa: F401
@@ -125,7 +125,7 @@ def main() -> None:
     for width in args.widths:
         hidden = [width] * args.depth
         dims = [X.shape[0], *hidden, Y.shape[0]]
-        runners = {"main": trainer(old, X, Y, dims, args.epochs, args.batch),
+        runners = {args.ref: trainer(old, X, Y, dims, args.epochs, args.batch),
                    "flat": trainer(new, X, Y, dims, args.epochs, args.batch)}
         if have_sklearn:
             runners["sklearn"] = sklearn_trainer(X, y, hidden, args.epochs, args.batch)
@@ -139,7 +139,7 @@ def main() -> None:
         # the fastest of the repeats: on a shared machine, the others measure the neighbours
         med = {k: min(v) for k, v in times.items()}
         spread = {k: statistics.median(v) / min(v) for k, v in times.items()}
-        a, b = np.array(out["main"]), np.array(out["flat"])
+        a, b = np.array(out[args.ref]), np.array(out["flat"])
         rel = float(np.max(np.abs(a - b) / np.abs(a)))
         line = ", ".join(f"{k} {1e3 * v / args.epochs:.2f} ms/epoch" for k, v in med.items())
         print(f"{args.depth}x{width}: {line}; main/flat = {med['main'] / med['flat']:.2f}x"

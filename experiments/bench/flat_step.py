@@ -142,7 +142,7 @@ def main() -> None:
         a, b = np.array(out[args.ref]), np.array(out["flat"])
         rel = float(np.max(np.abs(a - b) / np.abs(a)))
         line = ", ".join(f"{k} {1e3 * v / args.epochs:.2f} ms/epoch" for k, v in med.items())
-        print(f"{args.depth}x{width}: {line}; main/flat = {med['main'] / med['flat']:.2f}x"
+        print(f"{args.depth}x{width}: {line}; {args.ref}/flat = {med[args.ref] / med['flat']:.2f}x"
               + (f", sklearn/flat = {med['sklearn'] / med['flat']:.2f}x" if have_sklearn else "")
               + f"; max rel. cost difference {rel:.1e}"
               + "; median/min " + ", ".join(f"{k} {v:.2f}" for k, v in spread.items()))

@@ -1,8 +1,9 @@
 """sweeplab.nn: the deep network in pure NumPy (no MLflow, Hydra or Optuna here).
 
-Examples are columns: X (n_x, m), Y (n_y, m). See `network` for the notation, and
-`steppers` for how an epoch of training updates a network (directly, or with layer 1 in
-the dual form of `dual`).
+Examples are columns: X (n_x, m), Y (n_y, m). See `network` for the notation, `steppers`
+for how an epoch of training updates a network (directly, or with layer 1 in the dual
+form of `dual`), and `buffers` for the memory it trains in (one flat array of parameters,
+whose views W[l] and b[l] are).
 """
 
 from sweeplab.nn.activations import ACTIVATIONS, get_activation

@@ -1,8 +1,10 @@
 """Hidden-layer activations g(Z) and their backward steps dZ = dA * g'(Z).
 
-Each activation is a small object with ``forward(Z) -> A`` and ``backward(dA, Z, A) -> dZ``.
-Shapes: Z, A, dA, dZ are all (n[l], m). ``backward`` may overwrite ``dA`` in place: the
-network hands it a fresh W.T @ dZ that nothing else reads, which saves one array per layer.
+Each activation is a small object with ``forward(Z, out=None) -> A`` and
+``backward(dA, Z, A) -> dZ``. Shapes: Z, A, dA, dZ are all (n[l], m). ``forward`` writes A
+into ``out`` when given (the network's work arrays; None: a new array). ``backward`` may
+overwrite ``dA`` in place: the network hands it a fresh W.T @ dZ that nothing else reads,
+which saves one array per layer.
 """
 
 from __future__ import annotations
@@ -20,14 +22,14 @@ Array = NDArray[np.floating]
 class Activation(Protocol):
     name: str
 
-    def forward(self, Z: Array) -> Array: ...
+    def forward(self, Z: Array, out: Array | None = None) -> Array: ...
 
     def backward(self, dA: Array, Z: Array, A: Array) -> Array: ...
 
 
-def sigmoid(Z: Array) -> Array:
+def sigmoid(Z: Array, out: Array | None = None) -> Array:
     """σ(z) = 1 / (1 + e^-z), computed as (1 + tanh(z/2)) / 2, which never overflows."""
-    A = np.multiply(Z, 0.5, dtype=Z.dtype)
+    A = np.multiply(Z, 0.5, dtype=Z.dtype, out=out)
     np.tanh(A, out=A)
     A += 1
     A *= 0.5
@@ -38,11 +40,11 @@ def sigmoid(Z: Array) -> Array:
 class ReLU:
     name: str = "relu"
 
-    def forward(self, Z: Array) -> Array:
-        return np.maximum(Z, 0)
+    def forward(self, Z: Array, out: Array | None = None) -> Array:
+        return np.maximum(Z, 0, out=out)
 
     def backward(self, dA: Array, Z: Array, A: Array) -> Array:
-        dA[Z <= 0] = 0
+        np.putmask(dA, Z <= 0, 0)  # dA[Z <= 0] = 0, in half the time
         return dA
 
 
@@ -53,8 +55,10 @@ class LeakyReLU:
     slope: float = 0.01
     name: str = "leaky_relu"
 
-    def forward(self, Z: Array) -> Array:
-        return np.where(Z > 0, Z, Z * Z.dtype.type(self.slope))
+    def forward(self, Z: Array, out: Array | None = None) -> Array:
+        A = np.multiply(Z, Z.dtype.type(self.slope), out=out)
+        np.copyto(A, Z, where=Z > 0)
+        return A
 
     def backward(self, dA: Array, Z: Array, A: Array) -> Array:
         dA[Z <= 0] *= dA.dtype.type(self.slope)
@@ -65,8 +69,8 @@ class LeakyReLU:
 class Tanh:
     name: str = "tanh"
 
-    def forward(self, Z: Array) -> Array:
-        return np.tanh(Z)
+    def forward(self, Z: Array, out: Array | None = None) -> Array:
+        return np.tanh(Z, out=out)
 
     def backward(self, dA: Array, Z: Array, A: Array) -> Array:
         # g'(z) = 1 - tanh(z)^2 = 1 - A^2
@@ -78,8 +82,8 @@ class Tanh:
 class Sigmoid:
     name: str = "sigmoid"
 
-    def forward(self, Z: Array) -> Array:
-        return sigmoid(Z)
+    def forward(self, Z: Array, out: Array | None = None) -> Array:
+        return sigmoid(Z, out)
 
     def backward(self, dA: Array, Z: Array, A: Array) -> Array:
         # g'(z) = σ(z)(1 - σ(z)) = A(1 - A)

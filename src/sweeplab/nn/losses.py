@@ -2,7 +2,8 @@
 
 Both pair an output activation with its cross-entropy, so that the backward step is the
 simple ``dZ[L] = (A[L] - Y) / m`` and the cost never takes log(0) nor overflows exp.
-Shapes: Z, A, Y are (n_y, m).
+``cost_grad`` gives both at once (training's step), with the same rounding as ``cost``
+and ``activate`` apart. Shapes: Z, A, Y are (n_y, m).
 """
 
 from __future__ import annotations
@@ -28,6 +29,15 @@ class Output(Protocol):
 
     def predict(self, A: Array) -> NDArray[np.int64]: ...
 
+    def cost_grad(self, Z: Array, Y: Array, out: Array) -> float: ...
+
+
+def _grad(A: Array, Y: Array) -> Array:
+    # dZ[L] = (A[L] - Y) / m, in place in A
+    A -= Y
+    A *= 1 / Y.shape[1]
+    return A
+
 
 @dataclass(frozen=True)
 class SigmoidBCE:
@@ -46,6 +56,11 @@ class SigmoidBCE:
         m = Z.shape[1]
         loss = np.maximum(Z, 0) - Z * Y + np.log1p(np.exp(-np.abs(Z)))
         return float(loss.sum() / m)
+
+    def cost_grad(self, Z: Array, Y: Array, out: Array) -> float:
+        """J, with dZ[L] = (σ(Z) - Y) / m written into `out` (n_y, m)."""
+        _grad(sigmoid(Z, out), Y)
+        return self.cost(Z, Y)
 
     def predict(self, A: Array) -> NDArray[np.int64]:
         """Labels (m,) from A (1, m): 1 where A > 0.5, as the course predicts."""
@@ -71,6 +86,21 @@ class SoftmaxCE:
         shifted = Z - Z.max(axis=0, keepdims=True)
         log_norm = np.log(np.exp(shifted).sum(axis=0, keepdims=True))
         return float(-(Y * (shifted - log_norm)).sum() / m)
+
+    def cost_grad(self, Z: Array, Y: Array, out: Array) -> float:
+        """J, with dZ[L] = (softmax(Z) - Y) / m written into `out` (n_y, m): one exp."""
+        # As `cost` and `activate`, op for op, calling the ufuncs directly (fewer Python steps)
+        m = Z.shape[1]
+        shifted = np.subtract(Z, np.maximum.reduce(Z, axis=0, keepdims=True))
+        E = np.exp(shifted, out=out)
+        norm = np.add.reduce(E, axis=0, keepdims=True)
+        log_likelihood = shifted
+        log_likelihood -= np.log(norm)
+        log_likelihood *= Y
+        J = -float(np.add.reduce(log_likelihood, axis=None)) / m
+        E /= norm
+        _grad(E, Y)
+        return J
 
     def predict(self, A: Array) -> NDArray[np.int64]:
         """Labels (m,) from A (n_y, m): the most probable class."""

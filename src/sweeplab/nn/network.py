@@ -11,6 +11,13 @@ seam: `forward_from_Z1` starts from W[1] X computed elsewhere and `backward` ret
 as a value of its own, so that whoever keeps W[1] in another form (`nn.dual`) forms its
 gradient from dZ[1] without reading X.
 
+Parameters and gradients live in two flat buffers, `theta` and `dtheta` (the order of
+`get_vector`: W[1], b[1], W[2], ...), and every W[l], b[l], dW[l], db[l] is a view into
+them: an optimiser updates the whole network with a few operations on `theta`. Training's
+`forward_backward` also keeps its activations in work arrays per batch size, so that a
+step allocates next to nothing; what it computes, and the rounding, are those of
+`forward` and `backward`.
+
 What it leaves out: convolutions, batch norm, anything but dense layers. What it does not
 compute: dA[0], the gradient with respect to the input, which training never needs.
 """
@@ -19,11 +26,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from sweeplab.nn.activations import Activation, get_activation
+from sweeplab.nn.buffers import WORK_SIZES, Work, param_views
 from sweeplab.nn.initializers import initialize
 from sweeplab.nn.losses import Output, get_output
 
@@ -63,7 +72,11 @@ class Caches:
 
 @dataclass
 class Network:
-    """Parameters and structure of the network; forward and backward propagation."""
+    """Parameters and structure of the network; forward and backward propagation.
+
+    W and b given to the constructor are copied into `theta`; afterwards W[l] and b[l] are
+    views of it (write them in place; assigning a new array to W[l] would detach it).
+    """
 
     layer_dims: list[int]
     W: list[Array]
@@ -71,7 +84,12 @@ class Network:
     activation: Activation
     output: Output
     keep_prob: float = 1.0
-    _dW: list[Array] = field(default_factory=list, repr=False)
+    theta: Array = field(init=False, repr=False, compare=False)
+    dtheta: Array = field(init=False, repr=False, compare=False)
+    _dW: list[Array] = field(init=False, repr=False, compare=False)
+    _db: list[Array] = field(init=False, repr=False, compare=False)
+    _l2W: list[Array] = field(init=False, repr=False, compare=False)
+    _work: dict[tuple[int, bool], Work] = field(init=False, repr=False, compare=False)
 
     @classmethod
     def create(cls, layer_dims: Sequence[int], *, activation: str = "relu",
@@ -87,7 +105,25 @@ class Network:
 
     def __post_init__(self) -> None:
         self.check_shapes()
-        self._dW = [np.empty_like(W) for W in self.W]
+        self.theta = np.empty(self.n_params, dtype=self.dtype)
+        self.dtheta = np.zeros_like(self.theta)
+        W, b = param_views(self.theta, self.layer_dims)
+        for view, given in zip([*W, *b], [*self.W, *self.b], strict=True):
+            view[...] = given
+        self.W, self.b = W, b
+        self._dW, self._db = param_views(self.dtheta, self.layer_dims)
+        self._l2W = []
+        self._work = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled (and deep-copied) without the buffers: views do not survive a copy, so
+        # `__setstate__` makes W, b views of a new theta again.
+        return {k: getattr(self, k) for k in ("layer_dims", "W", "b", "activation", "output",
+                                               "keep_prob")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.__post_init__()
 
     @property
     def L(self) -> int:
@@ -101,6 +137,16 @@ class Network:
     @property
     def n_params(self) -> int:
         return sum(W.size + b.size for W, b in zip(self.W, self.b, strict=True))
+
+    def work(self, m: int, dropout: bool) -> Work:
+        """The work arrays for batches of m examples (made on first use)."""
+        key = (m, dropout)
+        w = self._work.get(key)
+        if w is None:
+            if len(self._work) >= WORK_SIZES:
+                self._work.clear()
+            w = self._work[key] = Work.create(self.layer_dims, m, self.dtype, dropout)
+        return w
 
     def check_shapes(self) -> None:
         """Raise ShapeError naming the layer if any W[l], b[l] disagrees with layer_dims."""
@@ -160,8 +206,9 @@ class Network:
         return self._forward(None, Z1, rng, keep)
 
     def _forward(self, X: Array | None, Z1: Array | None, rng: np.random.Generator | None,
-                 keep: bool) -> Caches:
-        # The one forward pass: from X, or from a given Z1 (then X is None).
+                 keep: bool, w: Work | None = None) -> Caches:
+        # The one forward pass: from X, or from a given Z1 (then X is None); into the work
+        # arrays `w` when given (which must match the batch and dropout), else new arrays.
         L, g = self.L, self.activation
         dropout = rng is not None and self.keep_prob < 1
         As: list[Array | None] = [X]
@@ -170,14 +217,18 @@ class Network:
         Ds: list[Array] = []
         A = X
         for l in range(L - 1):  # hidden layers; W[l] holds W[l + 1]
-            Z = Z1 if l == 0 and Z1 is not None else self.W[l] @ A
+            if l == 0 and Z1 is not None:
+                Z = Z1
+            else:
+                Z = np.matmul(self.W[l], A, out=None if w is None else w.Z[l])
             Z += self.b[l]
-            G = g.forward(Z)
+            G = g.forward(Z, None if w is None else w.G[l])
             A = G
             if dropout:
                 assert rng is not None
-                D = rng.random(G.shape, dtype=G.dtype) < self.keep_prob
-                A = G * D
+                U = rng.random(G.shape, dtype=G.dtype, out=None if w is None else w.U[l])
+                D = np.less(U, self.keep_prob, out=None if w is None else w.D[l])
+                A = np.multiply(G, D, out=None if w is None else w.A[l])
                 A /= self.keep_prob
                 if keep:
                     Ds.append(D)
@@ -185,7 +236,10 @@ class Network:
                 Zs.append(Z)
                 Gs.append(G)
                 As.append(A)
-        ZL = Z1 if L == 1 and Z1 is not None else self.W[-1] @ A
+        if L == 1 and Z1 is not None:
+            ZL = Z1
+        else:
+            ZL = np.matmul(self.W[-1], A, out=None if w is None else w.ZL)
         ZL += self.b[-1]
         return Caches(ZL, As, Zs, Gs, Ds)
 
@@ -222,28 +276,34 @@ class Network:
         l = 1..L; dW the gradients of the weights the pass used, in order, each
         dW[l] = dZ[l] A[l-1]ᵀ + (λ/m) W[l] (n[l], n[l-1]): W[1..L] after `forward`, W[2..L]
         after `forward_from_Z1` (W[1] was not used; its owner forms its gradient from
-        dZ[1]). The dW arrays are buffers reused by the next call.
+        dZ[1]). The dW and db arrays are views of `dtheta`, overwritten by the next call.
         """
-        m = Y.shape[1]
-        L, g = self.L, self.activation
-        if len(caches.A) != L:
+        if len(caches.A) != self.L:
             raise ValueError("backward needs the caches of a forward pass with keep=True")
         dZ = self.output.activate(caches.ZL)  # becomes dZ[L] = (A[L] - Y) / m in place
         dZ -= Y
-        dZ *= 1 / m
-        dW = self._dW
-        db: list[Array] = [np.empty(0)] * L
+        dZ *= 1 / Y.shape[1]
+        return self._backward(caches, dZ, l2)
+
+    def _backward(self, caches: Caches, dZ: Array, l2: float,
+                  w: Work | None = None) -> tuple[Array, list[Array], list[Array]]:
+        # The one backward pass, from dZ[L]; into the work arrays `w` when given.
+        m = dZ.shape[1]
+        L, g = self.L, self.activation
+        dW, db = self._dW, self._db
         for l in range(L - 1, -1, -1):  # dW[l] holds dW[l + 1]
-            db[l] = dZ.sum(axis=1, keepdims=True)
+            np.add.reduce(dZ, axis=1, keepdims=True, out=db[l])  # db[l] = Σ_columns dZ
             A_prev = caches.A[l]
             if A_prev is None:
                 return dZ, dW[1:], db  # started from Z[1]: dW[1] is not ours to form
             np.matmul(dZ, A_prev.T, out=dW[l])
             if l2:
-                dW[l] += (l2 / m) * self.W[l]
+                if not self._l2W:
+                    self._l2W = [np.empty_like(W) for W in self.W]
+                dW[l] += np.multiply(self.W[l], l2 / m, out=self._l2W[l])
             if l == 0:
                 break  # dA[0] would be the gradient w.r.t. X: never needed
-            dA = self.W[l].T @ dZ
+            dA = np.matmul(self.W[l].T, dZ, out=None if w is None else w.dA[l - 1])
             if caches.D:
                 dA *= caches.D[l - 1]
                 dA /= self.keep_prob
@@ -256,12 +316,14 @@ class Network:
         """One forward and one backward pass over X (n_x, m), Y (n_y, m).
 
         Returns (J, dW, db) with dW[l-1] (n[l], n[l-1]) and db[l-1] (n[l], 1); dropout as
-        in `forward`. The dW arrays are buffers reused by the next call.
+        in `forward`. dW and db are views of `dtheta` (all of it), overwritten by the next
+        call; the activations go into the work arrays for m (`work`).
         """
         self.check_input(X, Y)
-        caches = self._forward(X, None, rng, keep=True)
-        J = self.output.cost(caches.ZL, Y) + self.l2_cost(l2, X.shape[1])
-        _, dW, db = self.backward(caches, Y, l2)
+        w = self.work(X.shape[1], rng is not None and self.keep_prob < 1)
+        caches = self._forward(X, None, rng, True, w)
+        J = self.output.cost_grad(caches.ZL, Y, w.dZL) + self.l2_cost(l2, X.shape[1])
+        _, dW, db = self._backward(caches, w.dZL, l2, w)
         return J, dW, db
 
     def params(self) -> dict[str, Array]:
@@ -273,14 +335,13 @@ class Network:
         return out
 
     def get_vector(self) -> Array:
-        """All parameters flattened into one vector, in the order W1, b1, W2, b2, ..."""
-        return np.concatenate([p.ravel() for p in self.params().values()])
+        """All parameters flattened into one vector, in the order W1, b1, W2, b2, ...
+        (a copy of `theta`)."""
+        return self.theta.copy()
 
     def set_vector(self, theta: Array) -> None:
         """Inverse of `get_vector`: copy theta back into W and b (in place)."""
-        i = 0
-        for p in self.params().values():
-            p[...] = theta[i:i + p.size].reshape(p.shape)
-            i += p.size
-        if i != theta.size:
-            raise ShapeError(f"theta has {theta.size} values, the network has {i} parameters")
+        if theta.size != self.theta.size:
+            raise ShapeError(f"theta has {theta.size} values, the network has "
+                             f"{self.theta.size} parameters")
+        self.theta[...] = theta.ravel()

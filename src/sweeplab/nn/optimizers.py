@@ -1,7 +1,9 @@
 """Parameter updates, as the courses define them, applied in place.
 
-`params` and `grads` are parallel lists of arrays (W[1..L] then b[1..L]). Gradient buffers
-may be overwritten: the network recomputes them on every step.
+`params` and `grads` are parallel lists of arrays: W[1..L] then b[1..L], or one flat
+array each (`Network.theta`, `Network.dtheta`), which updates every layer at once with the
+same values. Gradient buffers may be overwritten: the network recomputes them on every
+step. The state (v, s) is shaped like `params`: pass the same kind of list every step.
 
 - gd:        θ ← θ - α dθ
 - momentum:  v ← β v + (1 - β) dθ;  θ ← θ - α v
@@ -50,7 +52,7 @@ class Momentum:
             v *= self.beta
             g *= 1 - self.beta
             v += g
-            p -= self.lr * v
+            p -= np.multiply(v, self.lr, out=g)  # θ -= α v, with g as scratch space
 
 
 @dataclass
@@ -62,17 +64,19 @@ class Adam:
     t: int = 0
     v: list[Array] = field(default_factory=list)
     s: list[Array] = field(default_factory=list)
+    _scratch: list[Array] = field(default_factory=list, repr=False)
 
     def step(self, params: Sequence[Array], grads: Sequence[Array]) -> None:
         if not self.v:
             self.v = [np.zeros_like(p) for p in params]
             self.s = [np.zeros_like(p) for p in params]
+            self._scratch = [np.empty_like(p) for p in params]
         self.t += 1
         c1 = 1 - self.beta1**self.t
         c2 = 1 - self.beta2**self.t
-        for p, g, v, s in zip(params, grads, self.v, self.s, strict=True):
+        for p, g, v, s, tmp in zip(params, grads, self.v, self.s, self._scratch, strict=True):
             v *= self.beta1
-            v += (1 - self.beta1) * g
+            v += np.multiply(g, 1 - self.beta1, out=tmp)
             s *= self.beta2
             g *= g
             g *= 1 - self.beta2

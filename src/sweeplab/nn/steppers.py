@@ -20,7 +20,7 @@ from typing import ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
-from sweeplab.nn.batches import minibatches
+from sweeplab.nn.batches import Shuffled, minibatches
 from sweeplab.nn.dual import DualLayer1, dual_pays_off
 from sweeplab.nn.network import Network
 from sweeplab.nn.optimizers import Optimizer
@@ -72,17 +72,34 @@ class Stepper(ABC):
 
 
 class DirectStepper(Stepper):
-    """W[1..L], b[1..L] updated once per mini-batch, from `Network.forward_backward`."""
+    """W[1..L], b[1..L] updated once per mini-batch, from `Network.forward_backward`.
+
+    `params` lists W[1..L], b[1..L]; since they are views of `Network.theta`, the optimiser
+    is handed that one flat array (and `Network.dtheta`, whose views are dW and db): one
+    update for all layers, with the same values as layer by layer.
+    """
 
     name = "direct"
+
+    def __init__(self, network: Network, X: Array, Y: Array, opt: Optimizer, *,
+                 l2: float = 0.0, batch_size: int | None = None,
+                 batch_rng: np.random.Generator | None = None,
+                 dropout_rng: np.random.Generator | None = None) -> None:
+        super().__init__(network, X, Y, opt, l2=l2, batch_size=batch_size,
+                         batch_rng=batch_rng, dropout_rng=dropout_rng)
+        self._theta, self._dtheta = [network.theta], [network.dtheta]
+        # Each epoch's shuffled copy of X and Y, which the mini-batches are views of.
+        self._shuffled = None if self.full_batch else Shuffled(X, Y)
 
     def epoch(self) -> float:
         """One update per mini-batch; the cost is the mean per example over the epoch."""
         total = 0.0
-        for Xb, Yb in minibatches(self.X, self.Y, self.batch_size, self.batch_rng):
-            J, dW, db = self.network.forward_backward(Xb, Yb, self.l2, self.dropout_rng)
+        net, params, grads = self.network, self._theta, self._dtheta
+        for Xb, Yb in minibatches(self.X, self.Y, self.batch_size, self.batch_rng,
+                                  out=self._shuffled):
+            J, _, _ = net.forward_backward(Xb, Yb, self.l2, self.dropout_rng)
             total += J * Xb.shape[1]
-            self.opt.step(self.params, [*dW, *db])
+            self.opt.step(params, grads)  # dW[l], db[l] are views of dtheta
         return total / self.m
 
 

@@ -1,0 +1,152 @@
+"""Mini-batch training speed, this tree's `sweeplab.nn` against git `main`'s (issue 13).
+
+Usage:
+    PYTHONPATH=src .venv/bin/python experiments/bench/flat_step.py [--epochs 60] [--repeats 3]
+
+Trains the default sweep's shapes (digits: 64 features, 10 classes, softmax; mini-batch
+64; Adam; relu) for `--epochs` epochs, in one process, with the code of git `main`
+(or `--ref`'s; exported to a temporary package: before the flat parameter buffers) and with
+this tree's, interleaved (old, new, sklearn, old, new, ...) and summarised by the fastest repeat.
+Prints seconds per epoch and the ratio old/new; also the largest relative difference
+between the two cost histories, which must be rounding (< 1e-12). When scikit-learn is
+installed, its MLPClassifier (same layers, batch 64, Adam, no early stopping) is timed too.
+
+BLAS runs on `--threads` threads (default 1, through threadpoolctl): at these sizes a
+second thread buys little, and on a busy machine threads that wait for a core make every
+timing noise (0 leaves BLAS as it is).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from sweeplab import nn
+from sweeplab.config import DataConfig
+from sweeplab.data import load_dataset
+
+NN_FILES = ("activations", "losses", "initializers", "batches", "network", "optimizers",
+            "dual", "steppers")
+
+
+def load_main_nn(ref: str = "main") -> dict[str, ModuleType]:
+    """`sweeplab.nn` as it is at git `ref`, imported as modules of a package of its own."""
+    root = Path(__file__).resolve().parents[2]
+    pkg = f"sweeplab_nn_{ref.replace('/', '_')}"
+    sys.modules[pkg] = ModuleType(pkg)
+    mods: dict[str, ModuleType] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in NN_FILES:  # in an order where each module's imports come first
+            src = subprocess.run(["git", "-C", str(root), "show",
+                                  f"{ref}:src/sweeplab/nn/{name}.py"],
+                                 check=True, capture_output=True, text=True).stdout
+            path = Path(tmp) / f"{name}.py"
+            path.write_text(src.replace("sweeplab.nn.", f"{pkg}."))
+            spec = importlib.util.spec_from_file_location(f"{pkg}.{name}", path)
+            assert spec and spec.loader
+            mod = importlib.util.module_from_spec(spec)
+            sys.modules[f"{pkg}.{name}"] = mod
+            spec.loader.exec_module(mod)
+            mods[name] = mod
+    return mods
+
+
+def trainer(mods: Any, X: np.ndarray, Y: np.ndarray, dims: list[int], epochs: int,
+            batch: int) -> Any:
+    """A function training a fresh network (seed 1) for `epochs`: its cost history."""
+
+    def train() -> list[float]:
+        net = mods["network"].Network.create(dims, activation="relu", output="softmax",
+                                             init="he", seed=1)
+        opt = mods["optimizers"].make_optimizer("adam", 0.01)
+        st = mods["steppers"].DirectStepper(net, X, Y, opt, batch_size=batch,
+                                            batch_rng=np.random.default_rng(7))
+        return [st.epoch() for _ in range(epochs)]
+
+    return train
+
+
+def sklearn_trainer(X: np.ndarray, y: np.ndarray, hidden: list[int], epochs: int,
+                    batch: int) -> Any:
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+
+    def train() -> list[float]:
+        clf = MLPClassifier(tuple(hidden), activation="relu", solver="adam", batch_size=batch,
+                            learning_rate_init=0.01, max_iter=epochs, alpha=0.0, tol=0.0,
+                            n_iter_no_change=epochs + 1, early_stopping=False, shuffle=True,
+                            random_state=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            clf.fit(X.T, y)
+        return list(clf.loss_curve_)
+
+    return train
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--widths", type=int, nargs="+", default=[32, 128])
+    ap.add_argument("--depth", type=int, default=2)
+    ap.add_argument("--no-sklearn", action="store_true")
+    ap.add_argument("--ref", default="main", help="the git ref whose nn is the old one")
+    ap.add_argument("--threads", type=int, default=1, help="BLAS threads (0: as they are)")
+    args = ap.parse_args()
+    if args.threads:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(args.threads, user_api="blas")
+
+    data = load_dataset(DataConfig(name="digits"), seed=1, dtype="float64", one_hot=True)
+    X, Y, y = data.X_train, data.Y_train, data.y_train
+    old = load_main_nn(args.ref)
+    new = {"network": nn.network, "optimizers": nn.optimizers, "steppers": nn.steppers}
+    try:
+        import sklearn  # noqa: F401
+        have_sklearn = not args.no_sklearn
+    except ImportError:
+        have_sklearn = False
+    print(f"digits: X {X.shape}, Y {Y.shape}; batch {args.batch}, Adam, {args.epochs} "
+          f"epochs, fastest of {args.repeats}; BLAS threads {args.threads or 'unchanged'}")
+    for width in args.widths:
+        hidden = [width] * args.depth
+        dims = [X.shape[0], *hidden, Y.shape[0]]
+        runners = {args.ref: trainer(old, X, Y, dims, args.epochs, args.batch),
+                   "flat": trainer(new, X, Y, dims, args.epochs, args.batch)}
+        if have_sklearn:
+            runners["sklearn"] = sklearn_trainer(X, y, hidden, args.epochs, args.batch)
+        times: dict[str, list[float]] = {k: [] for k in runners}
+        out: dict[str, list[float]] = {}
+        for _ in range(args.repeats):
+            for k, fn in runners.items():
+                t = time.perf_counter()
+                out[k] = fn()
+                times[k].append(time.perf_counter() - t)
+        # the fastest of the repeats: on a shared machine, the others measure the neighbours
+        med = {k: min(v) for k, v in times.items()}
+        spread = {k: statistics.median(v) / min(v) for k, v in times.items()}
+        a, b = np.array(out[args.ref]), np.array(out["flat"])
+        rel = float(np.max(np.abs(a - b) / np.abs(a)))
+        line = ", ".join(f"{k} {1e3 * v / args.epochs:.2f} ms/epoch" for k, v in med.items())
+        print(f"{args.depth}x{width}: {line}; {args.ref}/flat = {med[args.ref] / med['flat']:.2f}x"
+              + (f", sklearn/flat = {med['sklearn'] / med['flat']:.2f}x" if have_sklearn else "")
+              + f"; max rel. cost difference {rel:.1e}"
+              + "; median/min " + ", ".join(f"{k} {v:.2f}" for k, v in spread.items()))
+
+
+if __name__ == "__main__":
+    main()

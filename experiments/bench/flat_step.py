@@ -1,10 +1,10 @@
-"""Mini-batch training speed, this tree's `sweeplab.nn` against git `main`'s (issue 13).
+"""Mini-batch training speed: this tree's `sweeplab.nn` against the per-layer one (issue 13).
 
 Usage:
     PYTHONPATH=src .venv/bin/python experiments/bench/flat_step.py [--epochs 60] [--repeats 3]
 
 Trains the default sweep's shapes (digits: 64 features, 10 classes, softmax; mini-batch
-64; Adam; relu) for `--epochs` epochs, in one process, with the code of git `main`
+64; Adam; relu) for `--epochs` epochs, in one process, with the code of commit 876ddc9
 (or `--ref`'s; exported to a temporary package: before the flat parameter buffers) and with
 this tree's, interleaved (old, new, sklearn, old, new, ...) and summarised by the fastest repeat.
 Prints seconds per epoch and the ratio old/new; also the largest relative difference
@@ -40,7 +40,11 @@ NN_FILES = ("activations", "losses", "initializers", "batches", "network", "opti
             "dual", "steppers")
 
 
-def load_main_nn(ref: str = "main") -> dict[str, ModuleType]:
+# The last commit of main with the per-layer updates (before the flat buffers were merged).
+BEFORE_FLAT = "876ddc9"
+
+
+def load_main_nn(ref: str = BEFORE_FLAT) -> dict[str, ModuleType]:
     """`sweeplab.nn` as it is at git `ref`, imported as modules of a package of its own."""
     root = Path(__file__).resolve().parents[2]
     pkg = f"sweeplab_nn_{ref.replace('/', '_')}"
@@ -103,7 +107,9 @@ def main() -> None:
     ap.add_argument("--widths", type=int, nargs="+", default=[32, 128])
     ap.add_argument("--depth", type=int, default=2)
     ap.add_argument("--no-sklearn", action="store_true")
-    ap.add_argument("--ref", default="main", help="the git ref whose nn is the old one")
+    ap.add_argument("--ref", default=BEFORE_FLAT,
+                    help="the git ref whose nn is the old one (default: main before the "
+                         "flat buffers)")
     ap.add_argument("--threads", type=int, default=1, help="BLAS threads (0: as they are)")
     args = ap.parse_args()
     if args.threads:

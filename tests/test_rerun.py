@@ -441,3 +441,18 @@ def test_a_config_artifact_that_is_not_yaml_is_one_line(
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in err, err
     assert f"run {run_id}: its config.yaml artifact is not valid YAML" in lines[0]
+
+
+def test_rerun_of_a_run_that_did_not_learn_is_identical_without_a_warning(
+        store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    """A not_learning run trained its whole history: its rerun replays it, same status."""
+    run_id = store.original(store.config(optim={"lr": 50.0}, train={"batch_size": 32}))
+    assert store.client.get_run(run_id).data.tags["sweeplab.status"] == "not_learning"
+    capsys.readouterr()
+    assert rerun.main([run_id]) == 0
+    out = capsys.readouterr()
+    assert "identical" in out.out
+    assert "may be partial" not in out.out + out.err
+    new = only_rerun(store, run_id)
+    assert new.data.tags["sweeplab.status"] == "not_learning"
+    assert new.info.status == "FAILED"

@@ -165,7 +165,8 @@ def callbacks_for(client: MlflowClient, run: Run, tracker: MlflowTracker,
     tags = run.data.tags
     status = tags.get(Tag.STATUS, "")
     if status not in STOPPED_BY_CALLBACK:
-        if status not in (RunStatus.FINISHED, RunStatus.EARLY_STOPPED, RunStatus.DIVERGED):
+        if status not in (RunStatus.FINISHED, RunStatus.EARLY_STOPPED, RunStatus.DIVERGED,
+                          RunStatus.NOT_LEARNING):  # these ran their whole history
             _warn(f"the original run ended as {status or 'unknown'!r}: its history may be "
                   f"partial, so the rerun can differ from it")
         return [tracker]

@@ -22,6 +22,9 @@ from helpers import REPO, compose_config
 from sweeplab.data.h5 import write_course_h5
 from test_input_errors import _env, assert_no_run, one_error_line, run_cli
 
+# Every test runs the real command in a subprocess (seconds each): the slow suite.
+pytestmark = pytest.mark.slow
+
 TRAIN = ["train.epochs=1", "tracking.log_model=false", "tracking.log_plots=false"]
 
 

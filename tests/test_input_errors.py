@@ -13,6 +13,9 @@ import pytest
 
 from helpers import REPO
 
+# Every test runs the real command in a subprocess (seconds each): the slow suite.
+pytestmark = pytest.mark.slow
+
 
 def _env(tmp_path: Path) -> dict[str, str]:
     env = dict(os.environ)

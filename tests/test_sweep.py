@@ -552,9 +552,10 @@ def test_each_study_registers_its_own_model_by_default(compose) -> None:
 
 
 def test_ctrl_c_inside_an_mlflow_write_lets_the_write_finish(sweep_env, monkeypatch) -> None:
-    """Ctrl-C lands inside a trial's first MLflow write: the write completes (an SQLite
-    transaction cut there could lock the store for the summary), the trial stops at its
-    next log point, is marked KILLED, queued again, and the summary is written."""
+    """Ctrl-C lands inside a trial's first MLflow write (sweep.writer=inline: the trial logs
+    itself): the write completes (an SQLite transaction cut there could lock the store for
+    the summary), the trial stops at its next log point, is marked KILLED, queued again,
+    and the summary is written."""
     compose, journal, uri = sweep_env
     original = MlflowClient.log_batch
     hits: list[str] = []
@@ -568,7 +569,7 @@ def test_ctrl_c_inside_an_mlflow_write_lets_the_write_finish(sweep_env, monkeypa
 
     monkeypatch.setattr(MlflowClient, "log_batch", log_batch)
     code = sweep_job(compose("sweep.name=mid", "sweep.n_trials=4", "sweep.pruner=none",
-                             "train.epochs=60", "train.log_every=5"))
+                             "train.epochs=60", "train.log_every=5", "sweep.writer=inline"))
     assert code == 130
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     client = MlflowClient(uri)

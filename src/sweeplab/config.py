@@ -130,6 +130,7 @@ class TrackingConfig:
 
 SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc", "grid", "nsgaii")
 PRUNERS = ("median", "hyperband", "successive_halving", "none")
+WRITERS = ("process", "inline")
 DIRECTIONS = ("minimize", "maximize")
 
 
@@ -144,6 +145,10 @@ class SweepConfig:
     n_jobs: int = 1
     # An existing Dask scheduler (tcp://host:8786) whose workers run the trials; null = none.
     cluster: str | None = None
+    # Who writes a trial's MLflow run when trials run in the sweep process (n_jobs=1):
+    # `process`, a writer process beside it, so the logging overlaps the next trial's
+    # training on another core; `inline`, the trial itself. Dask workers log inline.
+    writer: str = "process"
     # Optuna storage URL; null = a journal file in .sweeplab/ (safe for parallel workers).
     storage: str | None = None
     sampler: str = "tpe"
@@ -331,6 +336,7 @@ def _validate_sweep(p: list[str], cfg: Config) -> None:
            s.cluster, "must be a Dask scheduler address such as tcp://host:8786, or null")
     _one_of(p, "sweep.sampler", s.sampler, SAMPLERS)
     _one_of(p, "sweep.pruner", s.pruner, PRUNERS)
+    _one_of(p, "sweep.writer", s.writer, WRITERS)
     _check(p, 0 < s.max_failure_rate <= 1, "sweep.max_failure_rate", s.max_failure_rate,
            "must be in (0, 1]")
     _check(p, s.params != {}, "sweep.params", s.params,

@@ -39,6 +39,7 @@ from sweeplab.sweep.worker import (
 )
 from sweeplab.tracking import get_experiment_id, prepare_store, resolve_uri
 from sweeplab.tracking.errors import no_space, unavailable_reason
+from sweeplab.tracking.writer import TrackingWriter
 from sweeplab.train import load_data
 from sweeplab.train.interrupt import StopRequest, Terminated, deferred_interrupt
 
@@ -70,7 +71,7 @@ def sweep_job(cfg: DictConfig) -> int:
     pin_tracking_uri(base, s, uri)
     # The executor first: an unreachable Dask scheduler fails before a study or run exists.
     with deferred_interrupt() as stop:
-        executor = _executor(s, stop)
+        executor = _executor(s, stop, uri if typed.tracking.enabled else None)
         try:
             return _sweep(cfg, typed, base, space, sampler, pruner, uri, executor, stop)
         finally:
@@ -107,6 +108,10 @@ def _sweep(cfg: DictConfig, typed: Config, base: DictConfig, space: dict[str, An
     orphans = st.orphaned(study)
     for t in orphans:
         st.requeue(study, t.number, t.params, "its controller was killed")
+        # a run its writer finished after the controller died, before it told the study
+        close_trial_runs(client, parent_run_id, t.number, "its controller was killed "
+                         "before the sweep recorded it; the trial was queued again",
+                         statuses=("FINISHED",))
     close_orphan_runs(client, study, parent_run_id, experiment_id)
     before = st.tally(study)
     print(f"sweep {s.name!r}: {before.done} of {s.n_trials} trials done"
@@ -147,10 +152,12 @@ def _sweep(cfg: DictConfig, typed: Config, base: DictConfig, space: dict[str, An
     return code
 
 
-def _executor(s: SweepConfig, stop: StopRequest) -> InProcess | DaskPool:
-    """Trials in this process (one job, no cluster), else on Dask."""
+def _executor(s: SweepConfig, stop: StopRequest, uri: str | None) -> InProcess | DaskPool:
+    """Trials in this process (one job, no cluster), logged by a writer process to
+    tracking store `uri` (sweep.writer=process), else on Dask."""
     if s.n_jobs == 1 and s.cluster is None:
-        return InProcess(stop)
+        writer = TrackingWriter(uri) if uri is not None and s.writer == "process" else None
+        return InProcess(stop, writer, overlap=s.sampler != "grid")
     try:
         return DaskPool(s.n_jobs, s.cluster)
     except OSError as err:  # the scheduler did not answer (TimeoutError is an OSError)
@@ -261,8 +268,12 @@ class Controller:
 
     def interrupt_all(self, reason: str) -> None:
         """Queue every trial still out again, and close the runs they left open (when the
-        tracking store answers)."""
+        tracking store answers). Trials whose runs are written meanwhile are told."""
         self.executor.stop_all()
+        with contextlib.suppress(Exception):  # the store or the writer may be what failed
+            for f in self.executor.drain():
+                if f.outcome is not None and f.number in self.live:
+                    self.finish(f)
         for number, trial in list(self.live.items()):
             # A journal on a full disk takes no more writes: the trial stays RUNNING there,
             # and the next start queues it again (its controller is gone: st.orphaned).

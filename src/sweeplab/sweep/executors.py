@@ -20,7 +20,15 @@ from optuna.trial import Trial
 from sweeplab.config import to_config
 from sweeplab.data import Dataset
 from sweeplab.names import RunStatus
-from sweeplab.sweep.worker import TrialOutcome, TrialStopped, TrialTask, execute
+from sweeplab.sweep.worker import (
+    DiskFull,
+    TrackingUnavailable,
+    TrialOutcome,
+    TrialStopped,
+    TrialTask,
+    execute,
+)
+from sweeplab.tracking.writer import Ack, TrackingWriter, WriterDied
 from sweeplab.train import DataKey, data_key, load_data
 from sweeplab.train.interrupt import StopRequest
 
@@ -54,34 +62,93 @@ class Finished:
 
 @dataclass
 class InProcess:
-    """Trials one at a time in the controller's process (JOBS=1): debuggable, no cluster."""
+    """Trials one at a time in the controller's process (JOBS=1): debuggable, no cluster.
+
+    With a tracking `writer`, a trial's logging is written by that process while the next
+    trial trains: two trials are out at once, one training and one being written, and a
+    trial comes back (to be told to the study) once the writer has written its run."""
 
     stop: StopRequest
-    slots: int = 1
+    writer: TrackingWriter | None = None
+    # whether the next trial may start before the last one is told (a grid sampler would
+    # draw the point still being written a second time)
+    overlap: bool = True
     where: str = "this process"
     _done: list[Finished] = field(default_factory=list)
+    _writing: dict[int, Finished] = field(default_factory=dict)
     _cache: dict[DataKey, Dataset] = field(default_factory=dict)
 
     @property
+    def slots(self) -> int:
+        return 2 if self.writer is not None and self.overlap else 1
+
+    @property
     def busy(self) -> int:
-        return len(self._done)
+        return len(self._done) + len(self._writing)
 
     def submit(self, task: TrialTask, trial: Trial) -> None:
         def report(step: int, value: float) -> bool:
             trial.report(value, step)
             return trial.should_prune()
 
-        self._done.append(Finished(task.number, execute(task, report, self.stop, self._cache)))
+        if self.writer is None:
+            self._done.append(Finished(task.number, execute(task, report, self.stop,
+                                                            self._cache)))
+            return
+        with self.writer.group(task.number):
+            outcome = execute(task, report, self.stop, self._cache, writer=self.writer)
+        self._writing[task.number] = Finished(task.number, outcome)
+        run = outcome.pending_run
+        self.writer.barrier(task.number, run.field("run_id") if run is not None else None)
 
     def wait(self, timeout: float) -> list[Finished]:
         done, self._done = self._done, []
+        if self.writer is not None and self._writing:
+            try:
+                done += self._take(self.writer.acks(timeout=0 if done else timeout))
+            except WriterDied as err:
+                raise TrackingUnavailable(f"{err}; run the same command to resume") from None
+        return done
+
+    def _take(self, acks: list[Ack]) -> list[Finished]:
+        out = []
+        for ack in acks:
+            f = self._writing.pop(ack.group, None)
+            if f is None or f.outcome is None:
+                continue
+            f.outcome.pending_run = None
+            if ack.failure is None:
+                f.outcome.run_id = ack.value
+            elif ack.failure.kind == "no_space":
+                f = Finished(f.number, error=DiskFull(
+                    f"no space left on the device while trial {f.number}'s run was written "
+                    f"({ack.failure.message}; the tracking store is {self.writer.uri}); "
+                    f"free space, then run the same command to resume"))
+            elif ack.failure.kind == "unavailable":
+                f = Finished(f.number, error=TrackingUnavailable(
+                    f"the tracking store {self.writer.uri} stopped answering while trial "
+                    f"{f.number}'s run was written ({ack.failure.message}); start it "
+                    f"again, then run the same command to resume"))
+            else:
+                f.outcome.status, f.outcome.values = RunStatus.ERROR, None
+                f.outcome.reason = f"its run could not be logged: {ack.failure.message}"
+            out.append(f)
+        return out
+
+    def drain(self) -> list[Finished]:
+        """Wait for the writer to write what it holds; the trials that came back."""
+        done, self._done = self._done, []
+        if self.writer is not None and self.writer.alive:
+            with contextlib.suppress(WriterDied):
+                done += self._take(self.writer.sync())
         return done
 
     def stop_all(self) -> None:
         """Nothing runs here between calls: a trial in this process stops by itself."""
 
     def close(self) -> None:
-        pass
+        if self.writer is not None:
+            self.writer.close()
 
 
 def run_on_worker(task: TrialTask, token: str, data: Dataset, attempt: str) -> TrialOutcome:
@@ -226,6 +293,10 @@ class DaskPool:
             fut.release()  # a worker dying later must not make Dask compute it again
             Event(self._attempts.pop(number), client=self.client).clear()
         return out
+
+    def drain(self) -> list[Finished]:
+        """Trials on Dask log themselves: nothing is held here."""
+        return []
 
     def stop_all(self, grace: float = STOP_GRACE) -> None:
         """Stop every trial still out: each stops at its next log point (its run closed as

@@ -41,6 +41,7 @@ from sweeplab.names import (
 from sweeplab.sweep.space import apply
 from sweeplab.tracking import MlflowTracker
 from sweeplab.tracking.errors import no_space, unavailable_reason
+from sweeplab.tracking.writer import TrackingWriter
 from sweeplab.train import (
     Callback,
     DataKey,
@@ -114,6 +115,7 @@ class TrialOutcome:
     run_id: str | None = None
     host: str = ""
     worker: str = "controller"
+    pending_run: Any = None  # with a tracking writer: a Ref to the run, until it is written
 
 
 def make_task(number: int, params: dict[str, Any], base: DictConfig, s: SweepConfig,
@@ -214,11 +216,14 @@ def short(params: Mapping[str, Any]) -> str:
 
 def execute(task: TrialTask, report: Reporter | None = None, stop: StopRequest | None = None,
             data_cache: dict[DataKey, Dataset] | None = None,
-            data: Dataset | None = None) -> TrialOutcome:
+            data: Dataset | None = None, writer: TrackingWriter | None = None) -> TrialOutcome:
     """Run trial `task` as a tracked run and say how it ended: on `data` when given (sent
     by the controller), else loaded as its config says (through `data_cache`). A crash
     inside the run is an outcome (status error), not an exception; Ctrl-C (through `stop`)
-    is raised."""
+    is raised.
+
+    With `writer`, the run is logged by that process, and the outcome's run id is None
+    until the writer's ack for group `task.number` fills it in."""
     from threadpoolctl import threadpool_limits
 
     host = socket.gethostname()
@@ -228,7 +233,8 @@ def execute(task: TrialTask, report: Reporter | None = None, stop: StopRequest |
     tracker = MlflowTracker(typed.tracking, parent_run_id=task.parent_run_id,
                             overrides=[f"{k}={v}" for k, v in task.params.items()],
                             tags={Tag.TRIAL_NUMBER: str(task.number), Tag.STUDY: task.study,
-                                  Tag.ROLE: Role.TRIAL, Tag.GENERATION: str(task.generation)})
+                                  Tag.ROLE: Role.TRIAL, Tag.GENERATION: str(task.generation)},
+                            sink=writer)
     callbacks: list[Callback] = [tracker]
     if stop is not None:
         callbacks.insert(0, StopOnRequest(stop))
@@ -255,10 +261,11 @@ def execute(task: TrialTask, report: Reporter | None = None, stop: StopRequest |
                 f"resume") from None
         _tag_run(tracker, "FAIL")
         return TrialOutcome(task.number, RunStatus.ERROR, f"{type(err).__name__}: {err}",
-                            run_id=tracker.run_id, host=host)
+                            run_id=tracker.run_id, host=host, pending_run=_pending(tracker))
     out = TrialOutcome(task.number, result.status, result.reason, run_id=tracker.run_id,
                        host=host, attrs={k: result.metrics[k] for k in KEPT_METRICS
-                                         if k in result.metrics})
+                                         if k in result.metrics},
+                       pending_run=_pending(tracker))
     if result.status == RunStatus.PRUNED:
         _tag_run(tracker, "PRUNED", pruned_at=result.epochs_run - 1)
         out.attrs["pruned_at_epoch"] = result.epochs_run - 1
@@ -270,24 +277,28 @@ def execute(task: TrialTask, report: Reporter | None = None, stop: StopRequest |
     return out
 
 
+def _pending(tracker: MlflowTracker) -> Any:
+    """The writer's Ref to the run, when a writer logs it."""
+    return tracker.started if tracker.run_id is None else None
+
+
 def _tag_run(tracker: MlflowTracker, state: str, pruned_at: int | None = None) -> None:
-    if tracker.run_id is None:
-        return
-    tags = [RunTag(Tag.TRIAL_STATE, state)]
+    tags = {Tag.TRIAL_STATE: state}
     if pruned_at is not None:
-        tags.append(RunTag(Tag.PRUNED_AT_EPOCH, str(pruned_at)))
-    tracker.client.log_batch(tracker.run_id, tags=tags)
+        tags[Tag.PRUNED_AT_EPOCH] = str(pruned_at)
+    tracker.tag(tags)
 
 
-def close_trial_runs(client: Any, parent_run_id: str, number: int, reason: str) -> int:
-    """Close trial `number`'s MLflow runs still RUNNING under the parent as KILLED, with
-    `reason`; returns how many. Found by trial number, since a kill can come before anyone
-    learnt the run's id."""
+def close_trial_runs(client: Any, parent_run_id: str, number: int, reason: str,
+                     statuses: tuple[str, ...] = ("RUNNING",)) -> int:
+    """Close trial `number`'s MLflow runs under the parent whose status is one of
+    `statuses` (by default those still RUNNING) as KILLED, with `reason`; returns how many.
+    Found by trial number, since a kill can come before anyone learnt the run's id."""
     experiment_id = client.get_run(parent_run_id).info.experiment_id
     runs = client.search_runs(
         [experiment_id], f"tags.`{MlflowTag.PARENT_RUN_ID}` = '{parent_run_id}' and "
-                         f"tags.`{Tag.TRIAL_NUMBER}` = '{number}' and "
-                         f"attributes.status = 'RUNNING'")
+                         f"tags.`{Tag.TRIAL_NUMBER}` = '{number}'")
+    runs = [r for r in runs if r.info.status in statuses]
     for r in runs:
         client.log_batch(r.info.run_id, tags=[
             RunTag(Tag.STATUS, RunStatus.INTERRUPTED), RunTag(Tag.REASON, reason),

@@ -9,15 +9,15 @@ from matplotlib.figure import Figure
 from sweeplab.names import Metric
 
 if TYPE_CHECKING:
-    from sweeplab.train import RunResult
+    from sweeplab.tracking.tracker import Curves
 
 
-def cost_curve(result: RunResult) -> Figure:
+def cost_curve(result: Curves) -> Figure:
     """train_cost (every epoch) and val_cost (log points) against epoch; val_accuracy beside.
 
     A bare Figure (no pyplot, no display, nothing global to close) with a fixed layout: the
     plot is drawn once per run, so it is kept cheap (tight_layout alone would double it)."""
-    h = result.history
+    h = result
     has_val = bool(h.val_cost)
     fig = Figure(figsize=(10 if has_val else 6, 4), dpi=90)
     axes = fig.subplots(1, 2 if has_val else 1, squeeze=False)

@@ -1,0 +1,238 @@
+"""Where a run's MLflow calls are made: now, in the calling process (`Inline`), or in a
+writer process of their own (`TrackingWriter`), so that a sweep trial's logging overlaps
+the next trial's training on another core instead of adding to it.
+
+The tracker hands either one *ops*: module-level functions ``op(client, *args)`` (see
+`tracking.tracker`). `Inline.call` runs one and returns its value. `TrackingWriter.call`
+queues it and returns a `Ref` to the value it will have; a later op's arguments may hold
+Refs, which the writer replaces by their values. The writer runs ops in the order they
+were queued. Ops are grouped by trial: after one fails, the rest of its group is skipped,
+and `barrier` asks for the group's outcome (its run id, or what went wrong), which comes
+back through `acks`. A trial is told to the study only after its barrier came back, so a
+finished trial always has its run (and its model) written.
+
+Threads would not do: a thread running MLflow's Python (SQLAlchemy, YAML, the model files)
+holds the interpreter lock that training's Python needs, and made training twice as slow
+when tried; a process uses the core that small-batch training leaves idle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import multiprocessing as mp
+import queue
+import signal
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+# How long `close` waits for the writer to finish what was queued.
+CLOSE_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True)
+class Ref:
+    """The value op number `slot` returns (its attribute `attr` when given), once the
+    writer has run it."""
+
+    slot: int
+    attr: str | None = None
+
+    def field(self, name: str) -> Ref:
+        return Ref(self.slot, name)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a group's ops stopped: ``no_space``, ``unavailable`` (the store did not answer)
+    or ``error``, and one line."""
+
+    kind: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Ack:
+    """A group's outcome: the value its barrier asked for, or its failure."""
+
+    group: int
+    value: Any = None
+    failure: Failure | None = None
+
+
+class WriterDied(RuntimeError):
+    """The writer process is gone: what it had queued may not be written."""
+
+
+def classify(err: BaseException) -> Failure:
+    from sweeplab.tracking.errors import no_space, unavailable_reason
+
+    full = no_space(err)
+    if full is not None:
+        return Failure("no_space", full)
+    down = unavailable_reason(err)
+    if down is not None:
+        return Failure("unavailable", down)
+    return Failure("error", f"{type(err).__name__}: {err}"[:5000])
+
+
+class Inline:
+    """Each op runs now, in this process; its exceptions are the caller's."""
+
+    def __init__(self, uri: str) -> None:
+        from mlflow.tracking import MlflowClient
+
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        self.memo: dict[str, Any] = {}  # what the caller computes once per sink
+
+    def call(self, op: Callable[..., Any], *args: Any) -> Any:
+        return op(self.client, *args)
+
+
+class TrackingWriter:
+    """A writer process for the tracking store at `uri` (started at once: it imports MLflow
+    while the caller does its own start-up)."""
+
+    def __init__(self, uri: str) -> None:
+        ctx = mp.get_context("spawn")  # the caller may hold threads and locks: no fork
+        self.uri = uri
+        self.memo: dict[str, Any] = {}  # what the caller computes once per sink
+        self._ops: Any = ctx.Queue()
+        self._acks: Any = ctx.Queue()
+        self._proc = ctx.Process(target=_serve, args=(uri, self._ops, self._acks),
+                                 name="sweeplab-tracking-writer", daemon=True)
+        self._proc.start()
+        self._slots = itertools.count()
+        self._group: int | None = None
+        self._syncs = itertools.count(-1, -1)  # sync barriers: groups no trial uses
+
+    @contextlib.contextmanager
+    def group(self, number: int) -> Iterator[None]:
+        """Ops queued inside belong to group `number` (a trial)."""
+        self._group = number
+        try:
+            yield
+        finally:
+            self._group = None
+
+    def call(self, op: Callable[..., Any], *args: Any) -> Ref:
+        slot = next(self._slots)
+        self._ops.put(("call", slot, self._group, op, args))
+        return Ref(slot)
+
+    def barrier(self, group: int, value: Any = None) -> None:
+        """Ask for group `group`'s outcome once its ops queued so far have run: an `Ack`
+        with `value` (a Ref resolved) from `acks`."""
+        self._ops.put(("ack", group, value))
+
+    def acks(self, timeout: float) -> list[Ack]:
+        """The acks that came back, waiting up to `timeout` seconds for the first."""
+        out: list[Ack] = []
+        try:
+            out.append(self._acks.get(timeout=timeout))
+            while True:
+                out.append(self._acks.get_nowait())
+        except queue.Empty:
+            pass
+        if not out and not self._proc.is_alive():
+            raise WriterDied(f"the tracking writer process died (exit code "
+                             f"{self._proc.exitcode})")
+        return out
+
+    def sync(self, timeout: float = CLOSE_TIMEOUT) -> list[Ack]:
+        """Wait until everything queued so far has run; the acks that came back meanwhile
+        (the sync's own excluded)."""
+        token = next(self._syncs)
+        self.barrier(token)
+        got: list[Ack] = []
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for ack in self.acks(timeout=min(1.0, max(0.0, deadline - time.monotonic()))):
+                if ack.group == token:
+                    return got
+                got.append(ack)
+        raise WriterDied(f"the tracking writer did not finish within {timeout:g} s")
+
+    @property
+    def alive(self) -> bool:
+        return self._proc.is_alive()
+
+    def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
+        """Let the writer finish what was queued, then stop it."""
+        if self._proc.is_alive():
+            self._ops.put(("stop",))
+            self._proc.join(timeout)
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join(5)
+        self._ops.close()
+        self._acks.close()
+
+
+def _resolve(value: Any, results: dict[int, Any]) -> Any:
+    if isinstance(value, Ref):
+        got = results[value.slot]
+        return getattr(got, value.attr) if value.attr else got
+    return value
+
+
+def _serve(uri: str, ops: Any, acks: Any) -> None:
+    """The writer process: run ops until told to stop, or until the caller is gone (then
+    close the runs it left RUNNING as KILLED, so none claims to be running)."""
+    # A Ctrl-C or SIGTERM reaches the whole process group; the caller stops its trials and
+    # then this writer, which must first write what it was handed.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    inline = Inline(uri)
+    from sweeplab.tracking.errors import quiet_store_tracebacks
+
+    quiet_store_tracebacks()
+    parent = mp.parent_process()
+    results: dict[int, Any] = {}
+    slots: dict[int | None, list[int]] = {}
+    failed: dict[int | None, Failure] = {}
+    while True:
+        try:
+            msg = ops.get(timeout=1.0)
+        except queue.Empty:
+            if parent is not None and not parent.is_alive():
+                _close_open(inline, results)
+                return
+            continue
+        if msg[0] == "stop":
+            return
+        if msg[0] == "call":
+            _, slot, group, op, args = msg
+            if group in failed:
+                continue
+            try:
+                results[slot] = op(inline.client, *(_resolve(a, results) for a in args))
+                slots.setdefault(group, []).append(slot)
+            except Exception as err:
+                failed[group] = classify(err)
+            continue
+        _, group, value = msg
+        failure = failed.pop(group, None)
+        try:
+            resolved = _resolve(value, results) if failure is None else None
+        except KeyError:  # the op that makes it was skipped
+            resolved = None
+        acks.put(Ack(group, resolved, failure))
+        for slot in slots.pop(group, []):
+            results.pop(slot, None)
+
+
+def _close_open(inline: Inline, results: dict[int, Any]) -> None:
+    """Close as KILLED the runs started here and still RUNNING (their caller died)."""
+    from sweeplab.tracking.tracker import Started, op_close
+
+    for value in results.values():
+        if isinstance(value, Started):
+            with contextlib.suppress(Exception):
+                if inline.client.get_run(value.run_id).info.status == "RUNNING":
+                    op_close(inline.client, value.run_id, "interrupted",
+                             "its sweep's controller was killed")

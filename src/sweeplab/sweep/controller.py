@@ -177,6 +177,8 @@ class Controller:
         self.study, self.space, self.base, self.s = study, space, base, s
         self.parent_run_id, self.client = parent_run_id, client
         self.executor, self.printer = executor, printer
+        if isinstance(executor, InProcess):
+            executor.tell = self.finish
         self.live: dict[int, optuna.trial.Trial] = {}
         self.typed_base = to_config(base)  # checked once; each trial checks its params
         self.failed_out = False  # stopped by sweep.max_failure_rate
@@ -280,7 +282,9 @@ class Controller:
             with contextlib.suppress(OSError):
                 st.requeue(self.study, number, trial.params, reason, trial)
             with contextlib.suppress(Exception):  # the store may be what failed
-                close_trial_runs(self.client, self.parent_run_id, number, reason)
+                # FINISHED too: a run its writer wrote, of a trial never told
+                close_trial_runs(self.client, self.parent_run_id, number, reason,
+                                 statuses=("RUNNING", "FINISHED"))
         self.live.clear()
 
 

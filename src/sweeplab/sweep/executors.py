@@ -12,6 +12,7 @@ import contextlib
 import logging
 import threading
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +30,7 @@ from sweeplab.sweep.worker import (
     execute,
 )
 from sweeplab.tracking.writer import Ack, TrackingWriter, WriterDied
-from sweeplab.train import DataKey, data_key, load_data
+from sweeplab.train import Callback, DataKey, data_key, load_data
 from sweeplab.train.interrupt import StopRequest
 
 # How long a worker waits for the controller's verdict before it takes the controller
@@ -74,6 +75,9 @@ class InProcess:
     # draw the point still being written a second time)
     overlap: bool = True
     where: str = "this process"
+    # the controller's hand-back, to tell a trial whose run is written while the next one
+    # trains (at its log points) rather than after it
+    tell: Callable[[Finished], None] | None = None
     _done: list[Finished] = field(default_factory=list)
     _writing: dict[int, Finished] = field(default_factory=dict)
     _cache: dict[DataKey, Dataset] = field(default_factory=dict)
@@ -96,7 +100,8 @@ class InProcess:
                                                             self._cache)))
             return
         with self.writer.group(task.number):
-            outcome = execute(task, report, self.stop, self._cache, writer=self.writer)
+            outcome = execute(task, report, self.stop, self._cache, writer=self.writer,
+                              also=(_TellWritten(self),))
         self._writing[task.number] = Finished(task.number, outcome)
         run = outcome.pending_run
         self.writer.barrier(task.number, run.field("run_id") if run is not None else None)
@@ -135,6 +140,19 @@ class InProcess:
             out.append(f)
         return out
 
+    def tell_written(self) -> None:
+        """Hand the trials whose runs are written (without a failure: those stop the sweep,
+        from `wait`) to the controller now."""
+        if self.writer is None or self.tell is None or not self._writing:
+            return
+        try:
+            acks = self.writer.acks(timeout=0)
+        except WriterDied:
+            return  # `wait` says so
+        for f in self._take([a for a in acks if a.failure is None]):
+            self.tell(f)
+        self.writer.hold([a for a in acks if a.failure is not None])
+
     def drain(self) -> list[Finished]:
         """Wait for the writer to write what it holds; the trials that came back."""
         done, self._done = self._done, []
@@ -149,6 +167,16 @@ class InProcess:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+class _TellWritten(Callback):
+    """At each log point of the trial training now, tell the trials written meanwhile."""
+
+    def __init__(self, pool: InProcess) -> None:
+        self.pool = pool
+
+    def on_log(self, step: int, metrics: Mapping[str, float]) -> None:
+        self.pool.tell_written()
 
 
 def run_on_worker(task: TrialTask, token: str, data: Dataset, attempt: str) -> TrialOutcome:

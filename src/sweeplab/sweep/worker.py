@@ -216,7 +216,8 @@ def short(params: Mapping[str, Any]) -> str:
 
 def execute(task: TrialTask, report: Reporter | None = None, stop: StopRequest | None = None,
             data_cache: dict[DataKey, Dataset] | None = None,
-            data: Dataset | None = None, writer: TrackingWriter | None = None) -> TrialOutcome:
+            data: Dataset | None = None, writer: TrackingWriter | None = None,
+            also: tuple[Callback, ...] = ()) -> TrialOutcome:
     """Run trial `task` as a tracked run and say how it ended: on `data` when given (sent
     by the controller), else loaded as its config says (through `data_cache`). A crash
     inside the run is an outcome (status error), not an exception; Ctrl-C (through `stop`)
@@ -235,7 +236,7 @@ def execute(task: TrialTask, report: Reporter | None = None, stop: StopRequest |
                             tags={Tag.TRIAL_NUMBER: str(task.number), Tag.STUDY: task.study,
                                   Tag.ROLE: Role.TRIAL, Tag.GENERATION: str(task.generation)},
                             sink=writer)
-    callbacks: list[Callback] = [tracker]
+    callbacks: list[Callback] = [tracker, *also]
     if stop is not None:
         callbacks.insert(0, StopOnRequest(stop))
     if task.prune_metric is not None and report is not None:

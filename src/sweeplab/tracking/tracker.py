@@ -134,17 +134,22 @@ class Ending:
 
 
 # -- the ops: each takes the client first; run in this process or the writer's -------------
-def op_start(client: MlflowClient, experiment: str, uri: str, run_name: str | None,
-             tags: dict[str, str], config: Config, overrides: list[str],
-             texts: dict[str, str], inputs: list[DatasetInput], start_time: int) -> Started:
-    """Create the run with its tags, then its params, dataset inputs and text artifacts
-    (config.yaml and `texts`, written together in one artifact upload)."""
-    from omegaconf import OmegaConf
-
+def op_create(client: MlflowClient, experiment: str, uri: str, run_name: str | None,
+              tags: dict[str, str], start_time: int) -> Started:
+    """Create the run, with its tags, in experiment `experiment` (created if new)."""
     experiment_id = get_experiment_id(client, experiment, uri)
     run = client.create_run(experiment_id, start_time=start_time, tags=tags,
                             run_name=run_name)
-    run_id = run.info.run_id
+    return Started(run.info.run_id, experiment_id)
+
+
+def op_describe(client: MlflowClient, started: Started, config: Config, overrides: list[str],
+                texts: dict[str, str], inputs: list[DatasetInput]) -> None:
+    """The run's params, dataset inputs and text artifacts (config.yaml, overrides.yaml and
+    `texts`, written together in one artifact upload)."""
+    from omegaconf import OmegaConf
+
+    run_id = started.run_id
     params = [Param(k, str(v)) for k, v in flatten(config).items()]
     for i in range(0, len(params), MAX_PARAMS):
         client.log_batch(run_id, params=params[i:i + MAX_PARAMS])
@@ -155,7 +160,6 @@ def op_start(client: MlflowClient, experiment: str, uri: str, run_name: str | No
         for name, text in files.items():
             Path(tmp, name).write_text(text, encoding="utf-8")
         client.log_artifacts(run_id, tmp)
-    return Started(run_id, experiment_id)
 
 
 def _log_datasets(client: MlflowClient, run_id: str, inputs: list[DatasetInput]) -> None:
@@ -363,12 +367,16 @@ class MlflowTracker(Callback):
         texts = {"summary.txt": start.summary + "\n"}
         if dirty:
             texts["git_diff.patch"] = diff
-        self.started = self.sink.call(
-            op_start, self.cfg.experiment, self.uri, start.run_name, tags, logged,
-            self.overrides, texts, _inputs(self.sink, start.dataset), int(time.time() * 1000))
+        # Two ops: once the run exists, a Ctrl-C or SIGTERM during the rest still closes it.
+        self.started = self.sink.call(op_create, self.cfg.experiment, self.uri,
+                                      start.run_name, tags, int(time.time() * 1000))
+        self.sink.call(op_describe, self.started, logged, self.overrides, texts,
+                       _inputs(self.sink, start.dataset))
         self._last_flush = time.monotonic()
 
     def on_log(self, step: int, metrics: Mapping[str, float]) -> None:
+        if isinstance(self.sink, TrackingWriter):
+            self.sink.check()  # the writer could not write this run: stop training it
         ts = int(time.time() * 1000)
         self._pending += [Metric(k, float(v), ts, step) for k, v in metrics.items()]
         # Batched: one call per few seconds of training, never one per point.

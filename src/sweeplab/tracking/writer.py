@@ -54,11 +54,14 @@ class Failure:
 
 @dataclass(frozen=True)
 class Ack:
-    """A group's outcome: the value its barrier asked for, or its failure."""
+    """A group's outcome: the value its barrier asked for, or its failure. `final` is
+    False for the word sent at once when an op of the group fails (its barrier still
+    answers later)."""
 
     group: int
     value: Any = None
     failure: Failure | None = None
+    final: bool = True
 
 
 class WriterDied(RuntimeError):
@@ -106,6 +109,7 @@ class TrackingWriter:
         self._proc.start()
         self._slots = itertools.count()
         self._group: int | None = None
+        self._held: list[Ack] = []  # taken off the queue by `check`, for `acks`
         self._syncs = itertools.count(-1, -1)  # sync barriers: groups no trial uses
 
     @contextlib.contextmanager
@@ -127,15 +131,38 @@ class TrackingWriter:
         with `value` (a Ref resolved) from `acks`."""
         self._ops.put(("ack", group, value))
 
-    def acks(self, timeout: float) -> list[Ack]:
-        """The acks that came back, waiting up to `timeout` seconds for the first."""
-        out: list[Ack] = []
-        try:
-            out.append(self._acks.get(timeout=timeout))
+    def check(self) -> None:
+        """Raise, in the trial that is queueing ops, what stopped its group's ops in the
+        writer: OSError(ENOSPC) for a full disk, ConnectionError for a store that does not
+        answer, RuntimeError otherwise; so the trial stops now rather than train for a
+        run that cannot be written."""
+        import errno
+
+        with contextlib.suppress(queue.Empty):
             while True:
-                out.append(self._acks.get_nowait())
-        except queue.Empty:
-            pass
+                self._held.append(self._acks.get_nowait())
+        for ack in self._held:
+            if not ack.final and ack.group == self._group and ack.failure is not None:
+                f = ack.failure
+                if f.kind == "no_space":
+                    raise OSError(errno.ENOSPC, f.message)
+                if f.kind == "unavailable":
+                    raise ConnectionError(f.message)
+                raise RuntimeError(f.message)
+
+    def hold(self, acks: list[Ack]) -> None:
+        """Put acks back, for the next `acks` call."""
+        self._held = acks + self._held
+
+    def acks(self, timeout: float) -> list[Ack]:
+        """The final acks that came back, waiting up to `timeout` seconds for the first."""
+        got, self._held = self._held, []
+        with contextlib.suppress(queue.Empty):
+            if not [a for a in got if a.final]:
+                got.append(self._acks.get(timeout=timeout))
+            while True:
+                got.append(self._acks.get_nowait())
+        out = [a for a in got if a.final]
         if not out and not self._proc.is_alive():
             raise WriterDied(f"the tracking writer process died (exit code "
                              f"{self._proc.exitcode})")
@@ -169,6 +196,8 @@ class TrackingWriter:
         if self._proc.is_alive():
             self._proc.kill()
             self._proc.join(5)
+        # Ops still buffered for a writer that is gone would hold this process at exit.
+        self._ops.cancel_join_thread()
         self._ops.close()
         self._acks.close()
 
@@ -214,6 +243,7 @@ def _serve(uri: str, ops: Any, acks: Any) -> None:
                 slots.setdefault(group, []).append(slot)
             except Exception as err:
                 failed[group] = classify(err)
+                acks.put(Ack(group, failure=failed[group], final=False))
             continue
         _, group, value = msg
         failure = failed.pop(group, None)

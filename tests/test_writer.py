@@ -1,0 +1,200 @@
+"""The sweep's tracking writer (sweep.writer=process): a trial's MLflow run is written by a
+process of its own while the next trial trains. What a user finds in MLflow must be what
+the trial would have logged itself, and no kill may leave a run that claims to be finished
+without its model, or a trial told to the study without its run.
+
+Everything is read back through MlflowClient; sweeps run on small data in temporary stores.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import mlflow.pyfunc
+import numpy as np
+import pytest
+from mlflow.entities import LoggedModelStatus
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from helpers import compose_config, use_mlflow_store
+from sweeplab.names import TrialAttr
+from sweeplab.sweep import study as st
+from sweeplab.sweep.controller import sweep_job
+
+FAST = ["data=moons", "data.n_samples=200", "train.epochs=12", "train.log_every=3",
+        "train.batch_size=null", "tracking.log_model=true", "sweep.register_model=null",
+        "sweep.pruner=none", "++sweep.params.optim.lr='tag(log, interval(1e-3, 0.05))'"]
+
+
+def _load(journal: str, name: str):
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=st.open_storage(journal))
+
+
+def _children(client: MlflowClient, parent: str) -> list:
+    exps = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(exps, f"tags.mlflow.parentRunId = '{parent}'", max_results=500)
+
+
+def _shape(client: MlflowClient, run) -> dict:
+    """What a user sees of a run, without its values: keys and artifact names."""
+    run_id = run.info.run_id
+    return {"status": run.info.status,
+            "params": sorted(run.data.params),
+            "metrics": sorted(run.data.metrics),
+            "tags": sorted(k for k in run.data.tags if k != "mlflow.runName"),
+            "artifacts": sorted(a.path for a in client.list_artifacts(run_id)),
+            "inputs": sorted(i.tags[0].value for i in run.inputs.dataset_inputs),
+            "history": len(client.get_metric_history(run_id, "val_cost"))}
+
+
+def _sweep(writer: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple:
+    folder = tmp_path / writer
+    folder.mkdir()
+    uri = use_mlflow_store(folder, monkeypatch)
+    journal = f"journal:{folder / 'optuna.journal'}"
+    cfg = compose_config(*FAST, f"sweep.storage={journal}", "sweep.name=w",
+                         "sweep.n_trials=3", f"sweep.writer={writer}",
+                         config_name="sweep_app")
+    assert sweep_job(cfg) == 0
+    return MlflowClient(uri), _load(journal, "w")
+
+
+def test_a_sweeps_writer_logs_what_its_trials_would_log_themselves(
+        in_data_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    shapes = {}
+    for writer in ("inline", "process"):
+        client, study = _sweep(writer, tmp_path, monkeypatch)
+        runs = {r.info.run_id: r for r in _children(client, study.user_attrs[
+            TrialAttr.PARENT_RUN_ID])}
+        assert len(runs) == 3
+        for t in study.trials:
+            assert t.state == TrialState.COMPLETE
+            run = runs[t.user_attrs[TrialAttr.RUN_ID]]  # the study names the run it made
+            assert run.data.tags["sweeplab.trial_number"] == str(t.number)
+            assert run.data.metrics["final_val_cost"] == pytest.approx(t.values[0])
+            model = mlflow.pyfunc.load_model(run.data.tags["sweeplab.model_uri"])
+            X = np.zeros((4, 2))
+            assert model.predict(X).shape == (4,)
+        shapes[writer] = [_shape(client, r) for r in sorted(
+            runs.values(), key=lambda r: int(r.data.tags["sweeplab.trial_number"]))]
+    assert shapes["process"] == shapes["inline"]
+    assert all(s["status"] == "FINISHED" and "config.yaml" in s["artifacts"]
+               and s["inputs"] == ["test", "train", "validation"]
+               for s in shapes["process"])
+
+
+def _cmd(journal: str, *overrides: str) -> list[str]:
+    return [sys.executable, "-m", "sweeplab.sweep", *FAST, f"sweep.storage={journal}",
+            "data.n_samples=1000", "train.epochs=200", "train.log_every=20", *overrides]
+
+
+def _writer_of(pid: int):
+    """The sweep's writer process (multiprocessing's spawn child that is no resource
+    tracker), once it runs."""
+    import psutil
+
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        for p in psutil.Process(pid).children():
+            line = " ".join(p.cmdline())
+            if "spawn_main" in line and "resource_tracker" not in line:
+                return p
+        time.sleep(0.2)
+    raise AssertionError("the sweep started no writer process")
+
+
+def _wait_done(journal: str, name: str, done: int) -> None:
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        time.sleep(0.3)
+        try:
+            if st.tally(_load(journal, name)).done >= done:
+                return
+        except KeyError:
+            continue
+    raise AssertionError(f"study {name} never had {done} trials done")
+
+
+def _check_store(uri: str, journal: str, name: str, n_trials: int) -> None:
+    """Exactly n_trials complete, each with one FINISHED run whose model is READY; nothing
+    RUNNING; no FINISHED run of a trial the study does not count as complete."""
+    study = _load(journal, name)
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == n_trials
+    client = MlflowClient(uri)
+    runs = _children(client, study.user_attrs[TrialAttr.PARENT_RUN_ID])
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    numbers = Counter(int(r.data.tags["sweeplab.trial_number"]) for r in finished)
+    assert sorted(numbers) == sorted(t.number for t in complete)
+    assert max(numbers.values()) == 1
+    for r in finished:  # none claims to be finished without its model
+        model_id = r.data.tags["sweeplab.model_uri"].split("/")[-1]
+        assert client.get_logged_model(model_id).status == LoggedModelStatus.READY
+
+
+@pytest.mark.slow
+def test_a_sigkilled_controller_leaves_no_run_finished_without_its_model(
+        tmp_path: Path, data_cache: Path) -> None:
+    """SIGKILL the controller alone mid-sweep: its writer closes the runs it held open and
+    exits; the same command then resumes to exactly n_trials, each with one finished run
+    and its model."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    journal = f"journal:{tmp_path / 'optuna.journal'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    cmd = _cmd(journal, "sweep.name=k", "sweep.n_trials=6")
+    proc = subprocess.Popen(cmd, cwd=data_cache, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        writer = _writer_of(proc.pid)
+        _wait_done(journal, "k", 2)
+        proc.kill()
+        proc.wait()
+        writer.wait(timeout=60)  # it noticed and stopped by itself
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    again = subprocess.run(cmd, cwd=data_cache, env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    _check_store(uri, journal, "k", 6)
+
+
+@pytest.mark.slow
+def test_a_dead_writer_stops_the_sweep_with_one_line_and_it_resumes(
+        tmp_path: Path, data_cache: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    journal = f"journal:{tmp_path / 'optuna.journal'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    cmd = _cmd(journal, "sweep.name=d", "sweep.n_trials=6")
+    proc = subprocess.Popen(cmd, cwd=data_cache, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        writer = _writer_of(proc.pid)
+        _wait_done(journal, "d", 1)
+        writer.kill()
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 2, err[-3000:]
+    assert "Traceback" not in out + err
+    said = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(said) == 1 and "tracking writer process died" in said[0] \
+        and "run the same command" in said[0], err[-3000:]
+    client = MlflowClient(uri)
+    exps = [e.experiment_id for e in client.search_experiments()]
+    assert not client.search_runs(exps, "attributes.status = 'RUNNING'")
+    again = subprocess.run(cmd, cwd=data_cache, env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    _check_store(uri, journal, "d", 6)

@@ -37,7 +37,7 @@ train: $(STAMP) ## train one network and track it in MLflow (ARGS="hydra overrid
 sweep: $(STAMP) ## run the Optuna sweep in conf/sweep/ (ARGS="sweep.n_trials=60", JOBS=2)
 	$(BIN)/python -m sweeplab.sweep sweep.n_jobs=$(JOBS) $(ARGS)
 
-experiment: $(STAMP) ## run a study (python -m experiments.NAME.study), rewrite its README table (NAME=course1_week4)
+experiment: $(STAMP) ## run a study (NAME=course1_week4); its tables go to experiments/NAME/results.md (git-ignored)
 	@test -n "$(NAME)" -a -f experiments/$(NAME)/study.py || { echo "usage: make experiment NAME=<folder in experiments/ with a study.py> [ARGS=\"--help\"]"; exit 2; }
 	$(BIN)/python -m experiments.$(NAME).study $(ARGS)
 

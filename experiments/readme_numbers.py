@@ -303,8 +303,7 @@ def load_study(folder: Path) -> tuple[Any, str]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m experiments.readme_numbers",
-                                description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m experiments.readme_numbers", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("overrides", nargs="*", help="Hydra overrides of the sweep (need --readme)")
     p.add_argument("--readme", type=Path, default=README,

@@ -16,10 +16,10 @@ HOST    := 127.0.0.1
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help setup train sweep experiment rerun ui server test test-slow test-e2e lint bench clean
+.PHONY: help setup train sweep experiment rerun ui server test test-slow test-e2e lint bench readme-numbers clean
 
 help: ## list the targets
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 # The venv is rebuilt when pyproject.toml or the lock changes; versions come from the lock.
 $(STAMP): pyproject.toml requirements.lock
@@ -37,7 +37,7 @@ train: $(STAMP) ## train one network and track it in MLflow (ARGS="hydra overrid
 sweep: $(STAMP) ## run the Optuna sweep in conf/sweep/ (ARGS="sweep.n_trials=60", JOBS=2)
 	$(BIN)/python -m sweeplab.sweep sweep.n_jobs=$(JOBS) $(ARGS)
 
-experiment: $(STAMP) ## run a study (python -m experiments.NAME.study), rewrite its README table (NAME=course1_week4)
+experiment: $(STAMP) ## run a study (NAME=course1_week4); its tables go to experiments/NAME/results.md (git-ignored)
 	@test -n "$(NAME)" -a -f experiments/$(NAME)/study.py || { echo "usage: make experiment NAME=<folder in experiments/ with a study.py> [ARGS=\"--help\"]"; exit 2; }
 	$(BIN)/python -m experiments.$(NAME).study $(ARGS)
 
@@ -63,6 +63,10 @@ test-e2e: $(STAMP) ## browser tests of the MLflow UI (needs Debian's chromium; C
 
 bench: $(STAMP) ## speed as ratios against references in one process (ARGS="--quick", "--only distributed")
 	$(BIN)/python -m sweeplab.bench $(ARGS)
+
+# Maintainers: the README's sweep figures come from here, never from a hand edit.
+readme-numbers: $(STAMP) ## rerun make sweep's sweep in a temp folder, rewrite README.md's figures (ARGS=--help)
+	$(BIN)/python -m experiments.readme_numbers $(ARGS)
 
 lint: $(STAMP) ## ruff over src, tests and experiments
 	$(BIN)/ruff check src tests experiments

@@ -13,13 +13,18 @@ Published figures (the notebooks' outputs; sources in experiments/*/README.md):
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from experiments import studylib as sl
+from experiments.course1_week4 import study as course1
 from experiments.course2_regularization import course_reference as ref
-from helpers import compose_config
+from experiments.course2_regularization import study as course2
+from helpers import REPO, compose_config
 from sweeplab.config import Config, to_config
 from sweeplab.sweep.space import parse_space
 from sweeplab.train import run
@@ -132,6 +137,57 @@ def test_the_generated_section_is_replaced_between_its_markers(tmp_path: Path) -
     assert readme.read_text() == f"# title\n\nbefore\n\n{sl.BEGIN}\nnew table\n{sl.END}\n\nafter\n"
     assert sl.digits_agreeing(0.7717493284237686, "0.771749") == "all 6 printed decimals"
     assert sl.digits_agreeing(0.5, "0.5") == "all 1 printed decimals"
+
+
+STUDIES = ("course1_week4", "course2_regularization")
+
+
+def test_a_study_writes_its_tables_where_git_does_not_look(tmp_path: Path,
+                                                         empty_mlflow_db: Path) -> None:
+    # A study that rewrote its tracked README left the checkout dirty: every later run was
+    # logged with sweeplab.git_dirty=true and a git_diff.patch, and its reruns warned.
+    readme = REPO / "experiments" / "course1_week4" / "README.md"
+    before = readme.read_bytes()
+    shutil.copyfile(empty_mlflow_db, tmp_path / "mlflow.db")
+    results = tmp_path / "results.md"
+    try:
+        course1.main(["--table-only", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+                      "--workdir", str(tmp_path), "--results", str(results)])
+        assert readme.read_bytes() == before
+    finally:
+        readme.write_bytes(before)  # never leave the tracked file changed, even on failure
+    text = results.read_text()
+    assert "#### Reproduction: seed 1, all 209 training images" in text
+    assert "| 2-layer [7] | sweeplab | (not run) |" in text  # an empty store: nothing run
+    # Each study's tables go by default beside its README, to a file git ignores.
+    for module in (course1, course2):
+        path = module.parse_args([]).results
+        assert path == module.HERE / sl.RESULTS
+        ignored = subprocess.run(["git", "check-ignore", "-q", str(path)], cwd=REPO)
+        assert ignored.returncode == 0, f"{path} is not git-ignored"
+
+
+def test_write_readme_rewrites_only_the_generated_section(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"prose\n\n{sl.BEGIN}\nold\n{sl.END}\n\nmore prose\n")
+    results = tmp_path / "out" / "results.md"
+    sl.write_results("new tables", results, readme, False, "sqlite:///x.db")
+    assert "old" in readme.read_text() and results.read_text().endswith("\n\nnew tables\n")
+    sl.write_results("new tables", results, readme, True, "sqlite:///x.db")
+    assert readme.read_text() == f"prose\n\n{sl.BEGIN}\nnew tables\n{sl.END}\n\nmore prose\n"
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_a_study_readmes_prose_quotes_its_tables(name: str) -> None:
+    # The prose discusses the tables; every "mean ± sd" it quotes must be one the tables
+    # show, so that tables rewritten with --write-readme and prose left behind (or a
+    # hand-edited figure, or one of another run) fail here.
+    text = (REPO / "experiments" / name / "README.md").read_text()
+    before, rest = text.split(sl.BEGIN, 1)
+    tables, after = rest.split(sl.END, 1)
+    quoted = re.findall(r"\d+\.\d+ ± \d+\.\d+", before + after)
+    assert quoted, "the prose quotes no mean ± sd: this check has nothing to check"
+    assert [q for q in quoted if q not in tables] == []
 
 
 @pytest.mark.slow

@@ -1,14 +1,17 @@
 """Course 1 week 4 on cat vs non-cat: reproduce the course's 2-layer and 4-layer models,
-then search (conf/sweep/catvnoncat.yaml) and compare honestly; rewrite the README's table.
+then search (conf/sweep/catvnoncat.yaml) and compare honestly; write the tables.
 
 Usage (from the repository root):
     make experiment NAME=course1_week4 [ARGS="--jobs 2"]
     .venv/bin/python -m experiments.course1_week4.study [--data-dir DIR] [--tracking-uri URI]
         [--seeds 1 2 3 4 5] [--trials 30] [--jobs 2] [--sweep-jobs 2] [--rerun] [--table-only]
+        [--results FILE] [--write-readme]
 
 Everything goes to the MLflow experiment `course1_week4` (default store: the repository's
 sqlite:///mlflow.db). Runs already finished there are reused (resume); --rerun runs them
-again; --table-only only rereads MLflow and rewrites the table.
+again; --table-only only rereads MLflow and writes the tables. The tables go to
+experiments/course1_week4/results.md (git-ignored); --write-readme also rewrites them in
+the tracked README.md (for maintainers).
 
 Steps, all through `python -m sweeplab.train` / `python -m sweeplab.sweep`:
 1. course_2layer and course_4layer on all 209 training images, seeds 1..5 (seed 1 is the
@@ -76,7 +79,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="sweep workers, one core each (default 2; with 1 the sampler's seed "
                         "fixes the trials, with 2 they depend on which worker asks first)")
     p.add_argument("--rerun", action="store_true", help="run finished runs again")
-    p.add_argument("--table-only", action="store_true", help="only rewrite the README table")
+    p.add_argument("--table-only", action="store_true",
+                   help="run nothing: reread MLflow and write the tables")
+    sl.add_output_args(p, HERE)
     return p.parse_args(argv)
 
 
@@ -123,7 +128,8 @@ def main(argv: list[str] | None = None) -> None:
                                f"seed={s}", *(f"{k}={v}" for k, v in params.items())])
                        for s in a.seeds])
         print(f"study done in {time.perf_counter() - start:.0f}s")
-    sl.replace_section(HERE / "README.md", tables(study, a.seeds, a.sweep_name))
+    sl.write_results(tables(study, a.seeds, a.sweep_name), a.results, HERE / "README.md",
+                     a.write_readme, a.tracking_uri)
 
 
 def tables(study: sl.Study, seeds: list[int], prefix: str) -> str:
@@ -144,7 +150,8 @@ def tables(study: sl.Study, seeds: list[int], prefix: str) -> str:
         agreement.append(f"{LABEL[p]}: " + ", ".join(
             f"cost at {i}: {sl.digits_agreeing(h[i], v)}" for i, v in c["cost"].items() if i in h))
     add("")
-    add("Agreement with the printed figures: " + "; ".join(agreement) + ".\n")
+    if agreement:
+        add("Agreement with the printed figures: " + "; ".join(agreement) + ".\n")
 
     def accs(name: str, key: str = "test_accuracy") -> list[float]:
         return [runs[f"{name}-seed{s}"].data.metrics[key] for s in seeds

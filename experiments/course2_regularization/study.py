@@ -1,14 +1,17 @@
 """Course 2 week 1, "Regularization", on the football data: the course's three models
 (no regularisation, L2 λ=0.7, dropout keep_prob=0.86) run by sweeplab, beside the course's
-published figures; rewrite the README's table.
+published figures; write the tables.
 
 Usage (from the repository root):
     make experiment NAME=course2_regularization [ARGS="--jobs 2"]
     .venv/bin/python -m experiments.course2_regularization.study [--data-dir DIR]
         [--tracking-uri URI] [--seeds 3 4 5 6 7] [--jobs 2] [--rerun] [--table-only]
+        [--results FILE] [--write-readme]
 
 Runs go to the MLflow experiment `course2_regularization` (default store: the repository's
-sqlite:///mlflow.db); runs already finished there are reused unless --rerun.
+sqlite:///mlflow.db); runs already finished there are reused unless --rerun. The tables go
+to experiments/course2_regularization/results.md (git-ignored); --write-readme also
+rewrites them in the tracked README.md (for maintainers).
 1. the presets course2_baseline, course2_l2 and course2_dropout with seed 3 (the course's
    np.random.seed(3) initialisation) and seeds 4..7 (other initial weights and masks);
 2. course_reference.py: the notebook's own loop, re-typed, which explains why the dropout
@@ -65,7 +68,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=2, help="runs at once (default 2)")
     p.add_argument("--rerun", action="store_true", help="run finished runs again")
     p.add_argument("--table-only", action="store_true",
-                   help="only rewrite the README table (the reference loop still runs, ~15 s)")
+                   help="run no sweeplab run: reread MLflow and write the tables (the "
+                        "reference loop still runs, ~15 s)")
+    sl.add_output_args(p, HERE)
     return p.parse_args(argv)
 
 
@@ -87,7 +92,8 @@ def main(argv: list[str] | None = None) -> None:
     reference = {"fixed": ref.run(data_dir, 0.86, fixed_masks=True),
                  "fresh": ref.run(data_dir, 0.86, fixed_masks=False)}
     print(f"done in {time.perf_counter() - start:.0f}s")
-    sl.replace_section(HERE / "README.md", tables(study, a.seeds, reference))
+    sl.write_results(tables(study, a.seeds, reference), a.results, HERE / "README.md",
+                     a.write_readme, a.tracking_uri)
 
 
 def tables(study: sl.Study, seeds: list[int], reference: dict[str, ref.Result]) -> str:

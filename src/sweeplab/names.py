@@ -24,6 +24,9 @@ class Metric(StrEnum):
     FINAL_VAL_COST = "final_val_cost"
     FINAL_TEST_COST = "final_test_cost"
     TRAIN_SECONDS = "train_seconds"
+    # A completed sweep trial's value of the study's (first) objective, which the sweep's
+    # saved view sorts by: pruned and failed trials have none, so they come after it.
+    OBJECTIVE = "objective"
 
 
 HISTORY_METRICS = (Metric.TRAIN_COST, Metric.VAL_COST, Metric.VAL_ACCURACY)

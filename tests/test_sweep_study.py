@@ -1,0 +1,156 @@
+"""What a sweep tells the researcher about its study and its trials: a study keeps its
+search space and objective, pruned trials report what they were judged on, a trial that
+ran its whole budget is complete, the progress bar shows the running best, the champion
+says where it came from.
+
+Sweeps run on small data with few epochs (test_sweep.FAST), in a temporary MLflow store
+and journal, read back through MlflowClient and Optuna.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+from optuna.trial import TrialState
+
+from helpers import compose_config, use_mlflow_store
+from sweeplab.config import to_config
+from sweeplab.names import Metric, TrialAttr
+from sweeplab.sweep.controller import sweep_job
+from test_sweep import FAST, load
+
+
+@pytest.fixture
+def sweep_env(in_data_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """(compose, journal URL, MLflow URI) for one sweep test in temporary stores."""
+    uri = use_mlflow_store(tmp_path, monkeypatch)
+    journal = f"journal:{tmp_path / 'optuna.journal'}"
+
+    def compose(*overrides: str):
+        return compose_config(*FAST, f"sweep.storage={journal}", *overrides,
+                              config_name="sweep_app")
+
+    return compose, journal, uri
+
+
+def history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+# -- pruned trials: what they were judged on ---------------------------------------------------
+
+def test_a_pruned_trial_logs_the_point_it_was_judged_on_and_no_later_numbers(
+        sweep_env) -> None:
+    compose, journal, uri = sweep_env
+    assert sweep_job(compose("sweep.name=judged", "sweep.n_trials=8", "sweep.pruner=median",
+                             "+sweep.pruner_args.n_startup_trials=1",
+                             "+sweep.pruner_args.n_warmup_steps=0", "train.epochs=30",
+                             "sweep.sampler=random")) == 0
+    study = load(journal, "judged")
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert pruned and complete, [t.state for t in study.trials]
+    client = MlflowClient(uri)
+    for t in pruned:
+        run_id = t.user_attrs[TrialAttr.RUN_ID]
+        at = t.user_attrs["pruned_at_epoch"]
+        judged = t.intermediate_values[at]
+        # the history ends at the point the pruner judged, with the value it judged
+        assert history(client, run_id, "val_cost")[-1] == (at, pytest.approx(judged))
+        assert f"val_cost={judged:.4g}" in t.user_attrs[TrialAttr.REASON]
+        # and nothing measured after the update that followed it
+        metrics = client.get_run(run_id).data.metrics
+        for key in (Metric.FINAL_VAL_COST, Metric.TEST_ACCURACY, Metric.TRAIN_ACCURACY,
+                    Metric.OBJECTIVE):
+            assert key not in metrics, (t.number, key)
+        assert metrics["val_cost"] == pytest.approx(judged)
+        assert "test_accuracy" not in t.user_attrs
+    for t in complete:
+        metrics = client.get_run(t.user_attrs[TrialAttr.RUN_ID]).data.metrics
+        assert metrics[Metric.OBJECTIVE] == pytest.approx(t.values[0])
+
+
+def test_the_saved_view_ranks_completed_trials_first_by_the_objective(sweep_env) -> None:
+    """The view's sort, as MLflow's search applies it to trial runs as a sweep logs them: a
+    completed trial first, though a pruned trial's last val_accuracy is better."""
+    from sweeplab.sweep import view
+    from sweeplab.sweep.worker import execute
+
+    compose, _, uri = sweep_env
+    cfg = compose("sweep.name=ranked", "sweep.objective=val_accuracy",
+                  "sweep.direction=maximize", "train.epochs=12")
+    slow = execute(_task(cfg, uri, 0, {"optim.lr": 1e-4}), lambda step, value: False)
+    pruned = execute(_task(cfg, uri, 1, {"optim.lr": 0.05}), lambda step, value: step == 9)
+    assert (slow.status, pruned.status) == ("finished", "pruned")
+    client = MlflowClient(uri)
+    assert history(client, pruned.run_id, "val_accuracy")[-1][1] > slow.values[0]
+
+    experiment = client.get_experiment_by_name("trials")
+    view.save_sweep_view(client, experiment.experiment_id, to_config(cfg).sweep)
+    tag = client.get_experiment(experiment.experiment_id).tags[
+        view.VIEW_TAG + view.view_key("ranked")]
+    state = view.read_view_state(tag)
+    order = f"{state['orderByKey']} {'ASC' if state['orderByAsc'] else 'DESC'}"
+    runs = client.search_runs([experiment.experiment_id], state["searchFilter"],
+                              order_by=[order])
+    assert [r.info.run_id for r in runs] == [slow.run_id, pruned.run_id]
+
+
+# -- a verdict at the last epoch ------------------------------------------------------------------
+
+def _task(cfg, uri: str, number: int = 0, params: dict | None = None):
+    """Trial `number`'s task of sweep `cfg` (with `params`), its run logged to experiment
+    "trials" under the sweep's parent run (made with the first trial)."""
+    from sweeplab.sweep.worker import make_task
+
+    base = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "sweep"])
+    OmegaConf.update(base, "tracking.experiment", "trials", merge=False)
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("trials")
+    experiment_id = experiment.experiment_id if experiment else \
+        client.create_experiment("trials")
+    parents = client.search_runs([experiment_id], "tags.`sweeplab.role` = 'sweep'")
+    parent = parents[0].info.run_id if parents else client.create_run(
+        experiment_id, tags={"sweeplab.role": "sweep"}).info.run_id
+    return make_task(number, params or {"model.depth": 1}, base, to_config(cfg).sweep,
+                     parent)
+
+
+@pytest.mark.parametrize("epochs", [9, 12])  # the last epoch is a log point, or not
+def test_a_prune_verdict_at_the_last_epoch_leaves_the_trial_complete(sweep_env,
+                                                                    epochs: int) -> None:
+    from sweeplab.sweep.worker import execute
+
+    compose, _, uri = sweep_env
+    task = _task(compose(f"train.epochs={epochs}", "train.log_every=4"), uri)
+    assert task.prune_metric == "val_cost"
+    asked: list[int] = []
+
+    def prune_at_the_end(step: int, value: float) -> bool:  # the pruner's verdict
+        asked.append(step)
+        return step == epochs - 1
+
+    out = execute(task, prune_at_the_end)
+    assert asked[-1] == epochs - 1  # reported, and its verdict was to prune
+    assert out.status == "finished" and out.values is not None
+    run = MlflowClient(uri).get_run(out.run_id)
+    assert run.data.tags["sweeplab.trial_state"] == "COMPLETE"
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics[Metric.OBJECTIVE] == pytest.approx(out.values[0])
+
+
+def test_a_prune_verdict_before_the_last_epoch_still_prunes(sweep_env) -> None:
+    from sweeplab.sweep.worker import execute
+
+    compose, _, uri = sweep_env
+    out = execute(_task(compose("train.epochs=12", "train.log_every=4"), uri),
+                  lambda step, value: step == 8)
+    assert out.status == "pruned" and out.attrs["pruned_at_epoch"] == 8
+    assert out.values is None
+    run = MlflowClient(uri).get_run(out.run_id)
+    assert run.data.tags["sweeplab.pruned_at_epoch"] == "8"
+    assert max(m.step for m in MlflowClient(uri).get_metric_history(out.run_id,
+                                                                   "val_cost")) == 8

@@ -17,10 +17,10 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from helpers import compose_config, use_mlflow_store
-from sweeplab.config import to_config
+from sweeplab.config import ConfigError, to_config
 from sweeplab.names import Metric, TrialAttr
 from sweeplab.sweep.controller import sweep_job
-from test_sweep import FAST, load
+from test_sweep import FAST, child_runs, load
 
 
 @pytest.fixture
@@ -154,3 +154,101 @@ def test_a_prune_verdict_before_the_last_epoch_still_prunes(sweep_env) -> None:
     assert run.data.tags["sweeplab.pruned_at_epoch"] == "8"
     assert max(m.step for m in MlflowClient(uri).get_metric_history(out.run_id,
                                                                    "val_cost")) == 8
+
+
+# -- a study keeps its search space and objective -------------------------------------------------
+
+KEEP_PROB = "+sweep.params.model.keep_prob='interval(0.5, 1.0)'"
+
+
+def test_a_changed_search_space_is_refused_with_a_new_name_to_use(sweep_env) -> None:
+    compose, journal, uri = sweep_env
+    assert sweep_job(compose("sweep.name=ident", "sweep.n_trials=2", "sweep.pruner=none")) == 0
+    parent = load(journal, "ident").user_attrs[TrialAttr.PARENT_RUN_ID]
+    with pytest.raises(ConfigError) as err:
+        sweep_job(compose("sweep.name=ident", "sweep.n_trials=4", "sweep.pruner=none",
+                          KEEP_PROB))
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith("sweep.name='ident': study 'ident' was made with another "
+                              "search space or objective (sweep.params.model.keep_prob added "
+                              "(interval(0.5, 1.0)))")
+    assert "sweep.name=ident-keep_prob" in message
+    # refused before any trial: the study and its parent run are as they were
+    assert len(load(journal, "ident").trials) == 2
+    assert len(child_runs(uri, parent)) == 2
+    assert "space.model.keep_prob" not in MlflowClient(uri).get_run(parent).data.params
+    # a moved range and a dropped key are changes too
+    with pytest.raises(ConfigError, match=r"sweep.params.model.depth: range\(1, 6\) -> "
+                                          r"range\(1, 3\); sweep.params.model.width removed "
+                                          r"\(was tag\(log, int\(interval\(4, 128\)\)\)\)"):
+        sweep_job(compose("sweep.name=ident", "++sweep.params.model.depth='range(1, 3)'",
+                          "++sweep.params.model.width=null"))
+    # the suggested name is a study of its own
+    assert sweep_job(compose("sweep.name=ident-keep_prob", "sweep.n_trials=1",
+                             "sweep.pruner=none", KEEP_PROB)) == 0
+    assert "model.keep_prob" in load(journal, "ident-keep_prob").trials[0].params
+
+
+@pytest.mark.parametrize("change,said", [
+    ("sweep.objective=train_cost", "objective: val_cost -> train_cost"),
+    ("sweep.direction=maximize", "direction: minimize -> maximize"),
+])
+def test_a_changed_objective_or_direction_is_refused(sweep_env, change: str, said: str) -> None:
+    compose, journal, _ = sweep_env
+    assert sweep_job(compose("sweep.name=obj", "sweep.n_trials=1", "sweep.pruner=none")) == 0
+    with pytest.raises(ConfigError, match=rf"study 'obj' was made with .*\({said}\)"):
+        sweep_job(compose("sweep.name=obj", "sweep.n_trials=2", change))
+    assert len(load(journal, "obj").trials) == 1
+
+
+def test_raising_n_trials_resumes_and_updates_the_parent_run(sweep_env) -> None:
+    compose, journal, uri = sweep_env
+    assert sweep_job(compose("sweep.name=more", "sweep.n_trials=2", "sweep.pruner=none")) == 0
+    parent = load(journal, "more").user_attrs[TrialAttr.PARENT_RUN_ID]
+    client = MlflowClient(uri)
+    assert client.get_run(parent).data.tags["sweeplab.sweep.n_trials"] == "2"
+    # another sampler is no change of identity either: only the space and objective are
+    assert sweep_job(compose("sweep.name=more", "sweep.n_trials=3", "sweep.pruner=none",
+                             "sweep.sampler=random")) == 0
+    assert len(load(journal, "more").trials) == 3
+    run = client.get_run(parent)
+    assert run.data.tags["sweeplab.sweep.n_trials"] == "3"
+    assert run.data.tags["sweeplab.sweep.sampler"] == "random"
+    assert run.data.tags["sweeplab.sampler"] == "random"
+    # the settings a resume may change are not params, which MLflow cannot change
+    assert "sweep.n_trials" not in run.data.params
+    assert run.data.params["sweep.name"] == "more"
+    assert run.data.params["space.model.depth"] == "range(1, 6)"
+
+
+def test_a_study_made_before_identities_were_kept_is_judged_by_its_trials(sweep_env) -> None:
+    """A study an older sweeplab made (no identity recorded) is adopted when its trials were
+    drawn from this space, and refused when not; Optuna's directions are checked too."""
+    import optuna
+    from optuna.trial import create_trial
+
+    from sweeplab.sweep import study as st
+    from sweeplab.sweep.space import parse_space
+
+    compose, journal, _ = sweep_env
+    cfg = compose("sweep.name=old", "sweep.n_trials=2", "sweep.pruner=none")
+    base = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "sweep"])
+    space = parse_space(cfg.sweep.params, base)
+    params = {"model.depth": 2, "model.width": 8, "optim.lr": 0.01}
+    storage = st.open_storage(journal)
+    for name, direction, dists in (("old", "minimize", space),
+                                   ("older", "minimize", {"model.depth": space["model.depth"]}),
+                                   ("flipped", "maximize", space)):
+        study = optuna.create_study(study_name=name, storage=storage, direction=direction)
+        study.add_trial(create_trial(params={k: params[k] for k in dists}, distributions=dists,
+                                     value=0.5))
+
+    assert sweep_job(cfg) == 0  # the same space: adopted, one more trial
+    adopted = load(journal, "old")
+    assert len(adopted.trials) == 2 and TrialAttr.IDENTITY in adopted.user_attrs
+    with pytest.raises(ConfigError, match=r"study 'older' .*sweep.params.model.width added"):
+        sweep_job(compose("sweep.name=older", "sweep.n_trials=2", "sweep.pruner=none"))
+    with pytest.raises(ConfigError, match=r"study 'flipped' .*direction: maximize -> minimize"):
+        sweep_job(compose("sweep.name=flipped", "sweep.n_trials=2", "sweep.pruner=none"))
+    assert len(load(journal, "older").trials) == len(load(journal, "flipped").trials) == 1

@@ -73,6 +73,9 @@ class Tag(StrEnum):
     STORAGE = "sweeplab.storage"
     SAMPLER = "sweeplab.sampler"
     PRUNER = "sweeplab.pruner"
+    # + a sweep setting that may change between sessions of a study (n_trials, ...), on
+    # its parent run; the fixed ones are params (sweep/identity.py)
+    SWEEP_SETTING = "sweeplab.sweep."
     TRIAL_NUMBER = "sweeplab.trial_number"
     TRIAL_STATE = "sweeplab.trial_state"  # the Optuna TrialState's name
     PRUNED_AT_EPOCH = "sweeplab.pruned_at_epoch"
@@ -138,6 +141,8 @@ class TrialAttr(StrEnum):
     PRUNED_AT_EPOCH = "pruned_at_epoch"
     PARENT_RUN_ID = "mlflow_parent_run_id"  # on the study
     GENERATION = "sweeplab_generation"  # on the study: its parent run's Tag.GENERATION
+    # on the study: its search space, objectives and directions (JSON, sweep/identity.py)
+    IDENTITY = "sweeplab_identity"
 
 
 class ExitCode:

@@ -252,3 +252,48 @@ def test_a_study_made_before_identities_were_kept_is_judged_by_its_trials(sweep_
     with pytest.raises(ConfigError, match=r"study 'flipped' .*direction: maximize -> minimize"):
         sweep_job(compose("sweep.name=flipped", "sweep.n_trials=2", "sweep.pruner=none"))
     assert len(load(journal, "older").trials) == len(load(journal, "flipped").trials) == 1
+
+
+# -- the progress bar --------------------------------------------------------------------------
+
+def test_the_progress_bar_shows_the_running_best(in_data_cache: Path) -> None:
+    import optuna
+    from optuna.distributions import IntDistribution
+    from optuna.trial import create_trial
+
+    from sweeplab.sweep.report import TrialPrinter
+
+    def trial(value: float | None, depth: int):
+        return create_trial(value=value, params={"model.depth": depth},
+                            distributions={"model.depth": IntDistribution(1, 5)},
+                            state=TrialState.COMPLETE if value is not None
+                            else TrialState.PRUNED)
+
+    s = to_config(compose_config(*FAST, "sweep.n_trials=5", config_name="sweep_app")).sweep
+    study = optuna.create_study(direction="minimize")
+    study.add_trial(trial(None, 1))  # pruned: not a best
+    printer = TrialPrinter(study, s, already=1)
+    try:
+        assert "best" not in str(printer.bar)
+        study.add_trial(trial(0.5, 2))
+        study.add_trial(trial(0.25, 3))
+        study.add_trial(trial(0.75, 4))
+        printer.poll()
+        assert "4/5" in str(printer.bar) and "best val_cost=0.25 (trial 2)" in str(printer.bar)
+        study.add_trial(trial(0.125, 5))
+        printer.poll()
+        assert "best val_cost=0.125 (trial 4)" in str(printer.bar)
+    finally:
+        printer.close()
+    # a resumed sweep shows its best from the start; several objectives: the Pareto front
+    multi = to_config(compose_config(*FAST, "sweep.objectives=[val_cost,n_params]",
+                                     "sweep.directions=[minimize,minimize]",
+                                     config_name="sweep_app")).sweep
+    front = optuna.create_study(directions=["minimize", "minimize"])
+    for values in ([0.2, 30], [0.1, 60], [0.3, 90]):
+        front.add_trial(create_trial(values=values, params={}, distributions={}))
+    printer = TrialPrinter(front, multi, already=3)
+    try:
+        assert "Pareto front: 2 trials" in str(printer.bar)
+    finally:
+        printer.close()

@@ -24,9 +24,10 @@ from test_sweep import FAST, child_runs, load
 
 
 @pytest.fixture
-def sweep_env(in_data_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def sweep_env(in_data_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+              empty_mlflow_db: Path):
     """(compose, journal URL, MLflow URI) for one sweep test in temporary stores."""
-    uri = use_mlflow_store(tmp_path, monkeypatch)
+    uri = use_mlflow_store(tmp_path, monkeypatch, empty_mlflow_db)
     journal = f"journal:{tmp_path / 'optuna.journal'}"
 
     def compose(*overrides: str):
@@ -45,9 +46,9 @@ def history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, floa
 def test_a_pruned_trial_logs_the_point_it_was_judged_on_and_no_later_numbers(
         sweep_env) -> None:
     compose, journal, uri = sweep_env
-    assert sweep_job(compose("sweep.name=judged", "sweep.n_trials=8", "sweep.pruner=median",
+    assert sweep_job(compose("sweep.name=judged", "sweep.n_trials=5", "sweep.pruner=median",
                              "+sweep.pruner_args.n_startup_trials=1",
-                             "+sweep.pruner_args.n_warmup_steps=0", "train.epochs=30",
+                             "+sweep.pruner_args.n_warmup_steps=0", "train.epochs=15",
                              "sweep.sampler=random")) == 0
     study = load(journal, "judged")
     pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
@@ -163,7 +164,7 @@ KEEP_PROB = "+sweep.params.model.keep_prob='interval(0.5, 1.0)'"
 
 def test_a_changed_search_space_is_refused_with_a_new_name_to_use(sweep_env) -> None:
     compose, journal, uri = sweep_env
-    assert sweep_job(compose("sweep.name=ident", "sweep.n_trials=2", "sweep.pruner=none")) == 0
+    assert sweep_job(compose("sweep.name=ident", "sweep.n_trials=1", "sweep.pruner=none")) == 0
     parent = load(journal, "ident").user_attrs[TrialAttr.PARENT_RUN_ID]
     with pytest.raises(ConfigError) as err:
         sweep_job(compose("sweep.name=ident", "sweep.n_trials=4", "sweep.pruner=none",
@@ -175,8 +176,8 @@ def test_a_changed_search_space_is_refused_with_a_new_name_to_use(sweep_env) -> 
                               "(interval(0.5, 1.0)))")
     assert "sweep.name=ident-keep_prob" in message
     # refused before any trial: the study and its parent run are as they were
-    assert len(load(journal, "ident").trials) == 2
-    assert len(child_runs(uri, parent)) == 2
+    assert len(load(journal, "ident").trials) == 1
+    assert len(child_runs(uri, parent)) == 1
     assert "space.model.keep_prob" not in MlflowClient(uri).get_run(parent).data.params
     # a moved range and a dropped key are changes too
     with pytest.raises(ConfigError, match=r"sweep.params.model.depth: range\(1, 6\) -> "
@@ -297,3 +298,22 @@ def test_the_progress_bar_shows_the_running_best(in_data_cache: Path) -> None:
         assert "Pareto front: 2 trials" in str(printer.bar)
     finally:
         printer.close()
+
+
+# -- the registered champion ------------------------------------------------------------------
+
+def test_the_champion_says_which_study_value_and_parent_run_it_came_from(sweep_env) -> None:
+    compose, journal, uri = sweep_env
+    assert sweep_job(compose("sweep.name=crowned", "sweep.n_trials=1", "sweep.pruner=none",
+                             "tracking.log_model=true", "sweep.register_model=crowned-model")) == 0
+    study = load(journal, "crowned")
+    best = study.best_trial
+    parent = study.user_attrs[TrialAttr.PARENT_RUN_ID]
+    version = MlflowClient(uri).get_model_version_by_alias("crowned-model", "champion")
+    assert version.run_id == best.user_attrs[TrialAttr.RUN_ID]
+    text = version.description
+    assert text.startswith(f"The best trial of Optuna study `crowned`: trial {best.number} (")
+    assert f"val_cost {best.values[0]:.4g}" in text
+    assert f"the sweep's parent run: {parent}" in text
+    assert version.tags == {"sweeplab.study": "crowned",
+                            "sweeplab.trial_number": str(best.number)}

@@ -221,6 +221,8 @@ def test_raising_n_trials_resumes_and_updates_the_parent_run(sweep_env) -> None:
     assert "sweep.n_trials" not in run.data.params
     assert run.data.params["sweep.name"] == "more"
     assert run.data.params["space.model.depth"] == "range(1, 6)"
+    config = Path(client.download_artifacts(parent, "sweep_config.yaml")).read_text()
+    assert "n_trials: 3" in config and "sampler: random" in config  # this session's
 
 
 def test_a_study_made_before_identities_were_kept_is_judged_by_its_trials(sweep_env) -> None:

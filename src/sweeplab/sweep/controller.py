@@ -291,10 +291,12 @@ def _parent_run(client: Any, study: optuna.Study, experiment_id: str, cfg: DictC
     if old_id is not None:
         try:
             client.update_run(old_id, status="RUNNING")
-            client.log_batch(old_id, tags=session_tags)
-            return str(old_id)
         except Exception:  # the store was wiped while the study was kept
             pass
+        else:
+            client.log_batch(old_id, tags=session_tags)
+            client.log_text(old_id, OmegaConf.to_yaml(cfg), "sweep_config.yaml")  # this session's
+            return str(old_id)
     generation = int(study.user_attrs.get(TrialAttr.GENERATION, 1))
     if old_id is None:  # a new study: is the name's MLflow record already taken?
         parents = gen.earlier_parents(client, experiment_id, s.name)

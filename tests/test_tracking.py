@@ -287,7 +287,10 @@ def test_pruned_run_is_killed_with_its_status(compose, tmp_mlflow: str) -> None:
     assert run.info.status == "KILLED"
     assert run.data.tags["sweeplab.status"] == "pruned"
     assert run.data.tags["sweeplab.reason"] == "trial pruned at step 5"
-    assert run.data.metrics["train_accuracy"] == r.metrics["train_accuracy"]
+    # judged at step 5 and abandoned: no final metrics from the update after it
+    assert "train_accuracy" not in run.data.metrics and "train_accuracy" not in r.metrics
+    assert [s for s, _ in history(MlflowClient(tmp_mlflow), tracker.run_id,
+                                  "train_cost")] == [0, 5]
 
 
 def test_metrics_are_sent_in_batches(compose, tmp_mlflow: str, monkeypatch) -> None:

@@ -298,7 +298,19 @@ def test_stop_training_from_a_callback(compose) -> None:
     assert r.epochs_run == 11 and len(r.costs) == 11
     assert r.history.step == [0, 5, 10]
     assert pruner.ended == [r] and rec.ended == [r]  # every callback sees the end
-    assert "train_accuracy" in r.metrics
+    # judged at step 10 and abandoned: nothing measured after the update that followed
+    assert "train_accuracy" not in r.metrics and "final_val_cost" not in r.metrics
+    assert "train_seconds" in r.metrics
+
+
+def test_a_run_stopped_otherwise_has_its_final_metrics(compose) -> None:
+    class Stop(Callback):
+        def on_log(self, step: int, metrics: Mapping[str, float]) -> None:
+            if step == 10:
+                raise StopTraining("stopped", "enough")
+
+    r = train.run(compose(*PLANAR, "train.epochs=50", "train.log_every=5"), [Stop()])
+    assert r.status == "stopped" and "train_accuracy" in r.metrics
 
 
 # --- determinism and dtype ----------------------------------------------------------------

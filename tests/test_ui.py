@@ -188,7 +188,8 @@ def test_sweep_view_shows_the_searched_params_and_key_metrics_best_first(
     assert cols[3:7] == ["metrics.`final_val_cost`", "metrics.`val_accuracy`",
                          "metrics.`val_cost`", "metrics.`test_accuracy`"]
     assert "tags.`sweeplab.trial_state`" in cols
-    assert state["orderByKey"] == "metrics.`final_val_cost`" and state["orderByAsc"] is True
+    # sorted by the metric only completed trials have: pruned and failed ones come last
+    assert state["orderByKey"] == "metrics.`objective`" and state["orderByAsc"] is True
     assert state["searchFilter"] == "tags.`sweeplab.study` = 's1'"
     assert set(cols) <= set(state["columnOrder"])
 
@@ -197,12 +198,14 @@ def test_sweep_view_follows_the_objectives(in_data_cache: Path) -> None:
     state = view.sweep_view_state(sweep_cfg("sweep.objective=val_accuracy",
                                           "sweep.direction=maximize",
                                           "++sweep.params.model.depth=null"))
-    assert state["orderByKey"] == "metrics.`val_accuracy`" and state["orderByAsc"] is False
+    assert state["orderByKey"] == "metrics.`objective`" and state["orderByAsc"] is False
     assert "params.`model.depth`" not in state["selectedColumns"]
     multi = view.sweep_view_state(sweep_cfg("sweep.objectives=[val_accuracy,n_params]",
                                           "sweep.directions=[maximize,minimize]"))
     assert "tags.`sweeplab.n_params`" in multi["selectedColumns"]
-    assert multi["orderByKey"] == "metrics.`val_accuracy`"
+    assert multi["orderByKey"] == "metrics.`objective`" and multi["orderByAsc"] is False
+    n_params = view.sweep_view_state(sweep_cfg("sweep.objective=n_params"))
+    assert n_params["orderByKey"] == "metrics.`objective`" and n_params["orderByAsc"] is True
 
 
 def test_saved_view_round_trips_through_the_experiment_tag(tmp_mlflow: str,

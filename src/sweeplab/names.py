@@ -24,6 +24,9 @@ class Metric(StrEnum):
     FINAL_VAL_COST = "final_val_cost"
     FINAL_TEST_COST = "final_test_cost"
     TRAIN_SECONDS = "train_seconds"
+    # A completed sweep trial's value of the study's (first) objective, which the sweep's
+    # saved view sorts by: pruned and failed trials have none, so they come after it.
+    OBJECTIVE = "objective"
 
 
 HISTORY_METRICS = (Metric.TRAIN_COST, Metric.VAL_COST, Metric.VAL_ACCURACY)
@@ -70,6 +73,9 @@ class Tag(StrEnum):
     STORAGE = "sweeplab.storage"
     SAMPLER = "sweeplab.sampler"
     PRUNER = "sweeplab.pruner"
+    # + a sweep setting that may change between sessions of a study (n_trials, ...), on
+    # its parent run; the fixed ones are params (sweep/identity.py)
+    SWEEP_SETTING = "sweeplab.sweep."
     TRIAL_NUMBER = "sweeplab.trial_number"
     TRIAL_STATE = "sweeplab.trial_state"  # the Optuna TrialState's name
     PRUNED_AT_EPOCH = "sweeplab.pruned_at_epoch"
@@ -135,6 +141,8 @@ class TrialAttr(StrEnum):
     PRUNED_AT_EPOCH = "pruned_at_epoch"
     PARENT_RUN_ID = "mlflow_parent_run_id"  # on the study
     GENERATION = "sweeplab_generation"  # on the study: its parent run's Tag.GENERATION
+    # on the study: its search space, objectives and directions (JSON, sweep/identity.py)
+    IDENTITY = "sweeplab_identity"
 
 
 class ExitCode:

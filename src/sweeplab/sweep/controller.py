@@ -19,14 +19,15 @@ import warnings
 from typing import Any
 
 import optuna
-from mlflow.entities import Param
+from mlflow.entities import Param, RunTag
 from omegaconf import DictConfig, OmegaConf
 
-from sweeplab.config import Config, ConfigError, SweepConfig, flatten, to_config
+from sweeplab.config import Config, ConfigError, SweepConfig, to_config
 from sweeplab.names import ExitCode, MlflowTag, Role, RunStatus, Tag, TrialAttr
 from sweeplab.sweep import generation as gen
 from sweeplab.sweep import study as st
 from sweeplab.sweep.executors import WORKER_DIED, DaskPool, Finished, InProcess, WorkerLost
+from sweeplab.sweep.identity import check_identity, settings
 from sweeplab.sweep.report import TrialPrinter, close_orphan_runs, summarize
 from sweeplab.sweep.space import flat_params, parse_space
 from sweeplab.sweep.view import save_sweep_view
@@ -96,9 +97,9 @@ def _sweep(cfg: DictConfig, typed: Config, base: DictConfig, space: dict[str, An
     storage_url = st.storage_url(s)
     storage = st.open_storage(storage_url)
     study = st.create_or_load(s, storage, sampler, pruner)
+    check_identity(study, s, space, storage)  # another space or objective: a new name
     if study.trials:  # a resumed study: new draws, not a replay of the first session's
         study.sampler = st.make_sampler(s, space, seed_salt=(len(study.trials),))
-    st.check_space(study, space)
     client = prepare_store(uri)
     experiment_id = get_experiment_id(client, typed.tracking.experiment, uri)
     parent_run_id = _parent_run(client, study, experiment_id, cfg, s, storage_url)
@@ -298,12 +299,19 @@ def _parent_run(client: Any, study: optuna.Study, experiment_id: str, cfg: DictC
                 s: SweepConfig, storage_url: str) -> str:
     """The sweep's MLflow parent run: the one recorded on the study, or a new one."""
     old_id = study.user_attrs.get(TrialAttr.PARENT_RUN_ID)
+    fixed, session = settings(s)
+    # this session's settings (n_trials raised, another sampler, ...): tags, which can change
+    session_tags = [RunTag(Tag.SWEEP_SETTING + k, v) for k, v in session.items()]
+    session_tags += [RunTag(Tag.SAMPLER, s.sampler), RunTag(Tag.PRUNER, s.pruner)]
     if old_id is not None:
         try:
             client.update_run(old_id, status="RUNNING")
-            return str(old_id)
         except Exception:  # the store was wiped while the study was kept
             pass
+        else:
+            client.log_batch(old_id, tags=session_tags)
+            client.log_text(old_id, OmegaConf.to_yaml(cfg), "sweep_config.yaml")  # this session's
+            return str(old_id)
     generation = int(study.user_attrs.get(TrialAttr.GENERATION, 1))
     if old_id is None:  # a new study: is the name's MLflow record already taken?
         parents = gen.earlier_parents(client, experiment_id, s.name)
@@ -318,11 +326,11 @@ def _parent_run(client: Any, study: optuna.Study, experiment_id: str, cfg: DictC
     run = client.create_run(experiment_id, run_name=gen.parent_run_name(s.name, generation),
                             tags=tags)
     run_id = run.info.run_id
-    params = [Param(f"sweep.{k}", str(v)) for k, v in
-              flatten(OmegaConf.structured(s)).items() if not k.startswith("params.")]
+    params = [Param(f"sweep.{k}", v) for k, v in fixed.items()]
     params += [Param(f"space.{k}", v) for k, v in flat_params(s.params).items()]
     for i in range(0, len(params), 100):
         client.log_batch(run_id, params=params[i:i + 100])
+    client.log_batch(run_id, tags=session_tags)
     client.log_text(run_id, OmegaConf.to_yaml(cfg), "sweep_config.yaml")
     client.log_text(run_id, OmegaConf.to_yaml(flat_params(s.params)), "search_space.yaml")
     study.set_user_attr(TrialAttr.GENERATION, generation)

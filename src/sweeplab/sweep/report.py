@@ -47,8 +47,8 @@ def trial_line(t: FrozenTrial, objectives: Sequence[str]) -> str:
 
 
 class TrialPrinter:
-    """A progress bar over trials and one line per finished trial, read from the study
-    (so it also sees what worker processes finish)."""
+    """A progress bar over trials that shows the running best, and one line per finished
+    trial, read from the study (so it also sees what worker processes finish)."""
 
     def __init__(self, study: optuna.Study, s: SweepConfig, already: int) -> None:
         from tqdm.auto import tqdm
@@ -57,8 +57,10 @@ class TrialPrinter:
         self.seen = {t.number for t in study.get_trials(deepcopy=False, states=FINISHED)}
         self.bar = tqdm(total=s.n_trials, initial=min(already, s.n_trials), unit="trial",
                         desc=f"sweep {s.name}", dynamic_ncols=True)
+        self.show_best()  # a resumed study has one already
 
     def poll(self, _study: optuna.Study | None = None) -> None:
+        new = False
         for t in self.study.get_trials(deepcopy=False, states=FINISHED):
             if t.number in self.seen:
                 continue
@@ -66,6 +68,21 @@ class TrialPrinter:
             self.bar.write(trial_line(t, self.objectives))
             if st.status_of(t) != RunStatus.INTERRUPTED:
                 self.bar.update(1)
+            new = True
+        if new:  # the best can only change when a trial finishes
+            self.show_best()
+
+    def show_best(self) -> None:
+        """The best completed trial so far after the bar: ``best val_cost=0.0841 (trial
+        12)``; with several objectives, the size of the Pareto front."""
+        best = ranked(self.study)
+        if not best:
+            return
+        if len(self.objectives) > 1:
+            text = f"Pareto front: {len(best)} trial{'s' if len(best) > 1 else ''}"
+        else:
+            text = f"best {self.objectives[0]}={_value(best[0])} (trial {best[0].number})"
+        self.bar.set_postfix_str(text)
 
     def close(self) -> None:
         self.bar.close()
@@ -174,14 +191,29 @@ def log_plots(client: MlflowClient, run_id: str, study: optuna.Study,
     return skipped
 
 
-def register_champion(client: MlflowClient, name: str, run_id: str) -> str | None:
-    """Register run `run_id`'s model under `name` and point alias `champion` at it (unless
-    it already does). Returns the version."""
+def champion_description(study_name: str, trial: FrozenTrial, objectives: Sequence[str],
+                         parent_run_id: str) -> str:
+    """The registered version's description: which study, trial and objective value it
+    came from, and the sweep's parent run."""
+    which = "One of the best trials (Pareto front)" if len(objectives) > 1 else "The best trial"
+    return (f"{which} of Optuna study `{study_name}`: trial {trial.number} "
+            f"({short(trial.params)}), {'/'.join(objectives)} {_value(trial)}. Its run: "
+            f"{trial.user_attrs.get(TrialAttr.RUN_ID, '?')}; the sweep's parent run: "
+            f"{parent_run_id}. Registered by sweeplab.")
+
+
+def register_champion(client: MlflowClient, name: str, run_id: str, description: str = "",
+                      tags: dict[str, str] | None = None) -> str | None:
+    """Register run `run_id`'s model under `name` with `description` (and `tags`), and point
+    alias `champion` at it (unless it already does: then only the description is brought
+    up to date). Returns the version."""
     from mlflow.exceptions import MlflowException
 
     try:
         current = client.get_model_version_by_alias(name, CHAMPION)
         if current.run_id == run_id:
+            if description and current.description != description:
+                client.update_model_version(name, current.version, description=description)
             return str(current.version)
     except MlflowException:  # no such model or alias yet
         pass
@@ -193,7 +225,8 @@ def register_champion(client: MlflowClient, name: str, run_id: str) -> str | Non
     except MlflowException as err:
         if err.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-    version = client.create_model_version(name, source=uri, run_id=run_id, model_id=model_id)
+    version = client.create_model_version(name, source=uri, run_id=run_id, model_id=model_id,
+                                          description=description or None, tags=tags)
     client.set_registered_model_alias(name, CHAMPION, version.version)
     return str(version.version)
 
@@ -260,15 +293,19 @@ def summarize(study: optuna.Study, client: MlflowClient, parent_run_id: str, cfg
     version = None
     champion = _first_with_run(client, best) if s.register_model else None
     if champion is not None and s.register_model:
-        version = register_champion(client, s.register_model, champion)
+        run_id = str(champion.user_attrs[TrialAttr.RUN_ID])
+        version = register_champion(
+            client, s.register_model, run_id,
+            champion_description(s.name, champion, objectives, parent_run_id),
+            tags={Tag.STUDY: s.name, Tag.TRIAL_NUMBER: str(champion.number)})
     client.set_terminated(parent_run_id, status)
     _print_summary(study, best, objectives, t, parent_run_id, experiment_id, uri, why,
                    s.register_model if version else None, version)
 
 
-def _first_with_run(client: MlflowClient, trials: Sequence[FrozenTrial]) -> str | None:
-    """The run id of the first of `trials` whose MLflow run still exists: a store deleted
-    while the study was kept took the runs (and models) of the trials before it."""
+def _first_with_run(client: MlflowClient, trials: Sequence[FrozenTrial]) -> FrozenTrial | None:
+    """The first of `trials` whose MLflow run still exists: a store deleted while the study
+    was kept took the runs (and models) of the trials before it."""
     from mlflow.exceptions import MlflowException
 
     for t in trials:
@@ -281,7 +318,7 @@ def _first_with_run(client: MlflowClient, trials: Sequence[FrozenTrial]) -> str 
             if err.error_code != "RESOURCE_DOES_NOT_EXIST":
                 raise
             continue
-        return str(run_id)
+        return t
     return None
 
 

@@ -189,7 +189,8 @@ def make_pruner(s: SweepConfig, epochs: int, log_every: int) -> optuna.pruners.B
 
 def create_or_load(s: SweepConfig, storage: BaseStorage | str, sampler: Any,
                    pruner: Any) -> optuna.Study:
-    """The study named `s.name`, created if new; resuming with other directions is an error."""
+    """The study named `s.name`, created if new (loaded as it is: Optuna keeps an existing
+    study's directions; sweep/identity.py checks them and the rest of its identity)."""
     _, directions = objectives_of(s)
     try:
         return optuna.create_study(study_name=s.name, storage=storage, sampler=sampler,
@@ -197,24 +198,6 @@ def create_or_load(s: SweepConfig, storage: BaseStorage | str, sampler: Any,
     except ValueError as err:
         raise ConfigError(f"sweep.name={s.name!r}: an existing study of that name does not "
                           f"match this sweep ({err}); choose another sweep.name") from None
-
-
-def check_space(study: optuna.Study, space: dict[str, BaseDistribution]) -> None:
-    """Fail before any trial when a resumed study has trials the new space contradicts
-    (Optuna allows a numeric range to move, not a choice list to change)."""
-    from optuna.distributions import check_distribution_compatibility
-
-    for t in study.get_trials(deepcopy=False):
-        for key, old in t.distributions.items():
-            if key not in space:
-                continue
-            try:
-                check_distribution_compatibility(old, space[key])
-            except ValueError as err:
-                raise ConfigError(
-                    f"sweep.params.{key}: study {study.study_name!r} already has trials "
-                    f"drawn from {old}, which this space cannot continue ({err}); keep the "
-                    f"space or start a new study with sweep.name=...") from None
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """The saved view of a sweep in the MLflow UI: its trials as a table, best first.
 
 Each sweep saves a view of its trials in the experiment (`save_sweep_view`): the table
-filtered to the sweep, the searched params and the key metrics as columns, best trial
-first. It is MLflow's own saved view ("Views" above the runs table), written as MLflow
-3.17's UI writes it; an MLflow UI that reads another format ignores it.
+filtered to the sweep, the searched params and the key metrics as columns, best completed
+trial first, then the pruned and failed ones. It is MLflow's own saved view ("Views" above
+the runs table), written as MLflow 3.17's UI writes it; an MLflow UI that reads another
+format ignores it.
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ def _col(kind: str, name: str) -> str:
 
 def sweep_view_state(s: SweepConfig, generation: int = 1) -> dict[str, Any]:
     """The runs-table state of sweep `s`'s view: its runs, the searched params, the
-    objective(s) and VIEW_METRICS as columns, sorted by the first objective (best first),
-    which shows the trials as a flat ranked list. From the second `generation` on
+    objective(s) and VIEW_METRICS as columns, sorted by the first objective (best first;
+    completed trials before pruned and failed ones), which shows the trials as a flat
+    ranked list. From the second `generation` on
     (sweep/generation.py) only that generation's runs are shown."""
     objectives, directions = objectives_of(s)
     metrics = [OBJECTIVE_METRICS.get(o, o) for o in objectives if o in METRIC_OBJECTIVES]
@@ -56,15 +58,14 @@ def sweep_view_state(s: SweepConfig, generation: int = 1) -> dict[str, Any]:
     search = f"tags.`{Tag.STUDY}` = '{s.name}'" if "'" not in s.name else ""
     if search and generation > 1:  # generation 1's runs may predate the tag
         search += f" and tags.`{Tag.GENERATION}` = '{generation}'"
-    sort = None
-    if objectives[0] in METRIC_OBJECTIVES:
-        sort = (_col("metrics", OBJECTIVE_METRICS.get(objectives[0], objectives[0])),
-                directions[0] == "minimize")
     return {
         # The sweep's parent run and trials carry the tag sweeplab.study.
         "searchFilter": search,
-        "orderByKey": sort[0] if sort else "attributes.start_time",
-        "orderByAsc": sort[1] if sort else False,
+        # Only completed trials have the metric `objective` (the study's first objective,
+        # n_params too), and MLflow sorts runs without it last: pruned and failed trials
+        # (and the parent run) come after every completed one, whatever their histories.
+        "orderByKey": _col("metrics", Metric.OBJECTIVE),
+        "orderByAsc": directions[0] == "minimize",
         "startTime": "ALL", "lifecycleFilter": "Active", "datasetsFilter": [],
         "modelVersionFilter": "All Runs",
         "selectedColumns": columns,

@@ -18,11 +18,13 @@ import copy
 import dataclasses
 import functools
 import socket
+import time
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlflow.entities import Metric as MetricPoint
 from mlflow.entities import RunTag
 from omegaconf import DictConfig, OmegaConf
 
@@ -188,14 +190,24 @@ def _fit(value: Any, hint: Any) -> Any:
 
 
 class PruningReporter(Callback):
-    """Reports the pruner's metric at every log point and stops the run when told to."""
+    """Reports the pruner's metric at every log point and stops the run when told to.
 
-    def __init__(self, report: Reporter, metric: str, pruner_name: str) -> None:
+    It must come after the tracker among the callbacks: `StopTraining` ends the log point
+    for the callbacks after it, and the point the pruner judged belongs in the history. A
+    verdict at `last_step` (the run's last epoch) is ignored: the trial ran its whole
+    budget and is complete, whatever the pruner thinks of it."""
+
+    def __init__(self, report: Reporter, metric: str, pruner_name: str,
+                 last_step: int | None = None) -> None:
         self.report, self.metric, self.pruner_name = report, metric, pruner_name
+        self.last_step = last_step
 
     def on_log(self, step: int, metrics: Mapping[str, float]) -> None:
         value = metrics.get(self.metric)
-        if value is not None and self.report(step, value):
+        if value is None:
+            return
+        # Reported even at the last step: other trials are judged against it.
+        if self.report(step, value) and (self.last_step is None or step < self.last_step):
             raise StopTraining(RunStatus.PRUNED, f"pruned by the {self.pruner_name} pruner "
                                                  f"at epoch {step} ({self.metric}={value:.4g})")
 
@@ -240,7 +252,9 @@ def execute(task: TrialTask, report: Reporter | None = None, stop: StopRequest |
     if stop is not None:
         callbacks.insert(0, StopOnRequest(stop))
     if task.prune_metric is not None and report is not None:
-        callbacks.insert(0, PruningReporter(report, task.prune_metric, task.pruner))
+        # after the tracker, so that the point the pruner judged is logged
+        callbacks.append(PruningReporter(report, task.prune_metric, task.pruner,
+                                         last_step=typed.train.epochs - 1))
     limits = threadpool_limits(task.threads) if task.threads else contextlib.nullcontext()
     try:
         with limits, tracker:
@@ -274,7 +288,7 @@ def execute(task: TrialTask, report: Reporter | None = None, stop: StopRequest |
         _tag_run(tracker, "FAIL")
     else:
         out.values = [objective_value(result, o) for o in task.objectives]
-        _tag_run(tracker, "COMPLETE")
+        _tag_run(tracker, "COMPLETE", objective=(out.values[0], result.epochs_run))
     return out
 
 
@@ -283,11 +297,16 @@ def _pending(tracker: MlflowTracker) -> Any:
     return tracker.started if tracker.run_id is None else None
 
 
-def _tag_run(tracker: MlflowTracker, state: str, pruned_at: int | None = None) -> None:
+def _tag_run(tracker: MlflowTracker, state: str, pruned_at: int | None = None,
+             objective: tuple[float, int] | None = None) -> None:
+    """The trial's Optuna state (and where it was pruned) on its run; a completed trial's
+    (objective value, step) as the metric the sweep's saved view sorts by."""
     tags = {Tag.TRIAL_STATE: state}
     if pruned_at is not None:
         tags[Tag.PRUNED_AT_EPOCH] = str(pruned_at)
-    tracker.tag(tags)
+    metrics = [] if objective is None else [
+        MetricPoint(Metric.OBJECTIVE, objective[0], int(time.time() * 1000), objective[1])]
+    tracker.tag(tags, metrics)
 
 
 def close_trial_runs(client: Any, parent_run_id: str, number: int, reason: str,

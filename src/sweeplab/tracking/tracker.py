@@ -182,8 +182,10 @@ def op_metrics(client: MlflowClient, run_id: str, metrics: list[Metric]) -> None
         client.log_batch(run_id, metrics=metrics[i:i + MAX_METRICS])
 
 
-def op_tags(client: MlflowClient, run_id: str, tags: dict[str, str]) -> None:
-    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+def op_tags(client: MlflowClient, run_id: str, tags: dict[str, str],
+            metrics: list[Metric] | None = None) -> None:
+    client.log_batch(run_id, metrics=metrics or [],
+                     tags=[RunTag(k, v) for k, v in tags.items()])
 
 
 def op_close(client: MlflowClient, run_id: str, status: str, reason: str) -> None:
@@ -331,10 +333,10 @@ class MlflowTracker(Callback):
         self._closed = True
         self.sink.call(op_close, self._run(), status, reason)
 
-    def tag(self, tags: Mapping[str, str]) -> None:
-        """Set tags on the run (after its end too)."""
+    def tag(self, tags: Mapping[str, str], metrics: list[Metric] | None = None) -> None:
+        """Set tags (and log metrics) on the run, after its end too."""
         if self.started is not None:
-            self.sink.call(op_tags, self._run(), dict(tags))
+            self.sink.call(op_tags, self._run(), dict(tags), metrics or [])
 
     # -- callback -------------------------------------------------------------------------
     def on_train_start(self, start: RunStart) -> None:

@@ -177,7 +177,8 @@ def run(cfg: Config | DictConfig | dict[str, Any], callbacks: Sequence[Callback]
     (step 0 is the untrained network, as the course prints it); with mini-batches, the mean
     cost per example over the epoch. Validation metrics at step e use the same parameters.
     A NaN or infinite cost stops the run with status ``diverged``; a callback's
-    `StopTraining` (train.early_stopping's among them) with the status it gives. A run
+    `StopTraining` (train.early_stopping's among them) with the status it gives; a pruned
+    run has no final metrics (its last history point is what it was judged on). A run
     whose train cost after the last update is no lower than the untrained network's ends
     ``not_learning``: whatever its accuracy, it learnt nothing.
     """
@@ -246,7 +247,10 @@ def run(cfg: Config | DictConfig | dict[str, Any], callbacks: Sequence[Callback]
     stepper.materialize()
     result.epochs_run = epoch + 1
     result.costs = np.asarray(costs, dtype=np.float64)
-    result.metrics = final_metrics(net, data) if result.status != RunStatus.DIVERGED else {}
+    # A pruned run was judged at its last log point and abandoned there: metrics after the
+    # update that followed that point would be numbers it was never judged on.
+    result.metrics = final_metrics(net, data) \
+        if result.status not in (RunStatus.DIVERGED, RunStatus.PRUNED) else {}
     final_cost = result.metrics.get(Metric.FINAL_TRAIN_COST, math.nan)
     if result.ok and not final_cost < untrained_cost:
         result.status = RunStatus.NOT_LEARNING

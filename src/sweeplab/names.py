@@ -89,6 +89,17 @@ class MlflowTag(StrEnum):
     PARENT_RUN_ID = "mlflow.parentRunId"
     NOTE = "mlflow.note.content"
     GIT_COMMIT = "mlflow.source.git.commit"
+    # An experiment tag: what kind of work the experiment holds (MLflow 3's UI offers
+    # "GenAI apps & agents" or "Machine learning"), set by the UI's kind selector.
+    EXPERIMENT_KIND = "mlflow.experimentKind"
+
+
+# MLflow 3's value of MlflowTag.EXPERIMENT_KIND for model training (its GenAI value is
+# "genai_development"); the UI's ExperimentKind enum, MLflow 3.17.
+MODEL_TRAINING_KIND = "custom_model_development"
+# The UI's layout for it: the `workflowType` query parameter of a page's address (else
+# the browser's last choice, else GenAI), MLflow 3.17.
+MODEL_TRAINING_LAYOUT = "machine_learning"
 
 
 class Role(StrEnum):

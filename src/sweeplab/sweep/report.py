@@ -23,7 +23,7 @@ from sweeplab.names import MLFLOW_STATUS, Metric, MlflowTag, RunStatus, Tag, Tri
 from sweeplab.sweep import study as st
 from sweeplab.sweep.view import view_key
 from sweeplab.sweep.worker import short
-from sweeplab.tracking.links import runs_url, ui_base, ui_hint
+from sweeplab.tracking.links import runs_url, ui_base, ui_hint, ui_route
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 CHAMPION = "champion"  # the registered model's alias for a sweep's best trial
@@ -214,7 +214,8 @@ def parent_note(s: SweepConfig, t: st.Tally, best: Sequence[FrozenTrial],
         top = best[0]
         run_id = top.user_attrs.get(TrialAttr.RUN_ID)
         name = f"trial {top.number}: {short(top.params)}"
-        link = f"[{name}](#/experiments/{experiment_id}/runs/{run_id})" if run_id else name
+        route = ui_route(f"#/experiments/{experiment_id}/runs/{run_id}")
+        link = f"[{name}]({route})" if run_id else name
         extra = "".join(f", {k} {top.user_attrs[k]:.4g}" for k in (
             Metric.VAL_ACCURACY, Metric.TEST_ACCURACY) if _finite(top.user_attrs.get(k)))
         note += (f"\n\n**{'One of the best' if len(objectives) > 1 else 'Best'}**: {link}, "

@@ -61,6 +61,12 @@ class Tag(StrEnum):
     VERSION = "sweeplab.version."  # + package name
     BLAS = "sweeplab.blas"
     BLAS_THREADS = "sweeplab.blas_threads"
+    # + a config group: the option Hydra chose for it (sweeplab.experiment=course2_baseline,
+    # sweeplab.data=digits, sweeplab.optim=adam, ...); runs made through a Hydra app only
+    CHOICE = "sweeplab."
+    # the runs of one Hydra multirun (`-m`): its output folder, and the job's number in it
+    MULTIRUN = "sweeplab.multirun"
+    MULTIRUN_JOB = "sweeplab.multirun_job"
     # sweeps
     ROLE = "sweeplab.role"  # a Role
     STUDY = "sweeplab.study"

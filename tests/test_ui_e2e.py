@@ -323,3 +323,51 @@ def test_the_printed_address_opens_the_model_training_layout(page, server, sweep
     assert page.get_by_role("link", name="Sessions", exact=True).count() == 0
     assert page.get_by_role("link", name="Prompts", exact=True).count() == 0
     page.screenshot(path=shots / "printed_address.png")
+
+
+# -- make dashboard: optuna-dashboard over the same sweep's journal ------------------------------
+
+@pytest.fixture(scope="module")
+def dashboard(sweep: Sweep, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """`python -m sweeplab.cli.dashboard` on the sweep's journal, on a free loopback port."""
+    journal = Path(sweep.uri.removeprefix("sqlite:///")).parent / "optuna.journal"
+    port = _free_port()
+    log = tmp_path_factory.mktemp("e2e-dashboard") / "dashboard.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sweeplab.cli.dashboard", "--port", str(port),
+             "--storage", f"journal:{journal}"],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 60
+        while not _answers(url + "api/studies"):
+            if proc.poll() is not None:
+                pytest.fail(f"the dashboard exited with {proc.returncode}:\n{log.read_text()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"the dashboard did not answer on {url} in 60 s:\n"
+                            f"{log.read_text()}")
+            time.sleep(0.25)
+        yield Server(url, log)
+    finally:
+        stop_process_group(proc)
+
+
+def test_dashboard_shows_the_sweeps_study(browser, dashboard, sweep, shots) -> None:
+    """The address `make dashboard` prints lists the sweep's study; its page draws the
+    optimisation history of its trials."""
+    [printed] = re.findall(r"^optuna-dashboard: (\S+)$", dashboard.log.read_text(),
+                           re.MULTILINE)
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    try:
+        page.goto(printed, wait_until="load")
+        # the study's card, "<id>. <sweep.name>"
+        page.get_by_text(re.compile(r"^\d+\. e2e$")).first.click()
+        page.wait_for_url(re.compile(r"/dashboard/studies/\d+"))
+        page.locator(".js-plotly-plot").first.wait_for()  # the history plot, drawn
+        page.wait_for_timeout(1000)  # plotly finishes drawing its points
+        page.screenshot(path=shots / "dashboard_study.png")
+    finally:
+        context.close()

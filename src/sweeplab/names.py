@@ -35,6 +35,9 @@ OBJECTIVES = ("val_cost", "val_accuracy", "train_cost", "train_accuracy", "n_par
 # The metric an objective is read from after training, where the names differ: a cost
 # objective is the cost after the last update, not the last history point.
 OBJECTIVE_METRICS = {"val_cost": Metric.FINAL_VAL_COST, "train_cost": Metric.FINAL_TRAIN_COST}
+# Objectives that are costs: positive, and spread over decades once a trial diverges
+# (2.3 against 0.09), so their plots use a log axis.
+COST_OBJECTIVES = ("val_cost", "train_cost")
 # Objectives that are logged as metrics (n_params is the tag Tag.N_PARAMS).
 METRIC_OBJECTIVES = ("val_cost", "val_accuracy", "train_cost", "train_accuracy")
 

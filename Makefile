@@ -16,7 +16,7 @@ HOST    := 127.0.0.1
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help setup train sweep experiment rerun ui server test test-slow test-e2e lint bench readme-numbers clean
+.PHONY: help setup train sweep experiment rerun ui dashboard server test test-slow test-e2e lint bench readme-numbers clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -47,6 +47,11 @@ rerun: $(STAMP) ## rerun a logged run from its config and compare (RUN=<run id>,
 
 ui: $(STAMP) ## open the MLflow UI on 127.0.0.1:5000 over the local store (PORT=5001 for another)
 	$(BIN)/python -m sweeplab.cli.ui --port $(PORT)
+
+# Its own default port (optuna-dashboard's 8080), so that it runs beside `make ui`; PORT=
+# on the command line (or in the environment) chooses another, as for make ui.
+dashboard: $(STAMP) ## optuna-dashboard over the sweep's study on 127.0.0.1:8080, live (PORT=, ARGS="--storage URL")
+	$(BIN)/python -m sweeplab.cli.dashboard --port $(if $(filter command line environment,$(origin PORT)),$(PORT),8080) $(ARGS)
 
 # The command is not echoed: DB may hold a password.
 server: $(STAMP) ## MLflow tracking server for a team on 127.0.0.1:5000 (PORT=, HOST=, DB=postgresql+psycopg://...)

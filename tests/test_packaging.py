@@ -135,12 +135,14 @@ def test_sweep_from_any_folder(venv: Venv, empty: Path) -> None:
     assert files_under(venv.package) == before
 
 
-def test_rerun_and_ui_scripts_exit_with_their_status(venv: Venv, empty: Path) -> None:
+def test_rerun_ui_and_dashboard_scripts_exit_with_their_status(venv: Venv, empty: Path) -> None:
     # No store here: both refuse with exit code 2, and create none.
     rerun = run([venv.script("sweeplab-rerun"), "0123456789abcdef"], empty)
     assert rerun.returncode == 2, rerun.stdout + rerun.stderr
     ui = run([venv.script("sweeplab-ui"), "--port", "0"], empty)
     assert ui.returncode == 2 and "--port 0" in ui.stderr
+    dashboard = run([venv.script("sweeplab-dashboard")], empty)
+    assert dashboard.returncode == 2 and "no Optuna study" in dashboard.stderr
     assert list(empty.iterdir()) == []
 
 

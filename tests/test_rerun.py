@@ -456,3 +456,61 @@ def test_rerun_of_a_run_that_did_not_learn_is_identical_without_a_warning(
     new = only_rerun(store, run_id)
     assert new.data.tags["sweeplab.status"] == "not_learning"
     assert new.info.status == "FAILED"
+
+
+# -- a rerun with overrides: the two runs side by side (issue 14, item 7) -----------------------
+
+def test_a_rerun_with_overrides_shows_both_runs_side_by_side(
+        store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    """`make rerun RUN=... ARGS="train.epochs=40"`: the changed config key, both runs' final
+    metrics with their values, and the histories at the steps both logged."""
+    run_id = store.original(store.config())
+    capsys.readouterr()
+    assert rerun.main([run_id, "train.epochs=40"]) == 0
+    out = capsys.readouterr().out
+    new = only_rerun(store, run_id).info.run_id
+    assert "config, original -> rerun:\n  train.epochs: 30 -> 40\n" in out
+    a = store.client.get_run(run_id).data.metrics
+    b = store.client.get_run(new).data.metrics
+    for key in ("train_accuracy", "test_accuracy", "final_train_cost", "final_val_cost"):
+        [row] = [line.split() for line in out.splitlines() if line.split()[:1] == [key]]
+        assert row[1:3] == [f"{a[key]:.6g}", f"{b[key]:.6g}"], key
+    # the steps both logged (0, 5, ..., 25; not 29, which the rerun did not log) agree
+    rows = {int(line.split()[0]): line.split() for line in out.splitlines()
+            if re.fullmatch(r"\s+\d+\s+\S+ \| .*", line)}
+    assert sorted(rows) == [0, 5, 10, 15, 20, 25]
+    cost = dict(store.points(run_id, "train_cost"))
+    assert rows[5][1:4] == [f"{cost[5]:.6g}", "|", f"{cost[5]:.6g}"]
+    assert "6 of the 6 steps both runs logged; bit-identical at every one" in out
+    assert "identical\n" not in out  # no table of "no"s: the runs differ on purpose
+
+
+def test_the_blas_recorded_is_the_one_numpy_calls(store: Store,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """SciPy (imported by scikit-learn and Optuna) brings a BLAS of its own that NumPy never
+    calls: a run records NumPy's alone, and a run logged before, which listed every BLAS
+    loaded, reruns without a false warning, with NumPy's thread count."""
+    import numpy
+    import scipy.linalg  # noqa: F401 - loads SciPy's BLAS into the process
+    from threadpoolctl import threadpool_info
+
+    home = Path(numpy.__file__).resolve().parent
+    loaded = [i for i in threadpool_info() if i["user_api"] == "blas"]
+    mine = [i for i in loaded if Path(i["filepath"]).resolve().is_relative_to(home.parent)
+            and Path(i["filepath"]).resolve().parent.name in ("numpy.libs", "numpy")]
+    if len(loaded) < 2 or len(mine) != 1:
+        pytest.skip("needs NumPy's bundled BLAS and another one loaded (wheels of both)")
+    [lib] = mine
+    recorded = provenance.blas()
+    assert recorded["blas"] == f"{lib['internal_api']} {lib['version']} {lib['architecture']}"
+    run_id = store.original(store.config())
+    assert store.client.get_run(run_id).data.tags["sweeplab.blas"] == recorded["blas"]
+
+    # As logged before: every BLAS in the process, NumPy's second, with its own threads.
+    store.client.set_tag(run_id, "sweeplab.blas", f"openblas 0.3.1 Zen, {recorded['blas']}")
+    store.client.set_tag(run_id, "sweeplab.blas_threads", "7,1")
+    capsys.readouterr()
+    assert rerun.main([run_id]) == 0
+    out = capsys.readouterr().out
+    assert "BLAS openblas" not in out and "warning:   BLAS" not in out
+    assert f"blas:      {recorded['blas']}, 1 thread(s) as the original" in out

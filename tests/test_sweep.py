@@ -206,6 +206,7 @@ def test_sweep_plots_are_logged(sweep_env) -> None:
                  "objective_vs_model.depth", "objective_vs_model.width",
                  "objective_vs_optim.lr"):
         assert f"plots/{name}.png" in plots, plots
+    assert "plots/study.html" in plots  # Optuna's interactive plotly plots
     png = Path(client.download_artifacts(parent, "plots/optimization_history.png"))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -138,9 +138,11 @@ def test_main_becomes_a_lean_loopback_server_and_prints_the_pages(
     port = free_port()
     code, out, _ = run_ui(capsys, "--uri", tmp_mlflow, "--port", str(port))
     assert code == 0
-    assert f"http://127.0.0.1:{port}/#/experiments/{exp}/runs\n" in out
+    # every address opens the UI in its model-training layout
+    assert f"http://127.0.0.1:{port}/#/experiments/{exp}/runs?workflowType=machine_learning\n" \
+           in out
     assert f"sweep ui-test, best first: http://127.0.0.1:{port}/#/experiments/{exp}/runs" \
-           f"?viewStateShareKey={key}" in out
+           f"?viewStateShareKey={key}&workflowType=machine_learning" in out
     [(path, args, env)] = no_exec
     assert args[:4] == [path, "-m", "mlflow", "ui"]
     opts = dict(zip(args[4::2], args[5::2], strict=True))
@@ -157,7 +159,8 @@ def test_a_store_without_the_experiment_opens_the_experiment_list(tmp_mlflow: st
     port = free_port()
     code, out, _ = run_ui(capsys, "--uri", tmp_mlflow, "--port", str(port))
     assert code == 0 and len(no_exec) == 1
-    assert f"http://127.0.0.1:{port}/   (no experiment 'sweeplab'" in out
+    assert f"http://127.0.0.1:{port}/#/experiments?workflowType=machine_learning   (no " \
+           "experiment 'sweeplab'" in out
 
 
 def test_the_command_uses_only_options_the_installed_mlflow_ui_has() -> None:
@@ -280,8 +283,8 @@ def test_parent_description_links_the_best_trial(in_data_cache: Path) -> None:
                        ["val_cost"], "7")
     assert note.startswith("Optuna study `s1` (tpe sampler, no pruner): 5 trials (3 complete, "
                            "1 pruned, 1 failed)")
-    assert "**Best**: [trial 4: depth=2](#/experiments/7/runs/abc123), val_cost 0.25, " \
-           "val_accuracy 0.875." in note
+    assert "**Best**: [trial 4: depth=2](#/experiments/7/runs/abc123?workflowType=" \
+           "machine_learning), val_cost 0.25, val_accuracy 0.875." in note
     assert "nan" not in note
     assert "Best" not in parent_note(s, st.Tally(done=1, complete=0, pruned=0, failed=1,
                                                  running=0), [], ["val_cost"], "7")
@@ -299,3 +302,47 @@ def test_hints_name_make_targets_in_a_checkout_and_scripts_elsewhere(
     monkeypatch.chdir(tmp_path)
     assert command("rerun", "abc") == "sweeplab-rerun abc"
     assert ui_hint("sqlite:///x.db", "1").startswith("sweeplab-ui   then open")
+
+
+# -- the layout the UI opens in, and its port ---------------------------------------------------
+
+def test_printed_addresses_open_the_model_training_layout_and_say_how_to_change_the_port(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow 3.17's UI opens in its GenAI layout unless the address asks for another (or the
+    browser remembers one): every address sweeplab prints asks for model training. The
+    local store's UI is not running yet, so the hint says how to serve it on another port."""
+    from helpers import REPO
+    from sweeplab.tracking.links import runs_url, ui_hint
+
+    monkeypatch.chdir(REPO)
+    hint = ui_hint("sqlite:///x.db", "3", "abc")
+    assert "http://127.0.0.1:5000/#/experiments/3/runs/abc?workflowType=machine_learning " \
+           in hint
+    assert "on another port: make ui PORT=5001 and 5001 in the address" in hint
+    monkeypatch.chdir(tmp_path)
+    assert "sweeplab-ui --port 5001" in ui_hint("sqlite:///x.db", "3")
+    server = ui_hint("http://127.0.0.1:5005", "3")  # a server's own UI: its port, nothing to say
+    assert server.startswith("open http://127.0.0.1:5005/#/experiments/3/runs?workflowType=")
+    assert "another port" not in server
+    assert runs_url("http://h:1", "2", "v 1") == \
+        "http://h:1/#/experiments/2/runs?viewStateShareKey=v%201&workflowType=machine_learning"
+
+
+def test_sweeplabs_experiments_are_of_the_model_training_kind(tmp_mlflow: str) -> None:
+    """MLflow 3 records an experiment's kind in the tag mlflow.experimentKind: sweeplab's are
+    model training, also an experiment made before sweeplab set it; a kind the user chose
+    is kept."""
+    from sweeplab.names import MlflowTag
+    from sweeplab.tracking.store import get_experiment_id
+
+    client = MlflowClient(tmp_mlflow)
+    new = get_experiment_id(client, "fresh", tmp_mlflow)
+    old = client.create_experiment("older")
+    assert get_experiment_id(client, "older", tmp_mlflow) == old
+    chosen = client.create_experiment("chosen", tags={MlflowTag.EXPERIMENT_KIND:
+                                                      "genai_development"})
+    get_experiment_id(client, "chosen", tmp_mlflow)
+    kinds = {e: MlflowClient(tmp_mlflow).get_experiment(e).tags.get(MlflowTag.EXPERIMENT_KIND)
+             for e in (new, old, chosen)}
+    assert kinds == {new: "custom_model_development", old: "custom_model_development",
+                     chosen: "genai_development"}

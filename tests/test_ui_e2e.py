@@ -165,22 +165,18 @@ def page(browser: Any, server: Server) -> Iterator[Any]:
 
 
 def open_page(page: Any, server: Server, route: str) -> None:
-    """Open a UI route and wait for `load` (the UI keeps polling: the network is never idle).
-    On a page's first load, switch the UI from its GenAI menus to "Model training" (the
-    browser remembers it, as it would a user's choice) and close the Assistant side panel,
-    which would cover a third of every screenshot."""
+    """Open a UI route as sweeplab's printed addresses do (in the model-training layout) and
+    wait for `load` (the UI keeps polling: the network is never idle). On a page's first
+    load, close the Assistant side panel, which MLflow opens once per browser on a local
+    server and which would cover a third of every screenshot."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
+    from sweeplab.tracking.links import ui_route
+
     first = page.url == "about:blank"
-    page.goto(server.url + route, wait_until="load")
+    page.goto(server.url + ui_route(route), wait_until="load")
     if not first:
         return
-    try:
-        page.get_by_role("button", name="Model training", exact=True).click(timeout=10_000)
-        page.wait_for_url(re.compile("workflowType=machine_learning"))
-        page.goto(server.url + route, wait_until="load")
-    except PlaywrightTimeout:  # an MLflow UI without the switch
-        pass
     try:
         page.get_by_text("MLflow Assistant").first.wait_for(timeout=5000)
         page.get_by_role("button", name="Close").first.click(timeout=5000)
@@ -310,3 +306,68 @@ def test_parent_run_shows_the_sweep_plots_and_the_trials_table(page, server, swe
     page.get_by_text("optimization_history.png", exact=True).click()
     assert_image_shown(page, "plots/optimization_history.png")
     page.screenshot(path=shots / "parent_artifacts.png")
+
+
+def test_the_printed_address_opens_the_model_training_layout(page, server, sweep,
+                                                            shots) -> None:
+    """The address `make ui` prints, opened in a browser that has no layout remembered,
+    shows the model-training menus (Runs, Models, Model registry), not the GenAI ones
+    (Sessions, Prompts), as in the README's screenshot."""
+    printed = server.log.read_text()
+    [url] = re.findall(r"^MLflow UI: (\S+)$", printed, re.MULTILINE)
+    assert url.startswith(server.url)
+    page.goto(url, wait_until="load")
+    page.get_by_role("link", name="Model registry").first.wait_for()
+    page.get_by_role("link", name="Runs", exact=True).first.wait_for()
+    run_name_cell(page, sweep.parent.info.run_name).wait_for()
+    assert page.get_by_role("link", name="Sessions", exact=True).count() == 0
+    assert page.get_by_role("link", name="Prompts", exact=True).count() == 0
+    page.screenshot(path=shots / "printed_address.png")
+
+
+# -- make dashboard: optuna-dashboard over the same sweep's journal ------------------------------
+
+@pytest.fixture(scope="module")
+def dashboard(sweep: Sweep, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """`python -m sweeplab.cli.dashboard` on the sweep's journal, on a free loopback port."""
+    journal = Path(sweep.uri.removeprefix("sqlite:///")).parent / "optuna.journal"
+    port = _free_port()
+    log = tmp_path_factory.mktemp("e2e-dashboard") / "dashboard.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sweeplab.cli.dashboard", "--port", str(port),
+             "--storage", f"journal:{journal}"],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 60
+        while not _answers(url + "api/studies"):
+            if proc.poll() is not None:
+                pytest.fail(f"the dashboard exited with {proc.returncode}:\n{log.read_text()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"the dashboard did not answer on {url} in 60 s:\n"
+                            f"{log.read_text()}")
+            time.sleep(0.25)
+        yield Server(url, log)
+    finally:
+        stop_process_group(proc)
+
+
+def test_dashboard_shows_the_sweeps_study(browser, dashboard, sweep, shots) -> None:
+    """The address `make dashboard` prints lists the sweep's study; its page draws the
+    optimisation history of its trials."""
+    [printed] = re.findall(r"^optuna-dashboard: (\S+)$", dashboard.log.read_text(),
+                           re.MULTILINE)
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    try:
+        page.goto(printed, wait_until="load")
+        # the study's card, "<id>. <sweep.name>"
+        page.get_by_text(re.compile(r"^\d+\. e2e$")).first.click()
+        page.wait_for_url(re.compile(r"/dashboard/studies/\d+"))
+        page.locator(".js-plotly-plot").first.wait_for()  # the history plot, drawn
+        page.wait_for_timeout(1000)  # plotly finishes drawing its points
+        page.screenshot(path=shots / "dashboard_study.png")
+    finally:
+        context.close()

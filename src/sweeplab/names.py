@@ -38,6 +38,9 @@ OBJECTIVES = ("val_cost", "val_accuracy", "train_cost", "train_accuracy", "n_par
 # The metric an objective is read from after training, where the names differ: a cost
 # objective is the cost after the last update, not the last history point.
 OBJECTIVE_METRICS = {"val_cost": Metric.FINAL_VAL_COST, "train_cost": Metric.FINAL_TRAIN_COST}
+# Objectives that are costs: positive, and spread over decades once a trial diverges
+# (2.3 against 0.09), so their plots use a log axis.
+COST_OBJECTIVES = ("val_cost", "train_cost")
 # Objectives that are logged as metrics (n_params is the tag Tag.N_PARAMS).
 METRIC_OBJECTIVES = ("val_cost", "val_accuracy", "train_cost", "train_accuracy")
 
@@ -64,6 +67,12 @@ class Tag(StrEnum):
     VERSION = "sweeplab.version."  # + package name
     BLAS = "sweeplab.blas"
     BLAS_THREADS = "sweeplab.blas_threads"
+    # + a config group: the option Hydra chose for it (sweeplab.experiment=course2_baseline,
+    # sweeplab.data=digits, sweeplab.optim=adam, ...); runs made through a Hydra app only
+    CHOICE = "sweeplab."
+    # the runs of one Hydra multirun (`-m`): its output folder, and the job's number in it
+    MULTIRUN = "sweeplab.multirun"
+    MULTIRUN_JOB = "sweeplab.multirun_job"
     # sweeps
     ROLE = "sweeplab.role"  # a Role
     STUDY = "sweeplab.study"
@@ -95,6 +104,17 @@ class MlflowTag(StrEnum):
     PARENT_RUN_ID = "mlflow.parentRunId"
     NOTE = "mlflow.note.content"
     GIT_COMMIT = "mlflow.source.git.commit"
+    # An experiment tag: what kind of work the experiment holds (MLflow 3's UI offers
+    # "GenAI apps & agents" or "Machine learning"), set by the UI's kind selector.
+    EXPERIMENT_KIND = "mlflow.experimentKind"
+
+
+# MLflow 3's value of MlflowTag.EXPERIMENT_KIND for model training (its GenAI value is
+# "genai_development"); the UI's ExperimentKind enum, MLflow 3.17.
+MODEL_TRAINING_KIND = "custom_model_development"
+# The UI's layout for it: the `workflowType` query parameter of a page's address (else
+# the browser's last choice, else GenAI), MLflow 3.17.
+MODEL_TRAINING_LAYOUT = "machine_learning"
 
 
 class Role(StrEnum):

@@ -15,7 +15,7 @@ from omegaconf.errors import OmegaConfBaseException
 from sweeplab.cli.compose_check import check_composes
 from sweeplab.config import ConfigError, register_configs
 from sweeplab.data import DataError
-from sweeplab.names import ExitCode
+from sweeplab.names import ExitCode, Tag
 from sweeplab.nn import ShapeError
 from sweeplab.tracking.errors import no_space
 from sweeplab.tracking.links import command, ui_hint
@@ -117,6 +117,25 @@ def absolute_config_path(argv: list[str]) -> list[str]:
 def _absolute(path: str) -> str:
     # pkg:// and file:// paths are Hydra's own, and already unambiguous.
     return path if "://" in path else str(Path(path).absolute())
+
+
+def hydra_run_tags() -> dict[str, str]:
+    """Tags that say how Hydra made this run's config, so that runs can be told apart and
+    filtered by them: the option chosen for each config group (``sweeplab.experiment``,
+    ``sweeplab.data``, ``sweeplab.optim``, ...; a group left empty, such as experiment
+    without a preset, is not tagged), and for a job of a multirun (``-m``) the multirun's
+    output folder, the same for all its jobs, and the job's number. {} outside a Hydra app."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return {}
+    hc = HydraConfig.get()
+    tags = {Tag.CHOICE + group: str(choice) for group, choice in hc.runtime.choices.items()
+            if choice is not None and not group.startswith("hydra/")}
+    if hc.mode == RunMode.MULTIRUN:
+        tags |= {Tag.MULTIRUN: str(hc.sweep.dir), Tag.MULTIRUN_JOB: str(hc.job.num)}
+    return tags
 
 
 def report_run(result: RunResult, tracker: MlflowTracker | None) -> None:

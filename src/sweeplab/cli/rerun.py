@@ -127,20 +127,29 @@ def provenance_report(client: MlflowClient, run: Run) -> None:
 
 def blas_threads(run: Run) -> int | None:
     """The BLAS thread count the original ran with (None if not recorded), after reporting
-    how its BLAS compares with today's. The rerun uses the same count: another one sums
-    float64 matrix products in another order."""
+    how NumPy's BLAS then compares with NumPy's BLAS now. The rerun uses the same count:
+    another one sums float64 matrix products in another order."""
     tags = run.data.tags
     now = provenance.blas()
     then_lib, then_threads = tags.get(Tag.BLAS), tags.get(Tag.BLAS_THREADS)
-    if then_lib is not None and then_lib != now.get("blas"):
-        _warn(f"BLAS {then_lib} -> {now.get('blas', 'not found')} (float sums can differ)")
+    index = 0
+    if then_lib is not None:
+        # Runs logged before sweeplab recorded NumPy's BLAS alone list every BLAS loaded
+        # in their process ("a, b"), with a thread count each: NumPy's is among them.
+        libs = then_lib.split(", ")
+        if now.get("blas") in libs:
+            index = libs.index(now["blas"])
+        else:
+            _warn(f"BLAS {then_lib} -> {now.get('blas', 'not found')} (float sums can "
+                  f"differ)")
     if then_threads is None:
         _warn(f"the original recorded no BLAS thread count; using today's "
               f"({now.get('blas_threads', '?')}), float64 results can differ in the last bits")
         return None
-    threads = int(then_threads.split(",")[0])
+    counts = then_threads.split(",")
+    threads = int(counts[index] if index < len(counts) else counts[0])
     print(f"  blas:      {now.get('blas', '?')}, {threads} thread(s) as the original"
-          + ("" if then_threads == now.get("blas_threads")
+          + ("" if str(threads) == now.get("blas_threads")
              else f" (default here: {now.get('blas_threads', '?')})"))
     return threads
 
@@ -227,7 +236,10 @@ def rerun(run_id: str, overrides: Sequence[str], *, uri: str,
     diffs = compare.compare_runs(client, run_id, new_id)
     worst = compare.largest(diffs)
     client.set_tag(new_id, Tag.RERUN_IDENTICAL, str(worst is None).lower())
-    print(f"compared with the original {run_id}:\n{compare.format_table(diffs)}")
+    if not overrides:  # is it the same run? point by point
+        print(f"compared with the original {run_id}:\n{compare.format_table(diffs)}")
+    if worst is not None:  # how it differs: the values, and the config that made them
+        print_side_by_side(client, run_id, new_id)
     if worst is None:
         print("identical: every compared point is bit-identical to the original's")
     else:
@@ -237,6 +249,19 @@ def rerun(run_id: str, overrides: Sequence[str], *, uri: str,
     print(f"\nnew run:  {new_id}   (tag {Tag.RERUN_OF}={run_id})")
     print(f"look:     {ui_hint(uri, tracker.experiment_id, new_id)}")
     return 0 if worst is None or overrides else 1
+
+
+def print_side_by_side(client: MlflowClient, original_id: str, rerun_id: str) -> None:
+    """The config keys that differ, then the original's and the rerun's final metrics and
+    their histories at the steps both logged, side by side."""
+    changed = compare.config_difference(client, original_id, rerun_id)
+    print("config, original -> rerun:" + ("".join(f"\n  {c}" for c in changed) if changed
+                                         else " the same"))
+    print(f"original {original_id} vs rerun {rerun_id}:\n"
+          f"{compare.final_table(client, original_id, rerun_id)}")
+    steps = compare.steps_table(client, original_id, rerun_id)
+    print(f"logged histories at the steps both runs have:\n{steps}" if steps
+          else "the two runs logged no step in common")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

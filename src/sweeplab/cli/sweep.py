@@ -9,7 +9,7 @@ import sys
 
 from omegaconf import DictConfig
 
-from sweeplab.cli.common import hydra_app, quote_space_overrides
+from sweeplab.cli.common import hydra_app, hydra_run_tags, quote_space_overrides
 from sweeplab.sweep.controller import sweep_job
 
 
@@ -19,6 +19,6 @@ def main() -> None:
 
 
 def _sweep_cli(cfg: DictConfig) -> None:
-    code = sweep_job(cfg)
+    code = sweep_job(cfg, run_tags=hydra_run_tags())
     if code:
         raise SystemExit(code)

@@ -10,7 +10,7 @@ import contextlib
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from sweeplab.cli.common import hydra_app, report_run
+from sweeplab.cli.common import hydra_app, hydra_run_tags, report_run
 from sweeplab.config import to_config
 from sweeplab.names import ExitCode, RunStatus
 from sweeplab.tracking import MlflowTracker, prepare_store, resolve_uri
@@ -29,8 +29,8 @@ def _train_job(cfg: DictConfig) -> None:
         prepare_store(resolve_uri(typed.tracking))
     data = load_data(typed)
     callbacks: list[Callback] = [PrintSummary(), ProgressBar(typed.train.progress)]
-    tracker = MlflowTracker(typed.tracking, overrides=_hydra_overrides()) \
-        if typed.tracking.enabled else None
+    tracker = MlflowTracker(typed.tracking, overrides=_hydra_overrides(),
+                            tags=hydra_run_tags()) if typed.tracking.enabled else None
     if tracker is not None:
         callbacks.append(tracker)
     with tracker if tracker is not None else contextlib.nullcontext():

@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 
 from sweeplab.names import ExitCode
 from sweeplab.sweep.view import VIEW_KEY_PREFIX, VIEW_TAG
-from sweeplab.tracking.links import HOST, runs_url
+from sweeplab.tracking.links import HOST, runs_url, ui_route
 from sweeplab.tracking.store import default_uri
 
 if TYPE_CHECKING:
@@ -92,8 +92,8 @@ def pages(client: MlflowClient, experiment: str, port: int) -> list[str]:
     sweep's view; or the experiment list when there is no such experiment yet."""
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
-        return [f"MLflow UI: http://{HOST}:{port}/   (no experiment {experiment!r} in this "
-                "store yet)"]
+        return [f"MLflow UI: http://{HOST}:{port}/{ui_route('#/experiments')}   (no experiment "
+                f"{experiment!r} in this store yet)"]
     base = f"http://{HOST}:{port}"
     lines = [f"MLflow UI: {runs_url(base, exp.experiment_id)}"]
     for tag in sorted(exp.tags):

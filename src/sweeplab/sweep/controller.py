@@ -45,8 +45,9 @@ from sweeplab.train import load_data
 from sweeplab.train.interrupt import StopRequest, Terminated, deferred_interrupt
 
 
-def sweep_job(cfg: DictConfig) -> int:
-    """Check everything, open the study and the parent run, run the workers, report."""
+def sweep_job(cfg: DictConfig, run_tags: dict[str, str] | None = None) -> int:
+    """Check everything, open the study and the parent run, run the workers, report.
+    `run_tags` go on the parent run and every trial's run (Hydra's choices: cli/sweep.py)."""
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     typed = to_config(cfg)
@@ -74,7 +75,8 @@ def sweep_job(cfg: DictConfig) -> int:
     with deferred_interrupt() as stop:
         executor = _executor(s, stop, uri if typed.tracking.enabled else None)
         try:
-            return _sweep(cfg, typed, base, space, sampler, pruner, uri, executor, stop)
+            return _sweep(cfg, typed, base, space, sampler, pruner, uri, executor, stop,
+                          dict(run_tags or {}))
         finally:
             executor.close()
 
@@ -90,7 +92,7 @@ def pin_tracking_uri(base: DictConfig, s: SweepConfig, uri: str) -> None:
 
 def _sweep(cfg: DictConfig, typed: Config, base: DictConfig, space: dict[str, Any],
            sampler: Any, pruner: Any, uri: str, executor: InProcess | DaskPool,
-           stop: StopRequest) -> int:
+           stop: StopRequest, run_tags: dict[str, str]) -> int:
     """Open the study and the parent run, run the trials, report; returns the exit code."""
     s = typed.sweep
     assert s is not None
@@ -102,7 +104,7 @@ def _sweep(cfg: DictConfig, typed: Config, base: DictConfig, space: dict[str, An
         study.sampler = st.make_sampler(s, space, seed_salt=(len(study.trials),))
     client = prepare_store(uri)
     experiment_id = get_experiment_id(client, typed.tracking.experiment, uri)
-    parent_run_id = _parent_run(client, study, experiment_id, cfg, s, storage_url)
+    parent_run_id = _parent_run(client, study, experiment_id, cfg, s, storage_url, run_tags)
     generation = int(study.user_attrs.get(TrialAttr.GENERATION, 1))
     # the UI's table of this sweep's trials (of this generation only)
     save_sweep_view(client, experiment_id, s, generation)
@@ -123,6 +125,7 @@ def _sweep(cfg: DictConfig, typed: Config, base: DictConfig, space: dict[str, An
     printer = TrialPrinter(study, s, already=before.done)
     code, why, error = ExitCode.OK, "enough trials", None
     controller = Controller(study, space, base, s, parent_run_id, client, executor, printer)
+    controller.run_tags = run_tags
     try:
         why = controller.run(stop, started=time.time())
         if controller.failed_out:  # the search space cannot learn: not a success
@@ -183,6 +186,7 @@ class Controller:
         self.live: dict[int, optuna.trial.Trial] = {}
         self.typed_base = to_config(base)  # checked once; each trial checks its params
         self.failed_out = False  # stopped by sweep.max_failure_rate
+        self.run_tags: dict[str, str] = {}  # on every trial's run
         # BLAS threads per trial: the cores shared among this machine's workers.
         self.threads = max(1, (os.cpu_count() or 1) // s.n_jobs) \
             if s.n_jobs > 1 and s.cluster is None else None
@@ -238,7 +242,8 @@ class Controller:
         try:
             task = make_task(trial.number, trial.params, self.base, self.s,
                              self.parent_run_id, self.threads, self.typed_base,
-                             generation=int(self.study.user_attrs.get(TrialAttr.GENERATION, 1)))
+                             generation=int(self.study.user_attrs.get(TrialAttr.GENERATION, 1)),
+                             tags=self.run_tags)
         except ConfigError as err:
             st.tell_outcome(self.study, trial, RunStatus.ERROR, str(err))
             raise SweepAborted(f"trial {trial.number} has an invalid config: {err}") from None
@@ -296,8 +301,9 @@ def _killed_worker(err: BaseException | None) -> bool:
 
 
 def _parent_run(client: Any, study: optuna.Study, experiment_id: str, cfg: DictConfig,
-                s: SweepConfig, storage_url: str) -> str:
-    """The sweep's MLflow parent run: the one recorded on the study, or a new one."""
+                s: SweepConfig, storage_url: str, run_tags: dict[str, str]) -> str:
+    """The sweep's MLflow parent run: the one recorded on the study, or a new one (tagged
+    with `run_tags` too)."""
     old_id = study.user_attrs.get(TrialAttr.PARENT_RUN_ID)
     fixed, session = settings(s)
     # this session's settings (n_trials raised, another sampler, ...): tags, which can change
@@ -319,7 +325,7 @@ def _parent_run(client: Any, study: optuna.Study, experiment_id: str, cfg: DictC
         if parents:
             print(gen.restart_warning(s.name, storage_url, parents, generation),
                   file=sys.stderr, flush=True)
-    tags = {Tag.ROLE: Role.SWEEP, Tag.STUDY: s.name, Tag.STORAGE: storage_url,
+    tags = {**run_tags, Tag.ROLE: Role.SWEEP, Tag.STUDY: s.name, Tag.STORAGE: storage_url,
             Tag.SAMPLER: s.sampler, Tag.PRUNER: s.pruner, Tag.GENERATION: str(generation),
             MlflowTag.NOTE: f"Optuna study `{s.name}` ({s.sampler} sampler, {s.pruner} "
                             f"pruner): trials are the nested runs below."}

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import csv
 import io
-import logging
 import math
 import time
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,9 +19,10 @@ from optuna.trial import FrozenTrial, TrialState
 from sweeplab.config import Config, SweepConfig, objectives_of
 from sweeplab.names import MLFLOW_STATUS, Metric, MlflowTag, RunStatus, Tag, TrialAttr
 from sweeplab.sweep import study as st
+from sweeplab.sweep.plots import log_plots
 from sweeplab.sweep.view import view_key
 from sweeplab.sweep.worker import short
-from sweeplab.tracking.links import runs_url, ui_base, ui_hint
+from sweeplab.tracking.links import runs_url, ui_base, ui_hint, ui_route
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 CHAMPION = "champion"  # the registered model's alias for a sweep's best trial
@@ -146,51 +145,6 @@ def trials_table(study: optuna.Study, objectives: Sequence[str]) -> tuple[str, s
     return buf.getvalue(), "\n".join(md) + "\n"
 
 
-def log_plots(client: MlflowClient, run_id: str, study: optuna.Study,
-              objectives: Sequence[str]) -> list[str]:
-    """Optuna's matplotlib plots as PNG artifacts under plots/; returns what was skipped."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from optuna.visualization import matplotlib as ovm
-
-    # A slice plot of a categorical parameter with numeric choices (train.epochs: 500,
-    # 1000, ...) makes matplotlib log a note at INFO, which Hydra's logging would print.
-    logging.getLogger("matplotlib.category").setLevel(logging.WARNING)
-
-    target = None if len(objectives) == 1 else (lambda t: t.values[0])
-    name = objectives[0]
-    plots: dict[str, Any] = {
-        "optimization_history": lambda: ovm.plot_optimization_history(
-            study, target=target, target_name=name),
-        "param_importances": lambda: ovm.plot_param_importances(
-            study, target=target, target_name=name),
-        "parallel_coordinate": lambda: ovm.plot_parallel_coordinate(
-            study, target=target, target_name=name),
-    }
-    for param in sorted({k for t in study.trials for k in t.params}):
-        plots[f"objective_vs_{param}"] = (
-            lambda p=param: ovm.plot_slice(study, params=[p], target=target, target_name=name))
-    if len(objectives) > 1:
-        plots["pareto_front"] = lambda: ovm.plot_pareto_front(study, target_names=objectives)
-    skipped = []
-    for fname, make in plots.items():
-        try:
-            with warnings.catch_warnings():  # matplotlib's remarks on degenerate axes
-                warnings.simplefilter("ignore", UserWarning)
-                ax = make()
-            fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
-            fig.set_size_inches(9, 5)
-            fig.tight_layout()
-            client.log_figure(run_id, fig, f"plots/{fname}.png")
-            plt.close(fig)
-        except Exception as err:  # e.g. importances need two completed trials
-            skipped.append(f"{fname}: {err}")
-            plt.close("all")
-    return skipped
-
-
 def champion_description(study_name: str, trial: FrozenTrial, objectives: Sequence[str],
                          parent_run_id: str) -> str:
     """The registered version's description: which study, trial and objective value it
@@ -247,13 +201,14 @@ def parent_note(s: SweepConfig, t: st.Tally, best: Sequence[FrozenTrial],
         top = best[0]
         run_id = top.user_attrs.get(TrialAttr.RUN_ID)
         name = f"trial {top.number}: {short(top.params)}"
-        link = f"[{name}](#/experiments/{experiment_id}/runs/{run_id})" if run_id else name
+        route = ui_route(f"#/experiments/{experiment_id}/runs/{run_id}")
+        link = f"[{name}]({route})" if run_id else name
         extra = "".join(f", {k} {top.user_attrs[k]:.4g}" for k in (
             Metric.VAL_ACCURACY, Metric.TEST_ACCURACY) if _finite(top.user_attrs.get(k)))
         note += (f"\n\n**{'One of the best' if len(objectives) > 1 else 'Best'}**: {link}, "
                  f"{'/'.join(objectives)} {_value(top)}{extra}.")
     return note + ("\n\nArtifacts: `trials.md` and `trials.csv` (every trial), `plots/` "
-                   "(Optuna's plots of the study).")
+                   "(Optuna's plots of the study; `plots/study.html` is interactive).")
 
 
 def summarize(study: optuna.Study, client: MlflowClient, parent_run_id: str, cfg: Config,

@@ -103,6 +103,7 @@ class TrialTask:
     # not check the config a second time to know which it is (~20 ms a trial)
     data: DataKey | None = None
     generation: int = 1  # of the study's name (sweep/generation.py), tagged on the run
+    tags: dict[str, str] = field(default_factory=dict)  # more tags of the run (Hydra's choices)
 
 
 @dataclass
@@ -122,7 +123,8 @@ class TrialOutcome:
 
 def make_task(number: int, params: dict[str, Any], base: DictConfig, s: SweepConfig,
               parent_run_id: str, threads: int | None = None,
-              typed_base: Config | None = None, *, generation: int = 1) -> TrialTask:
+              typed_base: Config | None = None, *, generation: int = 1,
+              tags: Mapping[str, str] | None = None) -> TrialTask:
     """The task of trial `number`; raises ConfigError when its config is invalid.
 
     With `typed_base` (`to_config(base)`, done once per sweep) the trial's params are set on
@@ -140,7 +142,8 @@ def make_task(number: int, params: dict[str, Any], base: DictConfig, s: SweepCon
         and s.pruner != "none" else None
     config = dataclasses.asdict(typed)
     return TrialTask(number, dict(params), config, s.name, parent_run_id,
-                     tuple(objectives), prune, s.pruner, threads, data_key(typed), generation)
+                     tuple(objectives), prune, s.pruner, threads, data_key(typed), generation,
+                     dict(tags or {}))
 
 
 class _Unfit(Exception):
@@ -245,7 +248,8 @@ def execute(task: TrialTask, report: Reporter | None = None, stop: StopRequest |
         data = load_data(typed, data_cache)
     tracker = MlflowTracker(typed.tracking, parent_run_id=task.parent_run_id,
                             overrides=[f"{k}={v}" for k, v in task.params.items()],
-                            tags={Tag.TRIAL_NUMBER: str(task.number), Tag.STUDY: task.study,
+                            tags={**task.tags,
+                                  Tag.TRIAL_NUMBER: str(task.number), Tag.STUDY: task.study,
                                   Tag.ROLE: Role.TRIAL, Tag.GENERATION: str(task.generation)},
                             sink=writer)
     callbacks: list[Callback] = [tracker, *also]

@@ -122,3 +122,80 @@ def describe_largest(d: MetricDiff) -> str:
     return (f"{d.name} at step {d.step}: {d.original!r} vs {d.rerun!r} "
             f"(|diff| {d.max_abs:.3g}, relative {d.max_rel:.3g})"
             + (f"; {d.note}" if d.note else ""))
+
+
+# -- side by side: what a rerun with overrides changed -------------------------------------
+
+# Shared steps shown at most; more are thinned out evenly, the first and last kept.
+MAX_STEPS_SHOWN = 12
+
+
+def _num(v: float | None) -> str:
+    return "-" if v is None else f"{v:.6g}"
+
+
+def _change(a: float | None, b: float | None) -> str:
+    if a is None or b is None:
+        return ""
+    if _same(a, b):
+        return "same"
+    return f"{b - a:+.3g}" if math.isfinite(a) and math.isfinite(b) else "differs"
+
+
+def final_table(client: MlflowClient, original_id: str, rerun_id: str,
+                names: Sequence[str] = FINAL_METRICS) -> str:
+    """The final metrics of both runs side by side, with the rerun's change; a metric
+    neither run has is left out. Each is the latest value MLflow keeps (the point logged
+    after the last update); val_accuracy's final value is shown too."""
+    a = client.get_run(original_id).data.metrics
+    b = client.get_run(rerun_id).data.metrics
+    keys = [k for k in (*names, "val_accuracy") if k in a or k in b]
+    rows = [f"  {'final metric':<18} {'original':>12} {'rerun':>12}  change"]
+    rows += [f"  {k:<18} {_num(a.get(k)):>12} {_num(b.get(k)):>12}  {_change(a.get(k), b.get(k))}"
+             for k in dict.fromkeys(keys)]
+    return "\n".join(rows)
+
+
+def steps_table(client: MlflowClient, original_id: str, rerun_id: str,
+                names: Sequence[str] = HISTORY_METRICS) -> str:
+    """The histories both runs logged, at the steps both logged, original and rerun side by
+    side (`MAX_STEPS_SHOWN` steps at most, evenly spread, the first and last kept); "" when
+    they share no step."""
+    histories = {}
+    for name in names:
+        a = _by_step(client.get_metric_history(original_id, name))
+        b = _by_step(client.get_metric_history(rerun_id, name))
+        if a and b:  # logged by both (no val_* when either had no validation split)
+            histories[name] = (a, b)
+    steps = sorted(set.intersection(*(set(a) & set(b) for a, b in histories.values()))) \
+        if histories else []
+    if not steps:
+        return ""
+    shown = steps
+    if len(steps) > MAX_STEPS_SHOWN:
+        picks = {round(i * (len(steps) - 1) / (MAX_STEPS_SHOWN - 1))
+                 for i in range(MAX_STEPS_SHOWN)}
+        shown = [steps[i] for i in sorted(picks)]
+    head = "  " + f"{'step':>6}" + "".join(f"  {n + ' (orig | rerun)':>27}" for n in histories)
+    rows = [head]
+    for step in shown:
+        # one point per step (runs logged before the final metrics moved to their own step
+        # hold two val_accuracy points at the last one: the first in sorted order is shown)
+        cells = [f"{_num(a[step][0]):>12} | {_num(b[step][0]):<12}"
+                 for a, b in histories.values()]
+        rows.append("  " + f"{step:>6}" + "".join(f"  {c:>27}" for c in cells))
+    differ = [step for step in steps for a, b in histories.values()
+              if not all(_same(x, y) for x, y in zip(a[step], b[step], strict=False))]
+    rows.append(f"  {len(shown)} of the {len(steps)} steps both runs logged; "
+                + (f"they differ from step {differ[0]} on" if differ
+                   else "bit-identical at every one"))
+    return "\n".join(rows)
+
+
+def config_difference(client: MlflowClient, original_id: str, rerun_id: str) -> list[str]:
+    """``key: original -> rerun`` for each logged param (the flattened config) that differs,
+    sorted by key; a key one run lacks shows as "(none)"."""
+    a = client.get_run(original_id).data.params
+    b = client.get_run(rerun_id).data.params
+    return [f"{k}: {a.get(k, '(none)')} -> {b.get(k, '(none)')}"
+            for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]

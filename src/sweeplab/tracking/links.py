@@ -5,11 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import quote
 
+from sweeplab.names import MODEL_TRAINING_LAYOUT
 from sweeplab.tracking.store import is_server, redact
 
 # The UI and every server sweeplab starts listen on loopback unless told otherwise.
 HOST = "127.0.0.1"
 DEFAULT_UI_PORT = 5000
+# MLflow 3.17's UI picks its layout from this query parameter of the address, else from
+# the browser's last choice, else GenAI (its menus of traces and prompts, the Assistant):
+# every address sweeplab prints asks for the model-training layout the README shows.
+LAYOUT_QUERY = f"workflowType={MODEL_TRAINING_LAYOUT}"
+
+
+def ui_route(route: str) -> str:
+    """`route` of the UI (``#/experiments/1/runs``), asking for the model-training layout."""
+    return f"{route}{'&' if '?' in route else '?'}{LAYOUT_QUERY}"
 
 
 def ui_base(uri: str) -> str:
@@ -21,8 +31,8 @@ def ui_base(uri: str) -> str:
 def runs_url(base: str, experiment_id: str, view: str | None = None) -> str:
     """The address of an experiment's runs table, or of one of its saved views, in the UI
     at `base` (``http://127.0.0.1:5000``)."""
-    url = f"{base}/#/experiments/{experiment_id}/runs"
-    return url + (f"?viewStateShareKey={quote(view)}" if view else "")
+    route = f"#/experiments/{experiment_id}/runs"
+    return f"{base}/" + ui_route(route + (f"?viewStateShareKey={quote(view)}" if view else ""))
 
 
 def command(target: str, run_id: str = "") -> str:
@@ -36,9 +46,17 @@ def command(target: str, run_id: str = "") -> str:
 
 def ui_hint(uri: str, experiment_id: str | None, run_id: str | None = None) -> str:
     """The command that opens the MLflow UI, and the page to look at."""
-    page = ""
-    if experiment_id is not None:
-        page = f"#/experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "/runs")
+    page = ui_route("#/experiments" if experiment_id is None else
+                    f"#/experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "/runs"))
     if is_server(uri):
         return f"open {ui_base(uri)}/{page}   (the tracking server's UI)"
-    return f"{command('ui')}   then open {ui_base(uri)}/{page}   (store: {redact(uri)})"
+    # The UI is not running yet, so its port is the one the user will choose: say how.
+    other = DEFAULT_UI_PORT + 1
+    return (f"{command('ui')}   then open {ui_base(uri)}/{page}   (on another port: "
+            f"{ui_command_with_port(other)} and {other} in the address; store: {redact(uri)})")
+
+
+def ui_command_with_port(port: int) -> str:
+    """`make ui PORT=<port>` in a checkout, else `sweeplab-ui --port <port>`."""
+    ui = command("ui")
+    return f"{ui} PORT={port}" if ui.startswith("make ") else f"{ui} --port {port}"

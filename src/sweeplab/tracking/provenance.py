@@ -8,6 +8,7 @@ import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 PACKAGES = ("sweeplab", "numpy", "h5py", "mlflow", "optuna", "hydra-core", "omegaconf",
             "scikit-learn", "threadpoolctl")
@@ -54,17 +55,54 @@ def versions() -> dict[str, str]:
 
 
 def blas() -> dict[str, str]:
-    """The BLAS libraries loaded (``openblas 0.3.31 SkylakeX``) and their thread counts now,
-    comma-separated if several; {} if none is found. Another library, CPU kernel or thread
-    count splits the sums of a matrix product differently, which changes float64 results
-    in their last bits, so a bit-identical rerun needs the same."""
-    import numpy  # noqa: F401 - threadpoolctl only finds libraries already loaded
-    from threadpoolctl import threadpool_info
+    """The BLAS library NumPy's matrix products call (``openblas 0.3.31 SkylakeX``) and its
+    thread count now; {} if none is found. Another library, CPU kernel or thread count
+    splits the sums of a matrix product differently, which changes float64 results in
+    their last bits, so a bit-identical rerun needs the same.
+
+    NumPy's alone: a process also holds the BLAS of other packages that sweeplab never
+    calls (SciPy's, once scikit-learn or an Optuna sampler imports it), and which of them
+    are loaded depends on what ran before, not on how the run computed."""
+    lib = numpy_blas()
+    if lib is None:
+        return {}
+    name = " ".join(str(lib[k]) for k in ("internal_api", "version", "architecture")
+                    if lib.get(k))
+    return {"blas": name, "blas_threads": str(lib["num_threads"])}
+
+
+def numpy_blas() -> dict[str, Any] | None:
+    """threadpoolctl's record of the BLAS library NumPy links: the one inside NumPy's own
+    installation (a wheel bundles it in ``numpy.libs/``), else the one whose version NumPy's
+    build names (a NumPy built against the system's BLAS); None if no BLAS is loaded."""
+    import numpy
+    from threadpoolctl import threadpool_info  # finds only libraries already loaded
 
     libs = [i for i in threadpool_info() if i.get("user_api") == "blas"]
-    if not libs:
-        return {}
-    names = [" ".join(str(i[k]) for k in ("internal_api", "version", "architecture")
-                      if i.get(k)) for i in libs]
-    return {"blas": ", ".join(names), "blas_threads": ",".join(str(i["num_threads"])
-                                                               for i in libs)}
+    if len(libs) <= 1:
+        return libs[0] if libs else None
+    home = Path(numpy.__file__).resolve().parent
+    own = [i for i in libs if _inside(i.get("filepath"), home, home.with_name("numpy.libs"))]
+    if len(own) == 1:
+        return own[0]
+    built = _numpy_build_blas_version()
+    named = [i for i in libs if built and i.get("version") and str(i["version"]) in built]
+    return named[0] if len(named) == 1 else libs[0]
+
+
+def _inside(path: str | None, *folders: Path) -> bool:
+    if not path:
+        return False
+    resolved = Path(path).resolve()
+    return any(resolved.is_relative_to(f) for f in folders)
+
+
+def _numpy_build_blas_version() -> str:
+    """The BLAS version NumPy was built against ("" if its build does not say)."""
+    import numpy
+
+    try:  # NumPy >= 1.26; mode="dicts" returns the record instead of printing it
+        config = numpy.show_config(mode="dicts")
+        return str(config["Build Dependencies"]["blas"].get("version", ""))
+    except (TypeError, KeyError, AttributeError):
+        return ""

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from mlflow.tracking import MlflowClient
 
 from sweeplab.config import TrackingConfig
+from sweeplab.names import MODEL_TRAINING_KIND, MlflowTag
 from sweeplab.tracking.errors import quiet_store_tracebacks
 
 if TYPE_CHECKING:
@@ -177,16 +178,20 @@ def _first_line(text: str) -> str:
 
 
 def get_experiment_id(client: MlflowClient, name: str, uri: str) -> str:
-    """The id of experiment `name`, created (artifacts under ./mlruns for SQLite) if needed."""
+    """The id of experiment `name`, created (artifacts under ./mlruns for SQLite) if needed,
+    and marked as model training (`MODEL_TRAINING_KIND`) unless it has a kind already."""
+    kind = {MlflowTag.EXPERIMENT_KIND: MODEL_TRAINING_KIND}
     exp = client.get_experiment_by_name(name)
     if exp is not None:
+        if MlflowTag.EXPERIMENT_KIND not in exp.tags:  # made before sweeplab set it
+            client.set_experiment_tag(exp.experiment_id, *kind.popitem())
         return exp.experiment_id
     location = None
     if uri.startswith("sqlite:///"):
         db = Path(uri.removeprefix("sqlite:///"))
         location = (db.parent / "mlruns").resolve().as_uri()
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location, tags=kind)
     except Exception:  # another process created it first
         exp = client.get_experiment_by_name(name)
         if exp is None:

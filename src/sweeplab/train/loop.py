@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -70,8 +70,14 @@ class RunResult:
         return self.status in (RunStatus.FINISHED, RunStatus.EARLY_STOPPED)
 
 
+# The schema's seed (conf/config.yaml's too): a run name shows any other.
+DEFAULT_SEED = next(f.default for f in fields(Config) if f.name == "seed")
+
+
 def describe(cfg: Config) -> str:
-    """A short run name that says what it is: ``digits d2w32 lr0.01``."""
+    """A short run name that says what it is: ``digits d2w32 adam lr0.01``, and the seed
+    when it is not the default one (``... seed7``): runs that differ only in their seed
+    would otherwise share a name."""
     m = cfg.model
     arch = "h" + "-".join(map(str, m.hidden)) if m.hidden is not None else f"d{m.depth}w{m.width}"
     extra = ""
@@ -79,6 +85,8 @@ def describe(cfg: Config) -> str:
         extra += f" kp{m.keep_prob:g}"
     if cfg.optim.l2:
         extra += f" l2{cfg.optim.l2:g}"
+    if cfg.seed != DEFAULT_SEED:
+        extra += f" seed{cfg.seed}"
     return f"{cfg.data.name} {arch} {cfg.optim.name} lr{cfg.optim.lr:g}{extra}"
 
 

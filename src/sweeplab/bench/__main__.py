@@ -13,7 +13,7 @@ from typing import Any
 
 from sweeplab.bench import distributed, report, suites, torch_ref
 
-SUITES = ["training", "tracking", "sweep", "distributed", "machine"]
+SUITES = ["training", "tracking", "sweep", "default_sweep", "distributed", "machine"]
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         "training": lambda: suites.training(args.data_dir, iters, repeats),
         "tracking": lambda: suites.tracking(args.data_dir, iters, repeats),
         "sweep": lambda: suites.sweep_throughput(*((8, 20) if args.quick else (24, 40))),
+        "default_sweep": lambda: suites.default_sweep(10 if args.quick else 40),
         "distributed": lambda: distributed.distributed(args.quick),
     }
     for name in ("machine", "training", "tracking", "sweep", "distributed"):

@@ -69,6 +69,19 @@ def markdown(r: dict[str, Any]) -> str:
                               f"{100 * frac:.1f}%", "<= 5%", frac <= 0.05))
         lines.append(_row("tracking fixed cost per run", f"{k['fixed_seconds_per_run']:.2f} s",
                           "<= 0.3 s", k["fixed_seconds_per_run"] <= 0.3))
+    if "default_sweep" in r:
+        d = r["default_sweep"]
+        for writer, label in (("process", "writer process (default)"),
+                              ("inline", "each trial logs itself")):
+            w = d[writer]
+            lines += [
+                _row(f"default sweep, {d['n_trials']} trials, {label}: wall / Σ training",
+                     f"{w['wall_seconds']:.1f} s / {w['train_seconds']:.1f} s"),
+                _row(f"default sweep, {label}: efficiency (Σ training / wall)",
+                     f"{w['efficiency']:.2f}", ">= 0.7", w["efficiency"] >= 0.7),
+                _row(f"default sweep, {label}: tracking fixed cost per run (median)",
+                     f"{1e3 * w['fixed_seconds_per_run_median']:.0f} ms", "<= 30 ms",
+                     w["fixed_seconds_per_run_median"] <= 0.03)]
     if "sweep" in r:
         s = r["sweep"]
         lines += [_row(f"sweep, {s['n_trials']} trials x {s['epochs']} epochs: 1 worker",

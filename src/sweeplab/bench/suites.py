@@ -221,6 +221,51 @@ def _sweep_rate(n_trials: int, epochs: int, jobs: int) -> float:
     return rate
 
 
+def default_sweep(n_trials: int = 40, repeats: int = 1) -> dict[str, Any]:
+    """`python -m sweeplab.sweep` as `make sweep` runs it (the default sweep: digits, 1 job),
+    in a temporary folder with its own stores, once with the tracking writer process (the
+    default) and once with each trial logging itself (sweep.writer=inline), interleaved
+    `repeats` times (medians).
+
+    Efficiency is the trials' own training time (Σ train_seconds) over the command's wall
+    time, start-up and the end-of-sweep report included. A run's fixed cost is its MLflow
+    wall time (start to end) minus its training time: what tracking adds to a trial where
+    the trial runs. With the writer, the MLflow calls themselves run on the other core."""
+    out: dict[str, Any] = {"n_trials": n_trials, "repeats": repeats}
+    got: dict[str, list[dict[str, float]]] = {"process": [], "inline": []}
+    for _ in range(repeats):
+        for writer in got:
+            got[writer].append(_default_sweep_once(n_trials, writer))
+    for writer, runs in got.items():
+        out[writer] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    return out
+
+
+def _default_sweep_once(n_trials: int, writer: str) -> dict[str, float]:
+    from mlflow.tracking import MlflowClient
+
+    from sweeplab.names import Tag
+
+    with tempfile.TemporaryDirectory() as tmp:
+        uri = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
+        env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+        cmd = [sys.executable, "-m", "sweeplab.sweep", f"sweep.n_trials={n_trials}",
+               f"sweep.writer={writer}", "hydra.run.dir=" + str(Path(tmp) / "hydra")]
+        start = time.perf_counter()
+        subprocess.run(cmd, cwd=tmp, env=env, check=True, capture_output=True, text=True,
+                       timeout=1800)
+        wall = time.perf_counter() - start
+        client = MlflowClient(uri)
+        exps = [e.experiment_id for e in client.search_experiments()]
+        runs = client.search_runs(exps, f"tags.`{Tag.ROLE}` = 'trial'", max_results=1000)
+    trained = [r.data.metrics.get("train_seconds", 0.0) for r in runs]
+    fixed = [(r.info.end_time - r.info.start_time) / 1e3 - t
+             for r, t in zip(runs, trained, strict=True) if r.info.end_time]
+    return {"wall_seconds": wall, "train_seconds": sum(trained),
+            "efficiency": sum(trained) / wall, "runs": len(runs),
+            "fixed_seconds_per_run_median": statistics.median(fixed)}
+
+
 def machine_limits() -> dict[str, Any]:
     return {"gemm_gflops_float64": machine.gemm_gflops("float64"),
             "gemm_gflops_float32": machine.gemm_gflops("float32"),

@@ -147,15 +147,16 @@ def op_describe(client: MlflowClient, started: Started, config: Config, override
                 texts: dict[str, str], inputs: list[DatasetInput]) -> None:
     """The run's params, dataset inputs and text artifacts (config.yaml, overrides.yaml and
     `texts`, written together in one artifact upload)."""
-    from omegaconf import OmegaConf
+    import yaml
 
     run_id = started.run_id
     params = [Param(k, str(v)) for k, v in flatten(config).items()]
     for i in range(0, len(params), MAX_PARAMS):
         client.log_batch(run_id, params=params[i:i + MAX_PARAMS])
     _log_datasets(client, run_id, inputs)
-    files = {"config.yaml": OmegaConf.to_yaml(OmegaConf.structured(config)),
-             "overrides.yaml": OmegaConf.to_yaml([redact(o) for o in overrides]), **texts}
+    # The YAML OmegaConf.to_yaml writes, without its structured-config pass (tens of ms).
+    files = {"config.yaml": yaml.safe_dump(dataclasses.asdict(config), sort_keys=False),
+             "overrides.yaml": yaml.safe_dump([redact(o) for o in overrides]), **texts}
     with tempfile.TemporaryDirectory() as tmp:
         for name, text in files.items():
             Path(tmp, name).write_text(text, encoding="utf-8")
@@ -213,10 +214,11 @@ def _end(client: MlflowClient, started: Started, end: Ending) -> None:
     run_id = started.run_id
     # The model is created first, so the final metrics can name it (its page in the UI
     # shows them).
-    model_id = None
+    model_id = artifacts = None
     if end.model is not None:
-        model_id = client.create_logged_model(
-            started.experiment_id, name="model", source_run_id=run_id).model_id
+        logged = client.create_logged_model(started.experiment_id, name="model",
+                                            source_run_id=run_id)
+        model_id, artifacts = logged.model_id, logged.artifact_location
     metrics = [Metric(k, float(v), end.timestamp, end.step, model_id=model_id)
                for k, v in end.metrics.items()]
     tags = dict(end.tags)
@@ -230,12 +232,12 @@ def _end(client: MlflowClient, started: Started, end: Ending) -> None:
         client.log_figure(run_id, fig, "plots/cost_curve.png")
         plots.close(fig)
     if model_id is not None and end.model is not None:
-        _log_model(client, run_id, model_id, end.model, end.step)
+        _log_model(client, run_id, model_id, str(artifacts), end.model, end.step)
     client.set_terminated(run_id, MLFLOW_STATUS[end.status], end_time=end.timestamp)
 
 
-def _log_model(client: MlflowClient, run_id: str, model_id: str, m: ModelPayload,
-               step: int) -> None:
+def _log_model(client: MlflowClient, run_id: str, model_id: str, artifact_location: str,
+               m: ModelPayload, step: int) -> None:
     """Write the network as an MLflow pyfunc model into LoggedModel `model_id` (created
     with the run as its source, `models:/<model_id>`), and mark it READY; FAILED if writing
     it fails. The signature says the input (a float tensor (-1, n_x)); no input example is
@@ -251,7 +253,6 @@ def _log_model(client: MlflowClient, run_id: str, model_id: str, m: ModelPayload
     reqs = [f"numpy=={versions['numpy']}", f"h5py=={versions['h5py']}",
             f"mlflow=={versions['mlflow']}"]
     try:
-        logged = client.get_logged_model(model_id)
         with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
             # "An input example was not provided": the signature is the schema, on purpose
             warnings.filterwarnings("ignore", ".*An input example was not provided", UserWarning)
@@ -260,7 +261,7 @@ def _log_model(client: MlflowClient, run_id: str, model_id: str, m: ModelPayload
             mlflow.pyfunc.save_model(
                 local, python_model=pyfunc.__file__, artifacts={"network": str(weights)},
                 signature=signature, pip_requirements=reqs,
-                mlflow_model=Model(artifact_path=logged.artifact_location,
+                mlflow_model=Model(artifact_path=artifact_location,
                                    model_uuid=model_id, run_id=run_id, model_id=model_id))
             client.log_model_artifacts(model_id, str(local))
     except BaseException:

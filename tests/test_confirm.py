@@ -2,7 +2,8 @@
 their statistics on the parent run, the champion by best mean with a paired test, resume.
 
 Each sweep is a grid over two configurations on 200 moons, full batch, in temporary
-stores; everything is read back through MlflowClient.
+stores; everything is read back through MlflowClient. A sweep costs 15-60 s here (the
+store, the plots, the replicates), so those tests are marked slow.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from sweeplab.sweep.controller import sweep_job
 BASE = ["data=moons", "data.n_samples=200", "train.batch_size=null", "train.epochs=60",
         "train.log_every=20", "model.depth=1", "optim=adam", "optim.lr=0.05",
         "tracking.log_model=false", "tracking.log_plots=false", "sweep.register_model=null",
-        "sweep.sampler=grid", "sweep.pruner=none", "sweep.n_trials=2"]
+        "sweep.sampler=grid", "sweep.pruner=none", "sweep.n_trials=2", "sweep.writer=inline"]
 
 
 @pytest.fixture
@@ -56,6 +57,7 @@ def _replicates(client: MlflowClient, parent) -> list:
         f"'{parent.info.run_id}' and tags.`{Tag.ROLE}` = '{Role.CONFIRM}'", max_results=500)
 
 
+@pytest.mark.slow
 def test_clearly_different_configs_give_a_tiny_p_value_and_the_right_champion(
         confirm_env, capsys) -> None:
     compose, uri = confirm_env
@@ -113,6 +115,7 @@ def test_clearly_different_configs_give_a_tiny_p_value_and_the_right_champion(
     assert "confirmed (5 seeds each" in out and f"trial {wide} is significantly better" in out
 
 
+@pytest.mark.slow
 def test_a_key_that_does_nothing_is_not_significant(confirm_env, capsys) -> None:
     compose, uri = confirm_env
     # log_every only changes when histories are logged (there is no pruner): the same runs
@@ -128,6 +131,7 @@ def test_a_key_that_does_nothing_is_not_significant(confirm_env, capsys) -> None
     assert "not significantly better than trial" in out
 
 
+@pytest.mark.slow
 def test_resume_runs_only_the_missing_replicates(confirm_env, capsys) -> None:
     compose, uri = confirm_env
     params = {"model.width": "choice(2, 16)"}
@@ -158,6 +162,7 @@ def test_resume_runs_only_the_missing_replicates(confirm_env, capsys) -> None:
     assert _parent(client, "again").data.metrics[confirm_metric(None, "champion_trial")] >= 0
 
 
+@pytest.mark.slow
 def test_top_k_zero_runs_no_replicate(confirm_env) -> None:
     compose, uri = confirm_env
     assert sweep_job(compose({"model.width": "choice(2, 16)"}, "sweep.name=off",

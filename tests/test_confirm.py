@@ -211,3 +211,56 @@ def test_statistics_match_scipy_reference_values() -> None:
     assert paired({1: 1.0, 2: 2.0}, {1: 1.0, 2: 2.0}).p_value == 1.0
     # only shared seeds count
     assert paired({1: 1.0, 2: 2.0, 3: 9.0}, {1: 1.0, 2: 2.0}).n == 2
+
+
+@pytest.mark.slow
+def test_sigkill_during_confirmation_resumes_each_replicate_once(tmp_path: Path,
+                                                                  data_cache: Path) -> None:
+    """The controller SIGKILLed once two replicates are FINISHED (a third one training):
+    the same command runs only the missing replicates, and the one it killed again."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    cmd = [sys.executable, "-m", "sweeplab.sweep", *BASE, "train.epochs=1500",
+           f"sweep.storage=journal:{tmp_path / 'optuna.journal'}", "sweep.name=killed",
+           "++sweep.params.model.width='choice(2, 16)'", "++sweep.params.model.depth=null",
+           "++sweep.params.optim.lr=null", "sweep.confirm.top_k=2", "sweep.confirm.seeds=3"]
+    proc = subprocess.Popen(cmd, cwd=data_cache, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    client = MlflowClient(uri)
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            time.sleep(0.3)
+            try:
+                parent = _parent(client, "killed")
+            except Exception:  # the store or the parent run does not exist yet
+                continue
+            if sum(r.info.status == "FINISHED" for r in _replicates(client, parent)) >= 2:
+                break
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    before = {r.info.run_id for r in _replicates(client, parent) if r.info.status == "FINISHED"}
+    assert 2 <= len(before) < 6
+    again = subprocess.run(cmd, cwd=data_cache, env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    reps = _replicates(client, parent)
+    finished = [r for r in reps if r.info.status == "FINISHED"]
+    assert Counter((r.data.tags[Tag.CONFIG_HASH], r.data.tags[Tag.REPLICATE])
+                   for r in finished) == Counter(
+        {k: 1 for k in {(r.data.tags[Tag.CONFIG_HASH], r.data.tags[Tag.REPLICATE])
+                        for r in finished}})
+    assert len(finished) == 6 and before <= {r.info.run_id for r in finished}
+    # what the kill left RUNNING was closed as KILLED, never counted
+    assert all(r.info.status in ("FINISHED", "KILLED") for r in reps)
+    assert f"{len(before)} of 6 replicates already done" in again.stdout

@@ -24,7 +24,8 @@ from servers import free_port, postgres_cluster, stop_process_group, tracking_se
 from sweeplab.names import TrialAttr
 from sweeplab.sweep.study import open_storage
 
-SMALL = ["data=moons", "data.n_samples=300", "train.epochs=40", "train.log_every=5",
+SMALL = ["sweep.confirm.top_k=0",  # no confirmation stage: trials only
+         "data=moons", "data.n_samples=300", "train.epochs=40", "train.log_every=5",
          "train.batch_size=null", "tracking.log_plots=false", "sweep.register_model=null",
          "sweep.pruner=median", "+sweep.pruner_args.n_startup_trials=3",
          "++sweep.params.optim.lr='tag(log, interval(1e-3, 0.05))'"]  # rates that learn

@@ -114,7 +114,8 @@ def test_a_study_with_a_wrong_data_folder_is_one_line(tmp_path: Path, study: str
 
 # -- stores: the Optuna storage and the MLflow store -----------------------------------------
 
-SWEEP = ["data=planar", "data.val_fraction=0.2", "train.epochs=5", "train.log_every=1",
+SWEEP = ["sweep.confirm.top_k=0",  # no confirmation stage: trials only
+         "data=planar", "data.val_fraction=0.2", "train.epochs=5", "train.log_every=1",
          "sweep.n_trials=1", "tracking.log_model=false", "tracking.log_plots=false"]
 
 

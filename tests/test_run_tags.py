@@ -86,7 +86,7 @@ def test_a_sweep_tags_its_parent_and_its_trials_with_hydras_choices(
         empty_mlflow_db: Path) -> None:
     uri = use_mlflow_store(tmp_path, monkeypatch, empty_mlflow_db)
     run_app(sweep_cli.main, monkeypatch, *SMALL, "optim=momentum", "sweep.n_trials=2",
-            "sweep.register_model=null", "sweep.pruner=none",
+            "sweep.register_model=null", "sweep.confirm.top_k=0", "sweep.pruner=none",
             f"sweep.storage=journal:{tmp_path / 'optuna.journal'}",
             "++sweep.params.optim.lr=tag(log, interval(1e-3, 0.05))")
     logged = runs(uri)

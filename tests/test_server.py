@@ -45,7 +45,8 @@ PASSWORD = "pw-4f9c1e-not-for-print"
 RUN = ["data=moons", "data.n_samples=200", "train.epochs=9", "train.log_every=3",
        "train.batch_size=null", "train.progress=false", "tracking.log_model=true",
        "tracking.log_plots=true"]
-SWEEP = ["data=moons", "data.n_samples=200", "train.epochs=12", "train.log_every=3",
+SWEEP = ["sweep.confirm.top_k=0",  # no confirmation stage: trials only
+         "data=moons", "data.n_samples=200", "train.epochs=12", "train.log_every=3",
          "train.batch_size=null", "tracking.log_model=true", "tracking.log_plots=false",
          "sweep.n_trials=4",
          # rates that learn: a trial that does not is FAILED (not_learning), its own test

@@ -29,7 +29,8 @@ from sweeplab.sweep import study as st
 from sweeplab.sweep.controller import sweep_job
 from sweeplab.sweep.space import parse_space
 
-FAST = ["data=moons", "data.n_samples=200", "train.epochs=12", "train.log_every=3",
+FAST = ["sweep.confirm.top_k=0",  # no confirmation stage: trials only
+        "data=moons", "data.n_samples=200", "train.epochs=12", "train.log_every=3",
         "train.batch_size=null", "tracking.log_model=false", "tracking.log_plots=false",
         "sweep.register_model=null",
         # rates that learn: a trial that does not is a failure (not_learning, its own test)

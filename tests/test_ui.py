@@ -21,7 +21,8 @@ from sweeplab.config import to_config
 from sweeplab.sweep import view
 from sweeplab.tracking import MlflowTracker
 
-SWEEP = ["data=moons", "data.n_samples=200", "train.epochs=6", "train.log_every=3",
+SWEEP = ["sweep.confirm.top_k=0",  # no confirmation stage: trials only
+         "data=moons", "data.n_samples=200", "train.epochs=6", "train.log_every=3",
          "train.batch_size=null", "tracking.log_model=false", "tracking.log_plots=false"]
 
 

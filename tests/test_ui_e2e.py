@@ -38,7 +38,8 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first
                   "--disable-background-networking", "--disable-component-update",
                   "--disable-sync"]
 N_TRIALS = 3
-SWEEP = ["data=moons", "data.n_samples=200", "train.epochs=30", "train.log_every=3",
+SWEEP = ["sweep.confirm.top_k=0",  # no confirmation stage: trials only
+         "data=moons", "data.n_samples=200", "train.epochs=30", "train.log_every=3",
          "train.batch_size=null", "tracking.log_model=true", "tracking.log_plots=true",
          f"sweep.n_trials={N_TRIALS}", "sweep.pruner=none", "sweep.register_model=null",
          "sweep.name=e2e"]

@@ -28,7 +28,8 @@ from sweeplab.names import TrialAttr
 from sweeplab.sweep import study as st
 from sweeplab.sweep.controller import sweep_job
 
-FAST = ["data=moons", "data.n_samples=200", "train.epochs=12", "train.log_every=3",
+FAST = ["sweep.confirm.top_k=0",  # no confirmation stage: trials only
+        "data=moons", "data.n_samples=200", "train.epochs=12", "train.log_every=3",
         "train.batch_size=null", "tracking.log_model=true", "sweep.register_model=null",
         "sweep.pruner=none", "++sweep.params.optim.lr='tag(log, interval(1e-3, 0.05))'"]
 

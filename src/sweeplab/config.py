@@ -39,6 +39,8 @@ MAX_EXPERIMENT_NAME = 256
 
 # Seeds feed NumPy's SeedSequence and, for the course's initialisations, RandomState.
 MAX_SEED = 2**32 - 1
+# Replicates per confirmed configuration: each is a full training run.
+MAX_CONFIRM_SEEDS = 1000
 
 
 class ConfigError(ValueError):
@@ -135,6 +137,17 @@ DIRECTIONS = ("minimize", "maximize")
 
 
 @dataclass
+class ConfirmConfig:
+    """The confirmation stage after a search (sweep/confirm.py)."""
+
+    # Retrain the best `top_k` distinct configurations of the search; 0 = no confirmation.
+    top_k: int = 5
+    # Replicates per configuration, each with its own run seed (initialisation, validation
+    # split, mini-batch order, dropout); at least 2, for a confidence interval.
+    seeds: int = 5
+
+
+@dataclass
 class SweepConfig:
     # The study's name: running the same name again resumes it.
     name: str = "default"
@@ -173,6 +186,8 @@ class SweepConfig:
     register_model: str | None = "sweeplab-${sweep.name}"
     # Stop starting new trials after this many seconds; null = no limit.
     timeout: float | None = None
+    # After a search that ended normally: its top configurations retrained across seeds.
+    confirm: ConfirmConfig = field(default_factory=ConfirmConfig)
 
 
 @dataclass
@@ -354,6 +369,14 @@ def _validate_sweep(p: list[str], cfg: Config) -> None:
     for d in directions:
         _one_of(p, "sweep.directions" if s.directions is not None else "sweep.direction", d,
                 DIRECTIONS)
+    c = s.confirm
+    _check(p, c.top_k >= 0, "sweep.confirm.top_k", c.top_k,
+           "must be an integer >= 0 (0 = no confirmation stage)")
+    _check(p, c.top_k == 0 or c.seeds >= 2, "sweep.confirm.seeds", c.seeds,
+           "must be an integer >= 2 (a confidence interval needs two replicates), or set "
+           "sweep.confirm.top_k=0")
+    _check(p, c.seeds <= MAX_CONFIRM_SEEDS, "sweep.confirm.seeds", c.seeds,
+           f"must be at most {MAX_CONFIRM_SEEDS}")
     if len(directions) != len(objectives):
         p.append(f"sweep.directions={directions}: needs one direction per objective "
                  f"({len(objectives)}: {objectives})")

@@ -92,6 +92,13 @@ class Tag(StrEnum):
     BEST_TRIAL = "sweeplab.best_trial"
     BEST_RUN_ID = "sweeplab.best_run_id"
     BEST = "sweeplab.best."  # + the searched key
+    # confirmation replicates (sweep/confirm.py): Tag.ROLE confirm, Tag.TRIAL_NUMBER the
+    # search trial whose configuration they retrain
+    CONFIG_HASH = "sweeplab.config_hash"  # the resolved config without seed and run name
+    REPLICATE = "sweeplab.replicate"  # 1..sweep.confirm.seeds
+    # on the parent run: the confirmed champion and how it compares with the runner-up
+    CONFIRM_CHAMPION = "sweeplab.confirm.champion_trial"
+    CONFIRM_VERDICT = "sweeplab.confirm.verdict"
     # reruns
     RERUN_OF = "sweeplab.rerun_of"
     RERUN_OVERRIDES = "sweeplab.rerun_overrides"
@@ -120,6 +127,21 @@ MODEL_TRAINING_LAYOUT = "machine_learning"
 class Role(StrEnum):
     SWEEP = "sweep"
     TRIAL = "trial"
+    CONFIRM = "confirm"  # a replicate of the confirmation stage
+
+
+# The parent run's confirmation metrics: ``confirm.<trial>.<stat>_<metric>``, e.g.
+# ``confirm.7.mean_val_cost``, ``confirm.7.ci_low_val_accuracy``, ``confirm.7.n``; and
+# ``confirm.<stat>`` for the comparison of the champion with the runner-up.
+CONFIRM_PREFIX = "confirm."
+CONFIRM_STATS = ("mean", "std", "ci_low", "ci_high")
+
+
+def confirm_metric(trial: int | None, stat: str, metric: str | None = None) -> str:
+    """The parent run's metric name for `stat` of `metric` over the replicates of search
+    trial `trial`'s configuration (None: the champion-vs-runner-up comparison)."""
+    where = CONFIRM_PREFIX if trial is None else f"{CONFIRM_PREFIX}{trial}."
+    return f"{where}{stat}" if metric is None else f"{where}{stat}_{metric}"
 
 
 class RunStatus(StrEnum):

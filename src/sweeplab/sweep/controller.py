@@ -26,9 +26,10 @@ from sweeplab.config import Config, ConfigError, SweepConfig, to_config
 from sweeplab.names import ExitCode, MlflowTag, Role, RunStatus, Tag, TrialAttr
 from sweeplab.sweep import generation as gen
 from sweeplab.sweep import study as st
+from sweeplab.sweep.confirm import Confirmation, confirm_sweep
 from sweeplab.sweep.executors import WORKER_DIED, DaskPool, Finished, InProcess, WorkerLost
 from sweeplab.sweep.identity import check_identity, settings
-from sweeplab.sweep.report import TrialPrinter, close_orphan_runs, summarize
+from sweeplab.sweep.report import TrialPrinter, close_orphan_runs, ranked, summarize
 from sweeplab.sweep.space import flat_params, parse_space
 from sweeplab.sweep.view import save_sweep_view
 from sweeplab.sweep.worker import (
@@ -124,12 +125,19 @@ def _sweep(cfg: DictConfig, typed: Config, base: DictConfig, space: dict[str, An
 
     printer = TrialPrinter(study, s, already=before.done)
     code, why, error = ExitCode.OK, "enough trials", None
+    confirmed: Confirmation | None = None
     controller = Controller(study, space, base, s, parent_run_id, client, executor, printer)
     controller.run_tags = run_tags
     try:
         why = controller.run(stop, started=time.time())
         if controller.failed_out:  # the search space cannot learn: not a success
             code = ExitCode.FAILED
+        else:  # the search ended normally: confirm its best across seeds
+            printer.poll()
+            printer.close()
+            confirmed = confirm_sweep(
+                ranked(study), base, typed, controller.typed_base, parent_run_id, client,
+                experiment_id, stop, generation=generation, tags=run_tags)
     except SweepAborted as err:
         code, why, error = ExitCode.USAGE, str(err), str(err)
     except KeyboardInterrupt as err:
@@ -144,6 +152,7 @@ def _sweep(cfg: DictConfig, typed: Config, base: DictConfig, space: dict[str, An
             print(f"error: {error}", file=sys.stderr, flush=True)
         try:
             summarize(study, client, parent_run_id, typed, experiment_id, uri, why,
+                      confirmed=confirmed,
                       status={ExitCode.OK: "FINISHED", ExitCode.FAILED: "FAILED"}.get(
                           code, "KILLED"))
         except Exception as err:

@@ -18,7 +18,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweeplab.config import Config, SweepConfig, objectives_of
 from sweeplab.names import MLFLOW_STATUS, Metric, MlflowTag, RunStatus, Tag, TrialAttr
+from sweeplab.sweep import confirm
 from sweeplab.sweep import study as st
+from sweeplab.sweep.confirm import Confirmation
 from sweeplab.sweep.plots import log_plots
 from sweeplab.sweep.view import view_key
 from sweeplab.sweep.worker import short
@@ -212,9 +214,11 @@ def parent_note(s: SweepConfig, t: st.Tally, best: Sequence[FrozenTrial],
 
 
 def summarize(study: optuna.Study, client: MlflowClient, parent_run_id: str, cfg: Config,
-              experiment_id: str, uri: str, why: str, *, status: str) -> None:
+              experiment_id: str, uri: str, why: str, *, status: str,
+              confirmed: Confirmation | None = None) -> None:
     """Put the sweep's outcome on the parent run (ended with MLflow `status`) and print
-    it."""
+    it. With a confirmation stage's outcome, the registered model is its champion's best
+    replicate, not the search's best trial."""
     s = cfg.sweep
     assert s is not None
     objectives, _ = objectives_of(s)
@@ -247,7 +251,15 @@ def summarize(study: optuna.Study, client: MlflowClient, parent_run_id: str, cfg
         client.log_text(parent_run_id, "\n".join(skipped) + "\n", "plots/skipped.txt")
     version = None
     champion = _first_with_run(client, best) if s.register_model else None
-    if champion is not None and s.register_model:
+    confirmed_champ = confirmed.champion if confirmed is not None else None
+    if confirmed is not None and confirmed_champ is not None and confirmed.best_run_id \
+            and s.register_model:
+        version = register_champion(
+            client, s.register_model, confirmed.best_run_id,
+            confirm.description(confirmed, s.name, parent_run_id),
+            tags={Tag.STUDY: s.name, Tag.TRIAL_NUMBER: str(confirmed_champ.trial),
+                  Tag.CONFIG_HASH: confirmed_champ.hash})
+    elif champion is not None and s.register_model:
         run_id = str(champion.user_attrs[TrialAttr.RUN_ID])
         version = register_champion(
             client, s.register_model, run_id,
@@ -256,6 +268,12 @@ def summarize(study: optuna.Study, client: MlflowClient, parent_run_id: str, cfg
     client.set_terminated(parent_run_id, status)
     _print_summary(study, best, objectives, t, parent_run_id, experiment_id, uri, why,
                    s.register_model if version else None, version)
+    if confirmed is not None:
+        print(f"confirmed ({len(confirmed.seeds)} seeds each; best mean first):")
+        for line in confirm.table(confirmed):
+            print(f"  {line}")
+        print(f"  {confirmed.verdict()}")
+        print(f"  {confirm.test_line(confirmed)}")
 
 
 def _first_with_run(client: MlflowClient, trials: Sequence[FrozenTrial]) -> FrozenTrial | None:

@@ -104,6 +104,7 @@ class TrialTask:
     data: DataKey | None = None
     generation: int = 1  # of the study's name (sweep/generation.py), tagged on the run
     tags: dict[str, str] = field(default_factory=dict)  # more tags of the run (Hydra's choices)
+    role: str = Role.TRIAL  # a search trial, or a confirmation replicate of one
 
 
 @dataclass
@@ -250,7 +251,7 @@ def execute(task: TrialTask, report: Reporter | None = None, stop: StopRequest |
                             overrides=[f"{k}={v}" for k, v in task.params.items()],
                             tags={**task.tags,
                                   Tag.TRIAL_NUMBER: str(task.number), Tag.STUDY: task.study,
-                                  Tag.ROLE: Role.TRIAL, Tag.GENERATION: str(task.generation)},
+                                  Tag.ROLE: task.role, Tag.GENERATION: str(task.generation)},
                             sink=writer)
     callbacks: list[Callback] = [tracker, *also]
     if stop is not None:

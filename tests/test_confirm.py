@@ -1,0 +1,266 @@
+"""The confirmation stage after a sweep: the top configurations retrained across seeds,
+their statistics on the parent run, the champion by best mean with a paired test, resume.
+
+Each sweep is a grid over two configurations on 200 moons, full batch, in temporary
+stores; everything is read back through MlflowClient. A sweep costs 15-60 s here (the
+store, the plots, the replicates), so those tests are marked slow.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+
+from helpers import compose_config, use_mlflow_store
+from sweeplab.config import ConfigError, to_config
+from sweeplab.names import Metric, MlflowTag, Role, Tag, confirm_metric
+from sweeplab.sweep.confirm import config_hash, describe, paired, replicate_seeds
+from sweeplab.sweep.controller import sweep_job
+
+BASE = ["data=moons", "data.n_samples=200", "train.batch_size=null", "train.epochs=60",
+        "train.log_every=20", "model.depth=1", "optim=adam", "optim.lr=0.05",
+        "tracking.log_model=false", "tracking.log_plots=false", "sweep.register_model=null",
+        "sweep.sampler=grid", "sweep.pruner=none", "sweep.n_trials=2", "sweep.writer=inline"]
+
+
+@pytest.fixture
+def confirm_env(in_data_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """(compose, MLflow URI) for one sweep with a confirmation stage, in temporary stores."""
+    uri = use_mlflow_store(tmp_path, monkeypatch)
+    journal = f"journal:{tmp_path / 'optuna.journal'}"
+
+    def compose(params: dict[str, str], *overrides: str):
+        cfg = compose_config(*BASE, f"sweep.storage={journal}", *overrides,
+                             config_name="sweep_app")
+        cfg.sweep.params = OmegaConf.create(params)  # exactly this space
+        return cfg
+
+    return compose, uri
+
+
+def _parent(client: MlflowClient, name: str):
+    exps = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(exps, f"tags.`{Tag.ROLE}` = '{Role.SWEEP}' and "
+                                    f"tags.`{Tag.STUDY}` = '{name}'")
+    assert len(runs) == 1
+    return runs[0]
+
+
+def _replicates(client: MlflowClient, parent) -> list:
+    return client.search_runs(
+        [parent.info.experiment_id], f"tags.`{MlflowTag.PARENT_RUN_ID}` = "
+        f"'{parent.info.run_id}' and tags.`{Tag.ROLE}` = '{Role.CONFIRM}'", max_results=500)
+
+
+@pytest.mark.slow
+def test_clearly_different_configs_give_a_tiny_p_value_and_the_right_champion(
+        confirm_env, capsys) -> None:
+    compose, uri = confirm_env
+    # one hidden unit cannot bend around the moons; 32 can
+    cfg = compose({"model.width": "choice(1, 32)"}, "sweep.name=widths",
+                  "sweep.confirm.top_k=2", "sweep.confirm.seeds=5",
+                  "tracking.log_model=true", "sweep.register_model=confirmed-widths")
+    assert sweep_job(cfg) == 0
+    out = capsys.readouterr().out
+    client = MlflowClient(uri)
+    parent = _parent(client, "widths")
+    reps = _replicates(client, parent)
+    assert len(reps) == 10  # 2 configurations x 5 seeds
+    by_trial: dict[str, list] = {}
+    for r in reps:
+        assert r.info.status == "FINISHED"
+        by_trial.setdefault(r.data.tags[Tag.TRIAL_NUMBER], []).append(r)
+    assert len(by_trial) == 2
+    widths = {}
+    for trial, runs in by_trial.items():
+        assert sorted(int(r.data.tags[Tag.REPLICATE]) for r in runs) == [1, 2, 3, 4, 5]
+        assert len({r.data.tags[Tag.CONFIG_HASH] for r in runs}) == 1  # one group per config
+        # the run seeds: the search's (1) + 1..5, never the search's own
+        assert sorted(int(r.data.params["seed"]) for r in runs) == replicate_seeds(1, 5)
+        widths[trial] = {r.data.params["model.width"] for r in runs}.pop()
+    wide = next(t for t, w in widths.items() if w == "32")
+    m, tags = parent.data.metrics, parent.data.tags
+    assert tags[Tag.CONFIRM_CHAMPION] == wide
+    assert m[confirm_metric(None, "champion_trial")] == float(wide)
+    assert m[confirm_metric(None, "p_value")] < 0.01
+    assert m[confirm_metric(None, "mean_diff")] < 0  # the champion's val_cost is lower
+    assert "significantly better" in tags[Tag.CONFIRM_VERDICT]
+    assert "not significantly" not in tags[Tag.CONFIRM_VERDICT]
+    for trial in by_trial:
+        assert m[confirm_metric(int(trial), "n")] == 5
+        for metric in (Metric.VAL_COST, Metric.VAL_ACCURACY):
+            lo, mean, hi = (m[confirm_metric(int(trial), s, metric)]
+                            for s in ("ci_low", "mean", "ci_high"))
+            assert lo <= mean <= hi
+    # the mean is the mean of the replicates' objective, as logged on each
+    wide_runs = by_trial[wide]
+    assert m[confirm_metric(int(wide), "mean", Metric.VAL_COST)] == pytest.approx(
+        sum(r.data.metrics[Metric.OBJECTIVE] for r in wide_runs) / 5)
+    assert confirm_metric(None, "mean", Metric.TEST_ACCURACY) in m
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert "confirm.md" in artifacts
+    assert "confirm.png" in {a.path.rsplit("/", 1)[-1]
+                             for a in client.list_artifacts(parent.info.run_id, "plots")}
+    # the registered model: the champion's best replicate, described with its statistics
+    version = client.get_model_version_by_alias("confirmed-widths", "champion")
+    best = min(wide_runs, key=lambda r: r.data.metrics[Metric.OBJECTIVE])
+    assert version.run_id == best.info.run_id
+    assert "mean ± 95% CI" in version.description and parent.info.run_id in version.description
+    assert "Test accuracy of the champion" in version.description
+    assert "confirmed (5 seeds each" in out and f"trial {wide} is significantly better" in out
+
+
+@pytest.mark.slow
+def test_a_key_that_does_nothing_is_not_significant(confirm_env, capsys) -> None:
+    compose, uri = confirm_env
+    # log_every only changes when histories are logged (there is no pruner): the same runs
+    cfg = compose({"train.log_every": "choice(20, 30)"}, "sweep.name=idle",
+                  "sweep.confirm.top_k=2", "sweep.confirm.seeds=3")
+    assert sweep_job(cfg) == 0
+    out = capsys.readouterr().out
+    client = MlflowClient(uri)
+    parent = _parent(client, "idle")
+    assert len(_replicates(client, parent)) == 6
+    assert parent.data.metrics[confirm_metric(None, "p_value")] >= 0.05
+    assert "not significantly better than trial" in parent.data.tags[Tag.CONFIRM_VERDICT]
+    assert "not significantly better than trial" in out
+
+
+@pytest.mark.slow
+def test_resume_runs_only_the_missing_replicates(confirm_env, capsys) -> None:
+    compose, uri = confirm_env
+    params = {"model.width": "choice(2, 16)"}
+    assert sweep_job(compose(params, "sweep.name=again", "sweep.confirm.top_k=2",
+                             "sweep.confirm.seeds=2")) == 0
+    client = MlflowClient(uri)
+    parent = _parent(client, "again")
+    first = {r.info.run_id for r in _replicates(client, parent)}
+    assert len(first) == 4
+    capsys.readouterr()
+    # a third seed: only replicate 3 of each configuration runs
+    assert sweep_job(compose(params, "sweep.name=again", "sweep.confirm.top_k=2",
+                             "sweep.confirm.seeds=3")) == 0
+    out = capsys.readouterr().out
+    assert "4 of 6 replicates already done" in out
+    reps = _replicates(client, parent)
+    assert len(reps) == 6
+    assert first < {r.info.run_id for r in reps}
+    new = [r for r in reps if r.info.run_id not in first]
+    assert sorted(r.data.tags[Tag.REPLICATE] for r in new) == ["3", "3"]
+    assert Counter((r.data.tags[Tag.CONFIG_HASH], r.data.tags[Tag.REPLICATE])
+                   for r in reps).most_common(1)[0][1] == 1
+    # a finished confirmation runs nothing
+    assert sweep_job(compose(params, "sweep.name=again", "sweep.confirm.top_k=2",
+                             "sweep.confirm.seeds=3")) == 0
+    assert "6 of 6 replicates already done" in capsys.readouterr().out
+    assert len(_replicates(client, parent)) == 6
+    assert _parent(client, "again").data.metrics[confirm_metric(None, "champion_trial")] >= 0
+
+
+@pytest.mark.slow
+def test_top_k_zero_runs_no_replicate(confirm_env) -> None:
+    compose, uri = confirm_env
+    assert sweep_job(compose({"model.width": "choice(2, 16)"}, "sweep.name=off",
+                             "sweep.confirm.top_k=0")) == 0
+    client = MlflowClient(uri)
+    parent = _parent(client, "off")
+    assert _replicates(client, parent) == []
+    assert Tag.CONFIRM_CHAMPION not in parent.data.tags
+
+
+@pytest.mark.parametrize("override,message", [
+    ("sweep.confirm.seeds=1", "sweep.confirm.seeds=1: must be an integer >= 2"),
+    ("sweep.confirm.top_k=-1", "sweep.confirm.top_k=-1: must be an integer >= 0"),
+])
+def test_bad_confirm_settings_are_one_line_naming_the_key(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        to_config(compose_config(override, config_name="sweep_app"))
+    assert str(err.value) == f"invalid config: {message}" + str(err.value).split(message)[1]
+    assert "\n" not in str(err.value)
+
+
+def test_defaults_confirm_five_configurations_with_five_seeds() -> None:
+    s = to_config(compose_config(config_name="sweep_app")).sweep
+    assert (s.confirm.top_k, s.confirm.seeds) == (5, 5)
+
+
+def test_config_hash_ignores_seed_and_run_name_only() -> None:
+    cfg = {"seed": 1, "model": {"width": 4}, "tracking": {"run_name": "a"}}
+    same = {"seed": 9, "model": {"width": 4}, "tracking": {"run_name": "b"}}
+    other = {"seed": 1, "model": {"width": 5}, "tracking": {"run_name": "a"}}
+    assert config_hash(cfg) == config_hash(same) != config_hash(other)
+
+
+def test_statistics_match_scipy_reference_values() -> None:
+    # t(0.975, 4) = 2.7764451; mean 3, sd sqrt(2.5), sem sqrt(0.5)
+    s = describe([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert (s.n, s.mean) == (5, 3.0)
+    assert s.std == pytest.approx(math.sqrt(2.5))
+    assert s.ci_high - 3.0 == pytest.approx(2.7764451 * math.sqrt(0.5), rel=1e-6)
+    # paired: differences 1, 2, 3 -> mean 2, t = 2 / (1 / sqrt 3) = 3.4641, df 2, p = 0.0742
+    p = paired({1: 2.0, 2: 4.0, 3: 6.0}, {1: 1.0, 2: 2.0, 3: 3.0})
+    assert (p.n, p.mean_diff) == (3, 2.0)
+    assert p.p_value == pytest.approx(0.07418, abs=1e-4)
+    assert p.ci_low < 2.0 < p.ci_high
+    # identical values: no difference at all
+    assert paired({1: 1.0, 2: 2.0}, {1: 1.0, 2: 2.0}).p_value == 1.0
+    # only shared seeds count
+    assert paired({1: 1.0, 2: 2.0, 3: 9.0}, {1: 1.0, 2: 2.0}).n == 2
+
+
+@pytest.mark.slow
+def test_sigkill_during_confirmation_resumes_each_replicate_once(tmp_path: Path,
+                                                                  data_cache: Path) -> None:
+    """The controller SIGKILLed once two replicates are FINISHED (a third one training):
+    the same command runs only the missing replicates, and the one it killed again."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    cmd = [sys.executable, "-m", "sweeplab.sweep", *BASE, "train.epochs=1500",
+           f"sweep.storage=journal:{tmp_path / 'optuna.journal'}", "sweep.name=killed",
+           "++sweep.params.model.width='choice(2, 16)'", "++sweep.params.model.depth=null",
+           "++sweep.params.optim.lr=null", "sweep.confirm.top_k=2", "sweep.confirm.seeds=3"]
+    proc = subprocess.Popen(cmd, cwd=data_cache, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    client = MlflowClient(uri)
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            time.sleep(0.3)
+            try:
+                parent = _parent(client, "killed")
+            except Exception:  # the store or the parent run does not exist yet
+                continue
+            if sum(r.info.status == "FINISHED" for r in _replicates(client, parent)) >= 2:
+                break
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    before = {r.info.run_id for r in _replicates(client, parent) if r.info.status == "FINISHED"}
+    assert 2 <= len(before) < 6
+    again = subprocess.run(cmd, cwd=data_cache, env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    reps = _replicates(client, parent)
+    finished = [r for r in reps if r.info.status == "FINISHED"]
+    assert Counter((r.data.tags[Tag.CONFIG_HASH], r.data.tags[Tag.REPLICATE])
+                   for r in finished) == Counter(
+        {k: 1 for k in {(r.data.tags[Tag.CONFIG_HASH], r.data.tags[Tag.REPLICATE])
+                        for r in finished}})
+    assert len(finished) == 6 and before <= {r.info.run_id for r in finished}
+    # what the kill left RUNNING was closed as KILLED, never counted
+    assert all(r.info.status in ("FINISHED", "KILLED") for r in reps)
+    assert f"{len(before)} of 6 replicates already done" in again.stdout

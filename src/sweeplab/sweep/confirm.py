@@ -47,7 +47,15 @@ from sweeplab.names import (
     Tag,
     confirm_metric,
 )
-from sweeplab.sweep.worker import TrialTask, execute, make_task, short
+from sweeplab.sweep.worker import (
+    DiskFull,
+    TrackingUnavailable,
+    TrialTask,
+    execute,
+    make_task,
+    short,
+)
+from sweeplab.tracking.writer import TrackingWriter, WriterDied
 from sweeplab.train import DataKey
 from sweeplab.train.interrupt import StopRequest
 
@@ -139,9 +147,13 @@ def done_replicates(runs: Sequence[Any]) -> dict[tuple[str, int], Any]:
 
 
 def run_replicates(cands: Sequence[Candidate], seeds: Sequence[int], done: Mapping[
-                   tuple[str, int], Any], stop: StopRequest | None) -> int:
-    """Run, in this process and tracked inline, every replicate not in `done`; returns how
-    many ran. Ctrl-C (through `stop`) is raised, its run closed as KILLED."""
+                   tuple[str, int], Any], stop: StopRequest | None,
+                   writer: TrackingWriter | None = None) -> int:
+    """Run, in this process, every replicate not in `done`; returns how many ran. Their
+    runs are logged by `writer` when given (while the next replicate trains), and all
+    written before this returns; else inline. Ctrl-C (through `stop`) is raised, its run
+    closed as KILLED; a full disk or a store gone while writing raises DiskFull or
+    TrackingUnavailable, as for trials."""
     cache: dict[DataKey, Dataset] = {}  # one dataset per seed, shared by the configurations
     ran = 0
     todo = [(c, i, seed) for c in cands for i, seed in enumerate(seeds, 1)
@@ -150,13 +162,44 @@ def run_replicates(cands: Sequence[Candidate], seeds: Sequence[int], done: Mappi
         if stop is not None:
             stop.check()
         started = time.time()
-        out = execute(replicate_task(c, i, seed), stop=stop, data_cache=cache)
+        if writer is None:
+            out = execute(replicate_task(c, i, seed), stop=stop, data_cache=cache)
+        else:
+            with writer.group(REPLICATE_GROUPS + k):
+                out = execute(replicate_task(c, i, seed), stop=stop, data_cache=cache,
+                              writer=writer)
+            writer.barrier(REPLICATE_GROUPS + k)
         value = f"{out.values[0]:.4g}" if out.values else "-"
         print(f"confirm {k}/{len(todo)}  trial {c.trial.number:>3} replicate {i} (seed {seed})"
               f"  {'/'.join(c.task.objectives)}={value}  {out.status}"
               f"  {time.time() - started:5.1f}s", flush=True)
         ran += 1
+    if writer is not None and ran:
+        _written(writer)
     return ran
+
+
+# Writer groups of replicates: apart from trial numbers (and the writer's own syncs).
+REPLICATE_GROUPS = 1_000_000_000
+
+
+def _written(writer: TrackingWriter) -> None:
+    """Wait until the writer has written every replicate's run; raise as a trial would when
+    one could not be (a replicate that failed otherwise is a FAILED run, analysed as one)."""
+    try:
+        acks = writer.sync()
+    except WriterDied as err:
+        raise TrackingUnavailable(f"{err}; run the same command to resume") from None
+    for ack in acks:
+        if ack.failure is not None and ack.failure.kind == "no_space":
+            raise DiskFull(f"no space left on the device while a replicate's run was written "
+                           f"({ack.failure.message}; the tracking store is {writer.uri}); "
+                           f"free space, then run the same command to resume")
+        if ack.failure is not None and ack.failure.kind == "unavailable":
+            raise TrackingUnavailable(
+                f"the tracking store {writer.uri} stopped answering while a replicate's run "
+                f"was written ({ack.failure.message}); start it again, then run the same "
+                f"command to resume")
 
 
 @dataclass(frozen=True)
@@ -423,7 +466,8 @@ def log_plot(client: Any, parent_run_id: str, c: Confirmation) -> None:
 def confirm_sweep(ranked_trials: Sequence[FrozenTrial], base: DictConfig, cfg: Config,
                   typed_base: Config, parent_run_id: str, client: Any, experiment_id: str,
                   stop: StopRequest | None, *, generation: int,
-                  tags: Mapping[str, str]) -> Confirmation | None:
+                  tags: Mapping[str, str],
+                  writer: TrackingWriter | None = None) -> Confirmation | None:
     """The whole stage after a search that ended normally: run the missing replicates, then
     put the statistics, ``confirm.md`` and ``plots/confirm.png`` on the parent run. None
     when there is nothing to confirm (off, several objectives, no tracking, no trial)."""
@@ -453,7 +497,7 @@ def confirm_sweep(ranked_trials: Sequence[FrozenTrial], base: DictConfig, cfg: C
           f"({', '.join(map(str, seeds))})"
           + (f"; {already} of {len(wanted)} replicates already done" if already else ""),
           flush=True)
-    run_replicates(cands, seeds, done, stop)
+    run_replicates(cands, seeds, done, stop, writer)
     result = analyse(cands, done_replicates(replicate_runs(client, experiment_id,
                                                            parent_run_id)),
                      objectives[0], directions[0], seeds)

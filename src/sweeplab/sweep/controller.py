@@ -137,7 +137,8 @@ def _sweep(cfg: DictConfig, typed: Config, base: DictConfig, space: dict[str, An
             printer.close()
             confirmed = confirm_sweep(
                 ranked(study), base, typed, controller.typed_base, parent_run_id, client,
-                experiment_id, stop, generation=generation, tags=run_tags)
+                experiment_id, stop, generation=generation, tags=run_tags,
+                writer=executor.writer if isinstance(executor, InProcess) else None)
     except SweepAborted as err:
         code, why, error = ExitCode.USAGE, str(err), str(err)
     except KeyboardInterrupt as err:

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         "default_sweep": lambda: suites.default_sweep(10 if args.quick else 40),
         "distributed": lambda: distributed.distributed(args.quick),
     }
-    for name in ("machine", "training", "tracking", "sweep", "distributed"):
+    for name in ("machine", "training", "tracking", "sweep", "default_sweep", "distributed"):
         if name in args.only:
             print(f"bench: {name} ...", flush=True)
             results[name] = steps[name]()

@@ -26,6 +26,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -118,7 +119,7 @@ def replicate_task(c: Candidate, replicate: int, seed: int) -> TrialTask:
     config["tracking"]["run_name"] = (f"confirm trial {c.trial.number} seed {seed}: "
                                       f"{short(c.trial.params)}")
     return dataclasses.replace(
-        c.task, config=config, prune_metric=None, role=Role.CONFIRM, data=None,
+        c.task, config=config, prune_metric=None, role=Role.CONFIRM, data=None, typed=None,
         tags={**c.task.tags, Tag.CONFIG_HASH: c.hash, Tag.REPLICATE: str(replicate)})
 
 
@@ -165,9 +166,11 @@ def run_replicates(cands: Sequence[Candidate], seeds: Sequence[int], done: Mappi
         if writer is None:
             out = execute(replicate_task(c, i, seed), stop=stop, data_cache=cache)
         else:
+            # one core is the writer's (as for the search's trials)
+            task = dataclasses.replace(replicate_task(c, i, seed),
+                                       threads=max(1, (os.cpu_count() or 1) - 1))
             with writer.group(REPLICATE_GROUPS + k):
-                out = execute(replicate_task(c, i, seed), stop=stop, data_cache=cache,
-                              writer=writer)
+                out = execute(task, stop=stop, data_cache=cache, writer=writer)
             writer.barrier(REPLICATE_GROUPS + k)
         value = f"{out.values[0]:.4g}" if out.values else "-"
         print(f"confirm {k}/{len(todo)}  trial {c.trial.number:>3} replicate {i} (seed {seed})"

@@ -200,6 +200,10 @@ class Controller:
         # BLAS threads per trial: the cores shared among this machine's workers.
         self.threads = max(1, (os.cpu_count() or 1) // s.n_jobs) \
             if s.n_jobs > 1 and s.cluster is None else None
+        # With a writer process, one core is its: BLAS threads spinning for a core it holds
+        # slowed training by half when tried.
+        if isinstance(executor, InProcess) and executor.writer is not None:
+            self.threads = max(1, (os.cpu_count() or 1) - 1)
 
     def run(self, stop: StopRequest, started: float) -> str:
         """Run trials until the sweep has enough; returns why it stopped."""

@@ -217,7 +217,11 @@ def _serve(uri: str, ops: Any, acks: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     inline = Inline(uri)
+    from threadpoolctl import threadpool_limits
+
     from sweeplab.tracking.errors import quiet_store_tracebacks
+
+    threadpool_limits(1)  # the trials' BLAS has the other cores
 
     quiet_store_tracebacks()
     parent = mp.parent_process()

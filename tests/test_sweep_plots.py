@@ -101,3 +101,14 @@ def test_png_axes_are_log_for_a_cost() -> None:
         assert "2 outlier trials left out" in figures["parallel_coordinate"].axes[0].get_title()
     finally:
         plt.close("all")
+
+
+def test_parallel_coordinate_tick_labels_sit_on_boxes_the_lines_do_not_cross() -> None:
+    """The width axis's log ticks sit where trials' lines pass: every axis's tick labels of
+    the parallel coordinates get an opaque box (the other plots keep plain labels)."""
+    figures = dict(plots.png_figures(study_with_diverged_trials(), ["val_cost"], log=True))
+    labels = [t for ax in figures["parallel_coordinate"].axes for t in ax.get_yticklabels()
+              if t.get_text()]
+    assert labels and all(t.get_bbox_patch() is not None for t in labels)
+    history = figures["optimization_history"].axes[0].get_yticklabels()
+    assert all(t.get_bbox_patch() is None for t in history)

@@ -136,6 +136,8 @@ def png_figures(study: optuna.Study, objectives: Sequence[str], log: bool
         try:
             with warnings.catch_warnings():  # matplotlib's remarks on degenerate axes
                 warnings.simplefilter("ignore", UserWarning)
+                # "experimental (supported from v2.2.0)": Optuna's matplotlib plots
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 ax = make()
                 axes = list(ax.flat) if hasattr(ax, "flat") else [ax]
                 if log and y_is_objective:
@@ -147,12 +149,24 @@ def png_figures(study: optuna.Study, objectives: Sequence[str], log: bool
             # wide enough that a parallel-coordinates axis's tick labels do not run into
             # the next axis's
             fig.set_size_inches(12 if fname == "parallel_coordinate" else 9, 5)
+            if fname == "parallel_coordinate":
+                _label_boxes(fig)
             fig.tight_layout()
         except Exception as err:
             plt.close("all")
             yield fname, err
             continue
         yield fname, fig
+
+
+def _label_boxes(fig: Figure) -> None:
+    """Tick labels on a light box, so the trials' lines that cross an axis (the width's
+    log ticks sit where lines pass) do not run through its numbers."""
+    for ax in fig.axes:
+        for label in [*ax.get_yticklabels(), *ax.get_yticklabels(minor=True)]:
+            label.set_bbox({"facecolor": "white", "alpha": 0.85, "edgecolor": "none",
+                            "pad": 1})
+        ax.tick_params(axis="y", which="both", zorder=10)
 
 
 def study_html(study: optuna.Study, objectives: Sequence[str], log: bool) -> str:

@@ -21,6 +21,9 @@ from sweeplab.cli import train as train_cli
 from sweeplab.config import to_config
 from sweeplab.train import describe
 
+# In the slow suite (make test-slow, run by CI): every test here runs whole commands or sweeps.
+pytestmark = pytest.mark.slow
+
 SMALL = ["data=moons", "data.n_samples=200", "train.epochs=6", "train.log_every=3",
          "train.batch_size=null", "train.progress=false", "tracking.log_model=false",
          "tracking.log_plots=false"]

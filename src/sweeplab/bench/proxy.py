@@ -156,6 +156,16 @@ class CountingProxy:
                         self.upstream = None
                         if attempt:
                             raise
+                keep = role in proxy.capture
+                rec = Record(role, self.command, self.path, endpoint(self.command, self.path),
+                             resp.status, len(body), len(data),
+                             1e3 * (time.perf_counter() - started), started,
+                             body if keep else None, headers if keep else None,
+                             data if keep else None)
+                # recorded before the client has its answer: whoever reads the records
+                # after a request returned finds it there
+                with proxy._lock:
+                    proxy.records.append(rec)
                 self.send_response_only(resp.status, resp.reason)
                 for k, v in resp.getheaders():
                     if k.lower() not in HOP:
@@ -163,14 +173,6 @@ class CountingProxy:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
-                keep = role in proxy.capture
-                rec = Record(role, self.command, self.path, endpoint(self.command, self.path),
-                             resp.status, len(body), len(data),
-                             1e3 * (time.perf_counter() - started), started,
-                             body if keep else None, headers if keep else None,
-                             data if keep else None)
-                with proxy._lock:
-                    proxy.records.append(rec)
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _forward
 

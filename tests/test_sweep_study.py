@@ -22,7 +22,8 @@ from sweeplab.names import Metric, TrialAttr
 from sweeplab.sweep.controller import sweep_job
 from test_sweep import FAST, child_runs, load
 
-# In the slow suite (make test-slow, run by CI): every test here runs one or more whole sweeps (8 to 14 s each on 2 cores).
+# In the slow suite (make test-slow, run by CI): every test here runs one or more whole
+# sweeps (8 to 14 s each on 2 cores).
 pytestmark = pytest.mark.slow
 
 

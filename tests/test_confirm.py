@@ -19,7 +19,14 @@ from omegaconf import OmegaConf
 from helpers import compose_config, use_mlflow_store
 from sweeplab.config import ConfigError, to_config
 from sweeplab.names import Metric, MlflowTag, Role, Tag, confirm_metric
-from sweeplab.sweep.confirm import config_hash, describe, paired, replicate_seeds
+from sweeplab.sweep.confirm import (
+    Candidate,
+    analyse,
+    config_hash,
+    describe,
+    paired,
+    replicate_seeds,
+)
 from sweeplab.sweep.controller import sweep_job
 
 BASE = ["data=moons", "data.n_samples=200", "train.batch_size=null", "train.epochs=60",
@@ -264,3 +271,23 @@ def test_sigkill_during_confirmation_resumes_each_replicate_once(tmp_path: Path,
     # what the kill left RUNNING was closed as KILLED, never counted
     assert all(r.info.status in ("FINISHED", "KILLED") for r in reps)
     assert f"{len(before)} of 6 replicates already done" in again.stdout
+
+
+def test_a_configuration_with_a_failed_replicate_is_not_the_champion() -> None:
+    """A replicate that diverged or did not learn has no objective value: its configuration
+    ranks after those whose replicates all completed, however good its survivors' mean."""
+    from types import SimpleNamespace
+
+    def run(run_id: str, value: float | None):
+        metrics = {} if value is None else {Metric.OBJECTIVE: value, Metric.VAL_ACCURACY: 0.9,
+                                            Metric.TEST_ACCURACY: 0.9}
+        return SimpleNamespace(info=SimpleNamespace(run_id=run_id),
+                               data=SimpleNamespace(metrics=metrics))
+
+    cands = [Candidate(SimpleNamespace(number=n, params={"n": n}), h, None)
+             for n, h in ((1, "lucky"), (2, "steady"))]
+    runs = {("lucky", 1): run("a", 0.05), ("lucky", 2): run("b", None),
+            ("steady", 1): run("c", 0.10), ("steady", 2): run("d", 0.11)}
+    result = analyse(cands, runs, "val_cost", "minimize", [2, 3])
+    assert [k.trial for k in result.configs] == [2, 1]
+    assert result.configs[1].failed == 1 and result.configs[0].failed == 0

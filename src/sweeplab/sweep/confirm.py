@@ -291,6 +291,11 @@ class Confirmed:
     val_stats: Stats | None = None
     vs_champion: Paired | None = None  # None for the champion itself
 
+    @property
+    def failed(self) -> int:
+        """Replicates that ran and have no objective value: diverged or did not learn."""
+        return len(self.run_ids) - len(self.objective)
+
 
 @dataclass
 class Confirmation:
@@ -350,8 +355,10 @@ def analyse(cands: Sequence[Candidate], runs: Mapping[tuple[str, int], Any], obj
         conf.val_stats = describe(list(conf.val_accuracy.values()))
         configs.append(conf)
     sign = -1.0 if direction == "maximize" else 1.0
-    # best mean first; a configuration with no completed replicate last
-    configs.sort(key=lambda k: (k.stats is None or k.stats.n == 0,
+    # best mean first, among the configurations none of whose replicates failed (diverged,
+    # did not learn): a failure counts against a configuration rather than dropping out
+    # of its mean; one with no completed replicate last
+    configs.sort(key=lambda k: (k.stats is None or k.stats.n == 0, k.failed > 0,
                                 sign * (k.stats.mean if k.stats and k.stats.n else 0.0)))
     out = Confirmation(objective, direction, list(seeds), configs)
     champ = out.champion
@@ -496,7 +503,9 @@ def confirm_sweep(ranked_trials: Sequence[FrozenTrial], base: DictConfig, cfg: C
     done = done_replicates(replicate_runs(client, experiment_id, parent_run_id))
     wanted = {(c.hash, i) for c in cands for i in range(1, len(seeds) + 1)}
     already = len(wanted & done.keys())
-    print(f"confirmation: the top {len(cands)} configurations x {len(seeds)} seeds "
+    which = "the best configuration" if len(cands) == 1 \
+        else f"the top {len(cands)} configurations"
+    print(f"confirmation: {which} x {len(seeds)} seeds "
           f"({', '.join(map(str, seeds))})"
           + (f"; {already} of {len(wanted)} replicates already done" if already else ""),
           flush=True)

@@ -23,6 +23,7 @@ import itertools
 import multiprocessing as mp
 import queue
 import signal
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -106,7 +107,17 @@ class TrackingWriter:
         self._acks: Any = ctx.Queue()
         self._proc = ctx.Process(target=_serve, args=(uri, self._ops, self._acks),
                                  name="sweeplab-tracking-writer", daemon=True)
-        self._proc.start()
+        # Born ignoring Ctrl-C and SIGTERM (an ignored signal stays ignored across exec, and
+        # Python then leaves it so): a Ctrl-C to the process group while the writer still
+        # imports MLflow would print a traceback from it. The caller stops it with `close`.
+        previous = {sig: signal.signal(sig, signal.SIG_IGN)
+                    for sig in (signal.SIGINT, signal.SIGTERM)} \
+            if threading.current_thread() is threading.main_thread() else {}
+        try:
+            self._proc.start()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         self._slots = itertools.count()
         self._group: int | None = None
         self._held: list[Ack] = []  # taken off the queue by `check`, for `acks`

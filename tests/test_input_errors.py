@@ -114,9 +114,11 @@ def test_a_study_with_a_wrong_data_folder_is_one_line(tmp_path: Path, study: str
 
 # -- stores: the Optuna storage and the MLflow store -----------------------------------------
 
-SWEEP = ["sweep.confirm.top_k=0",  # no confirmation stage: trials only
-         "data=planar", "data.val_fraction=0.2", "train.epochs=5", "train.log_every=1",
-         "sweep.n_trials=1", "tracking.log_model=false", "tracking.log_plots=false"]
+# the run's part first: a test of `make train` takes RUN alone
+RUN = ["data=planar", "data.val_fraction=0.2", "train.epochs=5"]
+SWEEP = [*RUN, "train.log_every=1", "sweep.n_trials=1", "tracking.log_model=false",
+         "tracking.log_plots=false",
+         "sweep.confirm.top_k=0"]  # no confirmation stage: trials only
 
 
 @pytest.fixture
@@ -165,7 +167,7 @@ def test_an_mlflow_store_in_a_read_only_folder_is_one_line(
     line = one_error_line(run_cli(data_cache, *SWEEP, f"tracking.uri={uri}",
                                   f"sweep.storage=journal:{journal}", module=module,
                                   env=_env(tmp_path)) if module == "sweeplab.sweep" else
-                          run_cli(data_cache, *SWEEP[:3], f"tracking.uri={uri}",
+                          run_cli(data_cache, *RUN, f"tracking.uri={uri}",
                                   env=_env(tmp_path)))
     assert f"tracking.uri='{uri}'" in line and "cannot open the tracking store" in line
     assert not journal.exists()

@@ -213,10 +213,14 @@ def test_a_tracking_server_lost_mid_sweep_queues_the_trial_and_the_resume_finish
     assert len(errors) == 1 and "stopped answering" in errors[0], err[-2000:]
     study = optuna.load_study(study_name="outage", storage=open_storage(journal))
     assert not [t for t in study.trials if t.user_attrs.get(TrialAttr.STATUS) == "error"]
+    # the trial training; with the writer process (JOBS=1) also the one whose run it was
+    # writing: neither run was complete, so both are queued again
     lost = [t for t in study.trials if t.state == TrialState.FAIL]
-    assert len(lost) == 1 and lost[0].user_attrs[TrialAttr.STATUS] == "interrupted"
-    assert [t.state for t in study.trials if t.user_attrs.get(TrialAttr.RETRY_OF)
-            == lost[0].number] == [TrialState.WAITING]
+    assert 1 <= len(lost) <= 2
+    for t in lost:
+        assert t.user_attrs[TrialAttr.STATUS] == "interrupted"
+        assert [r.state for r in study.trials if r.user_attrs.get(TrialAttr.RETRY_OF)
+                == t.number] == [TrialState.WAITING]
 
     with server_on(folder, port) as url:  # back, with the same store
         again = subprocess.run(cmd, cwd=data_cache, env=env, capture_output=True, text=True,
@@ -229,8 +233,10 @@ def test_a_tracking_server_lost_mid_sweep_queues_the_trial_and_the_resume_finish
         runs = client.search_runs([client.get_run(parent).info.experiment_id],
                                   f"tags.mlflow.parentRunId = '{parent}'")
         assert not [r for r in runs if r.info.status == "RUNNING"]
-        assert [r.info.status for r in runs if r.data.tags["sweeplab.trial_number"]
-                == str(lost[0].number)] == ["KILLED"]
+        for t in lost:  # its run closed as KILLED (none if the store went before it began)
+            assert set(r.info.status for r in runs if r.data.tags["sweeplab.trial_number"]
+                       == str(t.number)) <= {"KILLED"}
+        assert "KILLED" in {r.info.status for r in runs}
         assert sum(r.info.status == "FINISHED" for r in runs) == 4
 
 

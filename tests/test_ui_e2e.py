@@ -267,6 +267,9 @@ def test_trial_page_shows_the_cost_chart_and_the_model(page, server, sweep, shot
 
     # Model metrics: the train_cost chart, drawn.
     page.get_by_role("tab", name="Model metrics").click()
+    # ten charts now (the sweep's `objective` among them): the UI draws only those in view,
+    # so the chart wanted is searched for, as a user would
+    page.get_by_placeholder("Search metric charts").fill("train_cost")
     card = page.locator("[data-testid='experiment-view-compare-runs-card']").filter(
         has=page.locator("h4[title='train_cost']"))
     card.scroll_into_view_if_needed()

@@ -124,18 +124,25 @@ def server(sweep: Sweep, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     stopped whatever happens."""
     port = _free_port()
     log = tmp_path_factory.mktemp("e2e-server") / "ui.log"
+    yield from _serve([sys.executable, "-m", "sweeplab.cli.ui", "--port", str(port), "--uri",
+                       sweep.uri], log, f"http://127.0.0.1:{port}/", "health", "the UI", 90)
+
+
+def _serve(cmd: list[str], log: Path, url: str, probe: str, what: str,
+           seconds: float) -> Iterator[Server]:
+    """Start `cmd` in its own process group (output to `log`), yield once `url + probe`
+    answers, stop the group whatever happens; fail with the log if it exits or is slow."""
     with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "sweeplab.cli.ui", "--port", str(port), "--uri", sweep.uri],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}/"
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     try:
-        deadline = time.monotonic() + 90
-        while not _answers(url + "health"):
+        deadline = time.monotonic() + seconds
+        while not _answers(url + probe):
             if proc.poll() is not None:
-                pytest.fail(f"the UI exited with {proc.returncode}:\n{log.read_text()}")
+                pytest.fail(f"{what} exited with {proc.returncode}:\n{log.read_text()}")
             if time.monotonic() > deadline:
-                pytest.fail(f"the UI did not answer on {url} in 90 s:\n{log.read_text()}")
+                pytest.fail(f"{what} did not answer on {url} in {seconds:g} s:\n"
+                            f"{log.read_text()}")
             time.sleep(0.25)
         yield Server(url, log)
     finally:
@@ -337,24 +344,9 @@ def dashboard(sweep: Sweep, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     journal = Path(sweep.uri.removeprefix("sqlite:///")).parent / "optuna.journal"
     port = _free_port()
     log = tmp_path_factory.mktemp("e2e-dashboard") / "dashboard.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "sweeplab.cli.dashboard", "--port", str(port),
-             "--storage", f"journal:{journal}"],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 60
-        while not _answers(url + "api/studies"):
-            if proc.poll() is not None:
-                pytest.fail(f"the dashboard exited with {proc.returncode}:\n{log.read_text()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"the dashboard did not answer on {url} in 60 s:\n"
-                            f"{log.read_text()}")
-            time.sleep(0.25)
-        yield Server(url, log)
-    finally:
-        stop_process_group(proc)
+    yield from _serve([sys.executable, "-m", "sweeplab.cli.dashboard", "--port", str(port),
+                       "--storage", f"journal:{journal}"], log, f"http://127.0.0.1:{port}/",
+                      "api/studies", "the dashboard", 60)
 
 
 def test_dashboard_shows_the_sweeps_study(browser, dashboard, sweep, shots) -> None:

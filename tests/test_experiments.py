@@ -197,3 +197,62 @@ def test_the_notebooks_fixed_dropout_masks_explain_the_published_dropout_figures
     assert fixed.costs[10000] == pytest.approx(0.0610169865749056, rel=1e-9)
     assert fixed.costs[20000] == pytest.approx(0.060582435798513114, rel=1e-9)
     assert (fixed.train_accuracy, fixed.test_accuracy) == pytest.approx((0.9289099526066351, 0.95))
+
+
+@pytest.mark.slow
+def test_course1_study_confirms_its_champion_and_compares_it_seed_for_seed(
+        shared_datasets: Path, tmp_path: Path) -> None:
+    """The whole course 1 study, small (3 trials, 2 confirmed configurations x 2 seeds):
+    the confirmed champion is the one the sweep's parent run names, it is retrained on all
+    209 images, the course's 4-layer model runs on the confirmation's seeds and splits, and
+    the tables' paired tests are scipy's over what MLflow holds."""
+    from mlflow.tracking import MlflowClient
+    from scipy import stats
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    results = tmp_path / "results.md"
+    course1.main(["--data-dir", str(shared_datasets / "catvnoncat"), "--tracking-uri", uri,
+                  "--workdir", str(tmp_path), "--results", str(results), "--trials", "3",
+                  "--seeds", "1", "2", "--confirm-top-k", "2", "--confirm-seeds", "2",
+                  "--sweep-jobs", "1", "--jobs", "2", "--sweep-name", "c1test"])
+    text = results.read_text()
+    client = MlflowClient(uri)
+    eid = client.get_experiment_by_name(course1.EXPERIMENT).experiment_id
+    runs = {r.info.run_name: r for r in client.search_runs(
+        [eid], "attributes.status = 'FINISHED'", max_results=500)}
+    parent = next(r for r in client.search_runs(
+        [eid], "tags.`sweeplab.role` = 'sweep' and tags.`sweeplab.study` = "
+        "'c1test-val_accuracy'"))
+    champion = int(parent.data.tags["sweeplab.confirm.champion_trial"])
+    replicates = [r for r in runs.values()
+                  if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
+                  and r.data.tags.get("sweeplab.role") == "confirm"]
+    assert len(replicates) == 4  # 2 configurations x 2 seeds
+    # the val_cost sweep is not confirmed
+    assert not [r for r in runs.values() if r.data.tags.get("sweeplab.role") == "confirm"
+                and r not in replicates]
+    champ = next(r for r in replicates
+                 if r.data.tags["sweeplab.trial_number"] == str(champion))
+    rseeds = sorted({int(r.data.params["seed"]) for r in replicates})
+    assert rseeds == [2, 3]  # the sweep's seed 1, + 1 and + 2
+    for s in (1, 2):  # the champion on all 209 images, in the course's setting
+        again = runs[f"champion-c1test-val_accuracy-seed{s}"]
+        assert {k: again.data.params[k] for k in course1.SEARCHED} \
+            == {k: champ.data.params[k] for k in course1.SEARCHED}
+        assert again.data.params["data.val_fraction"] == "0.0"
+    for s in rseeds:  # the course's model on the replicates' splits
+        assert runs[f"course_4layer-confirm-seed{s}"].data.params["data.val_fraction"] == "0.2"
+    assert "#### Confirmation of the val_accuracy sweep: its 2 best configurations, " \
+           "seeds 2, 3" in text
+    assert re.search(rf"^\| {champion} \| .* \| champion \|$", text, re.M)
+
+    def test_acc(name: str, seeds: list[int]) -> list[float]:
+        return [runs[f"{name}-seed{s}"].data.metrics["test_accuracy"] for s in seeds]
+
+    ours, theirs = test_acc("champion-c1test-val_accuracy", [1, 2]), test_acc("course_4layer",
+                                                                               [1, 2])
+    d = [a - b for a, b in zip(ours, theirs, strict=True)]
+    line = next(x for x in text.splitlines() if "all 209 images, the same seeds" in x)
+    assert f"mean difference {sum(d) / 2:+.3f}" in line
+    if d[0] != d[1]:  # else no spread: scipy's t is undefined and the table says p = 0 or 1
+        assert f"p = {stats.ttest_rel(ours, theirs).pvalue:.3g}." in line

@@ -4,7 +4,8 @@ then search (conf/sweep/catvnoncat.yaml) and compare honestly; write the tables.
 Usage (from the repository root):
     make experiment NAME=course1_week4 [ARGS="--jobs 2"]
     .venv/bin/python -m experiments.course1_week4.study [--data-dir DIR] [--tracking-uri URI]
-        [--seeds 1 2 3 4 5] [--trials 30] [--jobs 2] [--sweep-jobs 2] [--rerun] [--table-only]
+        [--seeds 1 2 3 4 5] [--trials 30] [--jobs 2] [--sweep-jobs 2]
+        [--confirm-top-k 5] [--confirm-seeds 5] [--rerun] [--table-only]
         [--results FILE] [--write-readme]
 
 Everything goes to the MLflow experiment `course1_week4` (default store: the repository's
@@ -16,13 +17,18 @@ the tracked README.md (for maintainers).
 Steps, all through `python -m sweeplab.train` / `python -m sweeplab.sweep`:
 1. course_2layer and course_4layer on all 209 training images, seeds 1..5 (seed 1 is the
    course's np.random.seed(1)): the reproduction, and the spread over initialisations;
-2. the same two presets on the sweep's split (167 train / 42 validation, seed 1), so the
+2. the same two presets on the sweep's split (168 train / 41 validation, seed 1), so the
    course's choices are scored on the validation set the sweep chooses on;
 3. the sweeps: depth x width x learning rate x iterations, TPE, median pruning, chosen on
    the validation split (never the test set); twice: with val_cost (the first design, kept
-   because it fails instructively) and with val_accuracy (conf/sweep/catvnoncat.yaml);
-4. each sweep's chosen configuration retrained on all 209 images, seeds 1..5, as the
-   course's models are.
+   because it fails instructively, no confirmation stage) and with val_accuracy
+   (conf/sweep/catvnoncat.yaml), whose confirmation stage retrains its 5 best
+   configurations with 5 more seeds each (repeated hold-out) and names a champion by the
+   best mean;
+4. each sweep's single best trial, and the val_accuracy sweep's confirmed champion,
+   retrained on all 209 images, seeds 1..5, as the course's models are;
+5. course_4layer on the confirmation's seeds and splits, so that the champion and the
+   course's model are compared seed by seed (paired) on validation and on test.
 """
 
 from __future__ import annotations
@@ -30,9 +36,15 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+from mlflow.entities import Run
+
 from experiments import studylib as sl
+from sweeplab.names import Role, Tag
+from sweeplab.sweep.confirm import describe as stats
+from sweeplab.sweep.confirm import paired
 
 HERE = Path(__file__).resolve().parent
 EXPERIMENT = "course1_week4"
@@ -40,6 +52,10 @@ PRESETS = ("course_2layer", "course_4layer")
 SEARCHED = ("model.depth", "model.width", "optim.lr", "train.epochs")
 # The sweeps: (objective, direction). The first is what the study first ran; see README.
 OBJECTIVES = (("val_cost", "minimize"), ("val_accuracy", "maximize"))
+# The sweep whose best configurations are confirmed across seeds (the other one's choice
+# is degenerate, see README: confirming it would spend 25 runs to say so again).
+CONFIRMED = "val_accuracy"
+TEST_IMAGES, VAL_IMAGES = 50, 41  # the test file; the validation split (0.2 of 209)
 
 # The course's published figures: "Deep Neural Network - Application" (v8), the cells'
 # outputs and "Expected Output" tables, e.g. in amanchadha/coursera-deep-learning-
@@ -78,6 +94,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sweep-jobs", type=int, default=2,
                    help="sweep workers, one core each (default 2; with 1 the sampler's seed "
                         "fixes the trials, with 2 they depend on which worker asks first)")
+    p.add_argument("--confirm-top-k", type=int, default=None,
+                   help="configurations the val_accuracy sweep confirms "
+                        "(default: conf/sweep/catvnoncat.yaml's sweep.confirm.top_k)")
+    p.add_argument("--confirm-seeds", type=int, default=None,
+                   help="seeds per confirmed configuration "
+                        "(default: conf/sweep/catvnoncat.yaml's sweep.confirm.seeds)")
     p.add_argument("--rerun", action="store_true", help="run finished runs again")
     p.add_argument("--table-only", action="store_true",
                    help="run nothing: reread MLflow and write the tables")
@@ -86,12 +108,54 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def chosen_params(study: sl.Study, sweep_name: str) -> dict[str, str] | None:
+    """The searched values of the sweep's single best trial."""
     parent = study.sweep_parent(sweep_name)
     if parent is None:
         return None
     tags = parent.data.tags
-    params = {k: tags.get(f"sweeplab.best.{k}") for k in SEARCHED}
+    params = {k: tags.get(f"{Tag.BEST}{k}") for k in SEARCHED}
     return None if None in params.values() else params  # type: ignore[return-value]
+
+
+@dataclass
+class Confirmation:
+    """What a sweep's confirmation stage recorded: its parent run, the champion's search
+    trial and the replicates of each confirmed trial (replicate number -> run)."""
+
+    parent: Run
+    champion: int | None
+    replicates: dict[int, dict[int, Run]]
+
+    def params(self, trial: int) -> dict[str, str]:
+        run = next(iter(self.replicates[trial].values()))
+        return {k: run.data.params[k] for k in SEARCHED}
+
+    def seeds(self) -> dict[int, int]:
+        """Replicate number -> run seed (the same for every configuration)."""
+        return {i: int(r.data.params["seed"]) for runs in self.replicates.values()
+                for i, r in runs.items()}
+
+    def values(self, trial: int, metric: str) -> dict[int, float]:
+        """Run seed -> the metric, over the trial's replicates."""
+        return {int(r.data.params["seed"]): r.data.metrics[metric]
+                for r in self.replicates[trial].values() if metric in r.data.metrics}
+
+
+def confirmation(study: sl.Study, sweep_name: str) -> Confirmation | None:
+    parent = study.sweep_parent(sweep_name)
+    if parent is None:
+        return None
+    replicates: dict[int, dict[int, Run]] = {}
+    for r in study.children(parent):
+        tags = r.data.tags
+        if (tags.get(Tag.ROLE) == Role.CONFIRM and r.info.status == "FINISHED"
+                and tags.get(Tag.TRIAL_NUMBER, "").isdigit()
+                and tags.get(Tag.REPLICATE, "").isdigit()):
+            replicates.setdefault(int(tags[Tag.TRIAL_NUMBER]), {})[int(tags[Tag.REPLICATE])] = r
+    champ = parent.data.tags.get(Tag.CONFIRM_CHAMPION)
+    if not replicates:
+        return None
+    return Confirmation(parent, int(champ) if champ and champ.isdigit() else None, replicates)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -115,21 +179,41 @@ def main(argv: list[str] | None = None) -> None:
         for objective, direction in OBJECTIVES:
             name = f"{a.sweep_name}-{objective}"
             print(f"3. sweep {name!r}: {a.trials} trials, {direction} {objective}")
+            confirm = (["sweep.confirm.top_k=0"] if objective != CONFIRMED else
+                       [f"sweep.confirm.{k}={v}" for k, v in
+                        (("top_k", a.confirm_top_k), ("seeds", a.confirm_seeds))
+                        if v is not None])
             study.run([sl.Job(f"sweep-{name}", "sweeplab.sweep",
                               ["sweep=catvnoncat", data, f"sweep.name={name}",
                                f"sweep.objective={objective}", f"sweep.direction={direction}",
-                               f"sweep.n_trials={a.trials}", f"sweep.n_jobs={a.sweep_jobs}"])])
+                               f"sweep.n_trials={a.trials}", f"sweep.n_jobs={a.sweep_jobs}",
+                               *confirm])])
             params = chosen_params(study, name)
             if params is None:
                 raise SystemExit(f"error: sweep {name!r} recorded no best trial")
-            print(f"4. its choice {params} on all 209 images (seeds {a.seeds})")
-            study.run([sl.Job(f"chosen-{name}-seed{s}", "sweeplab.train",
-                              ["experiment=course_4layer", data, "model.hidden=null",
-                               f"seed={s}", *(f"{k}={v}" for k, v in params.items())])
-                       for s in a.seeds])
+            print(f"4. its best trial {params} on all 209 images (seeds {a.seeds})")
+            study.run(retrain(f"chosen-{name}", params, a.seeds, data))
+            conf = confirmation(study, name) if objective == CONFIRMED else None
+            if conf is None or conf.champion is None:
+                continue
+            champ = conf.params(conf.champion)
+            print(f"4. its confirmed champion {champ} on all 209 images (seeds {a.seeds})")
+            study.run(retrain(f"champion-{name}", champ, a.seeds, data))
+            seeds = sorted(set(conf.seeds().values()))
+            print(f"5. course_4layer on the confirmation's seeds and splits ({seeds})")
+            study.run([sl.Job(f"course_4layer-confirm-seed{s}", "sweeplab.train",
+                              ["experiment=course_4layer", data, f"seed={s}",
+                               "data.val_fraction=0.2"]) for s in seeds])
         print(f"study done in {time.perf_counter() - start:.0f}s")
     sl.write_results(tables(study, a.seeds, a.sweep_name), a.results, HERE / "README.md",
                      a.write_readme, a.tracking_uri)
+
+
+def retrain(name: str, params: dict[str, str], seeds: list[int], data: str) -> list[sl.Job]:
+    """The searched configuration `params` in the course's setting on all 209 images."""
+    return [sl.Job(f"{name}-seed{s}", "sweeplab.train",
+                   ["experiment=course_4layer", data, "model.hidden=null", f"seed={s}",
+                    *(f"{k}={v}" for k, v in params.items())]) for s in seeds]
 
 
 def tables(study: sl.Study, seeds: list[int], prefix: str) -> str:
@@ -173,7 +257,8 @@ def tables(study: sl.Study, seeds: list[int], prefix: str) -> str:
             notes.append(f"Sweep `{name}` has not run.")
             continue
         chosen[objective] = params
-        kids = study.children(parent)
+        # the search's trials, not the confirmation's replicates
+        kids = [k for k in study.children(parent) if k.data.tags.get(Tag.ROLE) == Role.TRIAL]
         states: dict[str, int] = {}
         for k in kids:
             state = k.data.tags.get("sweeplab.trial_state", "?").lower()
@@ -201,8 +286,14 @@ def tables(study: sl.Study, seeds: list[int], prefix: str) -> str:
     add("| model | test acc. per seed | test acc. | train acc. |")
     add("| --- | --- | --- | --- |")
     groups = [(f"{LABEL[p]} (course)", p) for p in PRESETS]
-    groups += [(f"{objective} sweep's choice: {describe(params)}", f"chosen-{prefix}-{objective}")
-               for objective, params in chosen.items()]
+    groups += [(f"{objective} sweep's best trial: {describe(params)}",
+                f"chosen-{prefix}-{objective}") for objective, params in chosen.items()]
+    conf = confirmation(study, f"{prefix}-{CONFIRMED}")
+    champ = conf.params(conf.champion) if conf is not None and conf.champion is not None \
+        else None
+    if champ is not None:
+        groups.append((f"{CONFIRMED} sweep's confirmed champion: {describe(champ)}",
+                       f"champion-{prefix}-{CONFIRMED}"))
     means: dict[str, float] = {}
     for label, name in groups:
         test = accs(name)
@@ -216,9 +307,103 @@ def tables(study: sl.Study, seeds: list[int], prefix: str) -> str:
         ours = means.get(f"chosen-{prefix}-{objective}")
         if ref is not None and ours is not None:
             diff = ours - ref
-            add(f"- {objective} sweep's choice minus the course's 4-layer model, mean test "
+            add(f"- {objective} sweep's best trial minus the course's 4-layer model, mean test "
                 f"accuracy over the same seeds: {diff:+.3f} ({diff * 50:+.1f} of 50 images).")
+    if conf is not None and champ is not None:
+        out.extend(["", *confirmation_tables(conf, runs, seeds, champ, prefix)])
     return "\n".join(out)
+
+
+def by_seed(runs: dict[str, Run], name: str, seeds: list[int],
+            metric: str = "test_accuracy") -> dict[int, float]:
+    return {s: runs[f"{name}-seed{s}"].data.metrics[metric] for s in seeds
+            if f"{name}-seed{s}" in runs and metric in runs[f"{name}-seed{s}"].data.metrics}
+
+
+def versus(ours: dict[int, float], theirs: dict[int, float], what: str, images: int) -> str:
+    """One line: the paired t-test of `ours` against `theirs` (accuracies on `images`
+    images) over their shared seeds."""
+    p = paired(ours, theirs)
+    if p.n < 2:
+        return f"- {what}: fewer than two shared seeds, no test."
+    ci = "" if p.ci_low != p.ci_low else f", 95% CI [{p.ci_low:+.3f}, {p.ci_high:+.3f}]"
+    return (f"- {what}: mean difference {p.mean_diff:+.3f} ({p.mean_diff * images:+.1f} of "
+            f"{images} images){ci}, paired t-test over {p.n} seeds p = {p.p_value:.3g}.")
+
+
+def confirmation_tables(conf: Confirmation, runs: dict[str, Run], seeds: list[int],
+                        champ: dict[str, str], prefix: str) -> list[str]:
+    """The confirmation stage's table (validation accuracy per configuration over the
+    replicate seeds, the course's 4-layer model on the same splits), then the champion
+    against the course's 4-layer model on the test set, paired by seed."""
+    assert conf.champion is not None
+    rseeds = sorted(set(conf.seeds().values()))
+    course_val = by_seed(runs, "course_4layer-confirm", rseeds, "val_accuracy")
+    champ_val = conf.values(conf.champion, "val_accuracy")
+    out = [f"#### Confirmation of the {CONFIRMED} sweep: its {len(conf.replicates)} best "
+           f"configurations, seeds {', '.join(map(str, rseeds))}\n",
+           "Each configuration trained again with each run seed, which draws the "
+           "initialisation and a new stratified validation split of the 209 training images "
+           "(168 / 41): repeated hold-out. The course's 4-layer model on the same seeds and "
+           "splits is the last row. Validation accuracy: mean ± 95% t interval; p: paired "
+           f"t-test against the champion over the shared seeds (scipy.stats). Parent run "
+           f"{sl.run_link(conf.parent)}.\n",
+           "| trial | config | val acc. per seed | val acc. | p vs champion |",
+           "| --- | --- | --- | --- | --- |"]
+    # the champion first, then by mean validation accuracy, as the sweep ranked them
+    rest = sorted((t for t in conf.replicates if t != conf.champion),
+                  key=lambda t: -stats(list(conf.values(t, "val_accuracy").values())).mean)
+    order = [conf.champion, *rest]
+
+    def row(label: str, config: str, vals: dict[int, float], champion: bool) -> str:
+        per = " ".join(f"{vals[s]:.3f}" if s in vals else "-" for s in rseeds)
+        p = "champion" if champion else f"{paired(vals, champ_val).p_value:.3g}"
+        return f"| {label} | {config} | {per} | {describe_ci(vals)} | {p} |"
+
+    for t in order:
+        out.append(row(str(t), describe(conf.params(t)),
+                       conf.values(t, "val_accuracy"), t == conf.champion))
+    out.append(row("course", "4-layer [20, 7, 5], lr 0.0075, 2500 it.", course_val, False))
+    verdict = conf.parent.data.tags.get(Tag.CONFIRM_VERDICT)
+    out += ["", f"The sweep's verdict (tag `{Tag.CONFIRM_VERDICT}`): {verdict}.\n" if verdict
+            else ""]
+
+    champ_test = conf.values(conf.champion, "test_accuracy")
+    course_test = by_seed(runs, "course_4layer-confirm", rseeds)
+    champ_all = by_seed(runs, f"champion-{prefix}-{CONFIRMED}", seeds)
+    course_all = by_seed(runs, "course_4layer", seeds)
+    out += ["#### The confirmed champion against the course's 4-layer model on the test set\n",
+            f"The champion ({describe(champ)}, trial {conf.champion}) was chosen on "
+            "validation alone; the test set is read only now. Test accuracy on the 50 test "
+            "images: mean ± 95% t interval.\n",
+            "| model | trained on | seeds | test acc. per seed | test acc. |",
+            "| --- | --- | --- | --- | --- |"]
+    for label, on, vals, ss in (
+            ("champion", "168 images (each seed's split)", champ_test, rseeds),
+            ("course 4-layer", "168 images (each seed's split)", course_test, rseeds),
+            ("champion", "all 209 images", champ_all, seeds),
+            ("course 4-layer", "all 209 images", course_all, seeds)):
+        per = " ".join(f"{vals[s]:.2f}" if s in vals else "-" for s in ss)
+        out.append(f"| {label} | {on} | {', '.join(map(str, ss))} | {per} | "
+                   f"{describe_ci(vals)} |")
+    out += ["",
+            versus(champ_test, course_test, "champion minus course 4-layer, test accuracy, "
+                   "168 images, the same seeds and splits", TEST_IMAGES),
+            versus(champ_all, course_all, "champion minus course 4-layer, test accuracy, "
+                   "all 209 images, the same seeds", TEST_IMAGES),
+            versus(champ_val, course_val, "champion minus course 4-layer, validation "
+                   "accuracy, the same seeds and splits", VAL_IMAGES)]
+    return out
+
+
+def describe_ci(values: dict[int, float]) -> str:
+    """``0.712 ± 0.034 [0.678, 0.746]``: mean ± half the 95% t interval, the interval."""
+    s = stats(list(values.values()))
+    if s.n == 0:
+        return "-"
+    if s.ci_low != s.ci_low:
+        return f"{s.mean:.3f} (n = {s.n})"
+    return f"{s.mean:.3f} ± {(s.ci_high - s.ci_low) / 2:.3f} [{s.ci_low:.3f}, {s.ci_high:.3f}]"
 
 
 def describe(params: dict[str, str]) -> str:

@@ -26,6 +26,7 @@ from sweeplab.sweep.confirm import (
     describe,
     paired,
     replicate_seeds,
+    table,
 )
 from sweeplab.sweep.controller import sweep_job
 
@@ -291,3 +292,26 @@ def test_a_configuration_with_a_failed_replicate_is_not_the_champion() -> None:
     result = analyse(cands, runs, "val_cost", "minimize", [2, 3])
     assert [k.trial for k in result.configs] == [2, 1]
     assert result.configs[1].failed == 1 and result.configs[0].failed == 0
+
+
+@pytest.mark.parametrize("objective, direction, columns", [
+    ("val_cost", "minimize", 7), ("val_accuracy", "maximize", 6)])
+def test_the_confirmed_table_shows_val_accuracy_once(objective: str, direction: str,
+                                                     columns: int) -> None:
+    """Beside the objective the table shows validation accuracy, unless that is the
+    objective: then one column, not the same figures twice."""
+    from types import SimpleNamespace
+
+    def run(run_id: str, value: float):
+        metrics = {Metric.OBJECTIVE: value, Metric.VAL_ACCURACY: value,
+                   Metric.TEST_ACCURACY: 0.5}
+        return SimpleNamespace(info=SimpleNamespace(run_id=run_id),
+                               data=SimpleNamespace(metrics=metrics))
+
+    cands = [Candidate(SimpleNamespace(number=n, params={"n": n}), h, None)
+             for n, h in ((1, "one"), (2, "two"))]
+    runs = {("one", 1): run("a", 0.6), ("one", 2): run("b", 0.7),
+            ("two", 1): run("c", 0.8), ("two", 2): run("d", 0.85)}
+    lines = table(analyse(cands, runs, objective, direction, [2, 3]))
+    assert [line.count("|") - 1 for line in lines] == [columns] * len(lines)
+    assert lines[0].count("val_accuracy mean") == 1

@@ -407,15 +407,17 @@ def parent_metrics(c: Confirmation) -> tuple[list[MetricPoint], list[RunTag]]:
 
 def table(c: Confirmation) -> list[str]:
     """The confirmed table, one line per configuration (the terminal's and confirm.md's)."""
-    head = (f"| trial | config | {c.objective} mean ± 95% CI | val_accuracy mean ± 95% CI "
-            f"| n | p vs best | config hash |")
-    lines = [head, "|---|---|---|---|---|---|---|"]
+    # val_accuracy beside the objective, unless it is the objective
+    val = c.objective != Metric.VAL_ACCURACY
+    head = (f"| trial | config | {c.objective} mean ± 95% CI | "
+            + ("val_accuracy mean ± 95% CI | " if val else "") + "n | p vs best | config hash |")
+    lines = [head, "|---|---|---|" + ("---|" if val else "") + "---|---|---|"]
     for k in c.configs:
         p = "best" if k.vs_champion is None else (
             "-" if math.isnan(k.vs_champion.p_value) else f"{k.vs_champion.p_value:.3g}")
+        vals = f"{k.val_stats.text() if k.val_stats else '-'} | " if val else ""
         lines.append(f"| {k.trial} | {short(k.params)} | {k.stats.text() if k.stats else '-'} "
-                     f"| {k.val_stats.text() if k.val_stats else '-'} "
-                     f"| {k.stats.n if k.stats else 0} | {p} | {k.hash} |")
+                     f"| {vals}{k.stats.n if k.stats else 0} | {p} | {k.hash} |")
     return lines
 
 

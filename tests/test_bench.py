@@ -27,6 +27,8 @@ def test_textbook_reference_is_the_same_mathematics(shared_datasets: Path) -> No
     assert ref[0] == pytest.approx(0.771749, abs=5e-7)  # the course's printed first cost
 
 
+# a whole sweep or bench run: the slow suite (make test stays under 10 minutes)
+@pytest.mark.slow
 def test_bench_smoke(shared_datasets: Path, tmp_path: Path) -> None:
     code = main(["--data-dir", str(shared_datasets / "catvnoncat"), "--out", str(tmp_path),
                  "--only", "training", "tracking", "--iterations", "5", "--repeats", "1"])

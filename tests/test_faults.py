@@ -35,6 +35,8 @@ def _path(journal: str) -> Path:
 
 # -- a torn journal ------------------------------------------------------------------------
 
+# a whole sweep or bench run: the slow suite (make test stays under 10 minutes)
+@pytest.mark.slow
 @pytest.mark.parametrize("tail", [b'{"op_code": 4, "worker_id": "ab', b"\0" * 300],
                          ids=["half-record", "nul-bytes"])
 def test_a_torn_journal_tail_is_dropped_and_the_sweep_resumes(sweep_env, capsys,  # noqa: F811
@@ -58,6 +60,8 @@ def test_a_torn_journal_tail_is_dropped_and_the_sweep_resumes(sweep_env, capsys,
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4
 
 
+# a whole sweep or bench run: the slow suite (make test stays under 10 minutes)
+@pytest.mark.slow
 def test_a_damaged_journal_line_stops_the_sweep_with_one_line(tmp_path: Path,
                                                               data_cache: Path) -> None:
     _, journal, env = process_stores(tmp_path)
@@ -149,6 +153,8 @@ def test_a_disk_filling_up_mid_trial_stops_the_sweep_and_it_resumes(
 
 # -- an MLflow store or a journal lost between sessions ------------------------------------
 
+# a whole sweep or bench run: the slow suite (make test stays under 10 minutes)
+@pytest.mark.slow
 def test_an_emptied_journal_starts_a_second_generation_kept_apart_in_mlflow(
         sweep_env, capsys) -> None:  # noqa: F811
     """The journal truncated to 0 bytes, mlflow.db kept: the study starts over (trials 0..

@@ -212,6 +212,8 @@ def test_sweep_plots_are_logged(sweep_env) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+# a whole sweep or bench run: the slow suite (make test stays under 10 minutes)
+@pytest.mark.slow
 def test_resume_runs_only_the_missing_trials(sweep_env) -> None:
     compose, journal, uri = sweep_env
     sweep_job(compose("sweep.name=resume", "sweep.n_trials=3", "sweep.pruner=none"))
@@ -347,6 +349,8 @@ def test_two_workers_complete_exactly_n_trials(tmp_path: Path, data_cache: Path)
     assert sorted(int(r.data.tags["sweeplab.trial_number"]) for r in runs) == list(range(10))
 
 
+# a whole sweep or bench run: the slow suite (make test stays under 10 minutes)
+@pytest.mark.slow
 def test_a_trial_killed_before_it_recorded_its_process_is_retried(sweep_env) -> None:
     """A controller killed between asking for a trial and recording itself on it leaves a
     RUNNING trial nobody owns: the next start must queue it again, not count it as
@@ -493,6 +497,8 @@ def test_a_trial_with_an_invalid_config_stops_the_sweep(sweep_env, monkeypatch) 
     assert "model.width" in study.trials[0].user_attrs[TrialAttr.REASON]
 
 
+# a whole sweep or bench run: the slow suite (make test stays under 10 minutes)
+@pytest.mark.slow
 def test_a_better_trial_in_a_resumed_sweep_moves_the_champion(sweep_env) -> None:
     compose, journal, uri = sweep_env
     common = ["sweep.name=alias", "sweep.pruner=none", "tracking.log_model=true",

@@ -45,8 +45,9 @@ def test_the_peer_returns_what_it_logged(tmp_path: Path) -> None:
             assert 0.0 <= t["test_accuracy"] <= 1.0
         assert int(run.data.params["depth"]) == t["params"]["depth"]
         assert int(run.data.params["width"]) == t["params"]["width"]
-    # trials run one after the other: each completes, then is logged, then the next one
-    stamps = [s for t in got["trials"] for s in (t["completed_at"], t["logged_at"])]
+    # trials run one after the other: each starts, completes, is logged, then the next one
+    stamps = [s for t in got["trials"]
+              for s in (t["started_at"], t["completed_at"], t["logged_at"])]
     assert stamps == sorted(stamps)
     done = [t for t in got["trials"] if t["state"] == "COMPLETE"]
     best = max(done, key=lambda t: t["val_accuracy"])
@@ -71,7 +72,8 @@ def test_the_peer_trains_on_the_default_sweeps_arrays(in_data_cache: Path) -> No
 
 def trial(n: int, val: float | None, seconds: float, state: str = "COMPLETE"
           ) -> dict[str, Any]:
-    return {"number": n, "state": state, "val_accuracy": val, "seconds": seconds}
+    return {"number": n, "state": state, "val_accuracy": val, "seconds": seconds,
+            "started_seconds": seconds - 0.5}
 
 
 def test_time_to_quality_counts_the_first_complete_trial_at_the_bar() -> None:
@@ -82,12 +84,13 @@ def test_time_to_quality_counts_the_first_complete_trial_at_the_bar() -> None:
     s = time_to_quality.summary(trials, wall=12.0)
     assert s["seconds_to_bar"] == 5.0 and s["trial_to_bar"] == 3
     assert s["best_val_accuracy"] == 0.98 and s["trials_complete"] == 3 and s["trials"] == 5
+    assert s["seconds_to_first_trial_start"] == 0.5
     assert time_to_quality.first_at_bar([trial(0, 0.5, 1.0)]) is None
 
 
 def canned_peer(ours_at: float | None, peer_at: float | None) -> dict[str, Any]:
     def side(at: float | None, test: float) -> dict[str, Any]:
-        return {"wall_seconds": 60.0, "seconds_to_bar": at,
+        return {"wall_seconds": 60.0, "seconds_to_bar": at, "seconds_to_first_trial_start": 4.0,
                 "trial_to_bar": None if at is None else 4, "trials": 40,
                 "trials_complete": 30, "best_val_accuracy": 0.98, "best_trial": 4,
                 "best_trial_test_accuracy": test}

@@ -18,8 +18,9 @@ so the best trial's test accuracy is its own model's: nothing is refitted.
 
 Needs optuna-integration: pip install -e '.[bench]'. Without it the command says so on
 one line and exits with status 2. Writes (or prints) a JSON result: per trial its state,
-params, validation and test accuracy, `completed_at` (Optuna's datetime_complete, epoch
-seconds) and `logged_at` (after the MLflow callback, epoch seconds); the best trial.
+params, validation and test accuracy, `started_at` and `completed_at` (Optuna's
+datetime_start and datetime_complete) and `logged_at` (after the MLflow callback), all in
+epoch seconds; the best trial.
 """
 
 from __future__ import annotations
@@ -106,6 +107,7 @@ def run_peer(n_trials: int, epochs: int, tracking_uri: str) -> dict[str, Any]:
                    catch=(ValueError,))
     trials = [{"number": t.number, "state": t.state.name, "params": t.params,
                "val_accuracy": t.value, "test_accuracy": t.user_attrs.get("test_accuracy"),
+               "started_at": t.datetime_start.timestamp() if t.datetime_start else None,
                "completed_at": t.datetime_complete.timestamp() if t.datetime_complete else None,
                "logged_at": logged_at.get(t.number)} for t in study.trials]
     best = study.best_trial

@@ -114,6 +114,9 @@ def peer_rows(p: dict[str, Any]) -> list[str]:
     rows = []
     for who, x in (("sweeplab (make sweep)", ours), ("peer (Optuna + scikit-learn)", theirs)):
         rows += [_row(f"{head}: {who}, whole command (wall)", _s(x["wall_seconds"])),
+                 _row(f"{head}: {who}, start-up (until its first trial starts)",
+                      "n/a" if x.get("seconds_to_first_trial_start") is None
+                      else _s(x["seconds_to_first_trial_start"])),
                  _row(f"{head}: {who}, time to first val_accuracy >= {bar}",
                       _s(x["seconds_to_bar"]) + (f" (trial {x['trial_to_bar']})"
                                                  if x["trial_to_bar"] is not None else "")),

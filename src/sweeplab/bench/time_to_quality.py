@@ -45,7 +45,10 @@ def summary(trials: list[dict[str, Any]], wall: float) -> dict[str, Any]:
     hit = first_at_bar(trials)
     vals = [t["val_accuracy"] for t in trials
             if t["state"] == "COMPLETE" and t["val_accuracy"] is not None]
+    starts = [t["started_seconds"] for t in trials if t.get("started_seconds") is not None]
     return {"wall_seconds": wall, "seconds_to_bar": hit["seconds"] if hit else None,
+            # start-up: imports, data, stores, until the first trial starts training
+            "seconds_to_first_trial_start": min(starts) if starts else None,
             "trial_to_bar": hit["number"] if hit else None,
             "trials_complete": len(vals), "trials": len(trials),
             "best_val_accuracy": max(vals) if vals else None}
@@ -104,6 +107,8 @@ def sweeplab_once(n_trials: int, extra: list[str]) -> dict[str, Any]:
                        # the last logged point of the history: the trained model's
                        "val_accuracy": m.get(Metric.VAL_ACCURACY),
                        "test_accuracy": m.get(Metric.TEST_ACCURACY),
+                       "started_seconds": (t.datetime_start.timestamp() - t0
+                                           if t.datetime_start else None),
                        "seconds": (t.datetime_complete.timestamp() - t0
                                    if t.datetime_complete else None)})
     out = summary(trials, wall)
@@ -134,7 +139,8 @@ def peer_once(n_trials: int, epochs: int = 60) -> dict[str, Any]:
         subprocess.run(cmd, cwd=tmp, check=True, capture_output=True, text=True, timeout=3600)
         wall = time.time() - t0
         got = json.loads(out.read_text())
-    trials = [t | {"seconds": t["completed_at"] - t0 if t["completed_at"] else None,
+    trials = [t | {"started_seconds": t["started_at"] - t0 if t["started_at"] else None,
+                   "seconds": t["completed_at"] - t0 if t["completed_at"] else None,
                    "seconds_logged": t["logged_at"] - t0 if t["logged_at"] else None}
               for t in got["trials"]]
     logged = first_at_bar(trials, key="seconds_logged")

@@ -47,7 +47,7 @@ def summary(trials: list[dict[str, Any]], wall: float) -> dict[str, Any]:
             if t["state"] == "COMPLETE" and t["val_accuracy"] is not None]
     starts = [t["started_seconds"] for t in trials if t.get("started_seconds") is not None]
     return {"wall_seconds": wall, "seconds_to_bar": hit["seconds"] if hit else None,
-            # start-up: imports, data, stores, until the first trial starts training
+            # start-up: imports, data, stores, until the study starts its first trial
             "seconds_to_first_trial_start": min(starts) if starts else None,
             "trial_to_bar": hit["number"] if hit else None,
             "trials_complete": len(vals), "trials": len(trials),

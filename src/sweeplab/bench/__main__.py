@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sweeplab.bench import distributed, report, suites, torch_ref
+from sweeplab.bench import distributed, report, suites, time_to_quality, torch_ref
 
-SUITES = ["training", "tracking", "sweep", "default_sweep", "distributed", "machine"]
+SUITES = ["training", "tracking", "sweep", "default_sweep", "peer", "distributed", "machine"]
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -32,7 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=None, help="timed runs per contender")
     p.add_argument("--only", nargs="*", default=SUITES, choices=SUITES,
                    help="suites to run (default: all); distributed starts make server, Dask "
-                        "schedulers and workers, and PostgreSQL when installed, on 127.0.0.1")
+                        "schedulers and workers, and PostgreSQL when installed, on 127.0.0.1; "
+                        "peer runs make sweep and its Optuna + scikit-learn peer (needs "
+                        "pip install -e '.[bench]')")
     args = p.parse_args(argv)
     needs_cat = {"training", "tracking"} & set(args.only)
     if needs_cat and not (Path(args.data_dir) / "train_catvnoncat.h5").is_file():
@@ -49,9 +51,11 @@ def main(argv: list[str] | None = None) -> int:
         "tracking": lambda: suites.tracking(args.data_dir, iters, repeats),
         "sweep": lambda: suites.sweep_throughput(*((8, 20) if args.quick else (24, 40))),
         "default_sweep": lambda: suites.default_sweep(10 if args.quick else 40),
+        "peer": lambda: time_to_quality.peer_comparison(10 if args.quick else 40, args.quick),
         "distributed": lambda: distributed.distributed(args.quick),
     }
-    for name in ("machine", "training", "tracking", "sweep", "default_sweep", "distributed"):
+    for name in ("machine", "training", "tracking", "sweep", "default_sweep", "peer",
+                 "distributed"):
         if name in args.only:
             print(f"bench: {name} ...", flush=True)
             results[name] = steps[name]()

@@ -89,9 +89,63 @@ def markdown(r: dict[str, Any]) -> str:
                   _row("sweep: 2 workers", f"{s['trials_per_minute_2_worker']:.1f} trials/min"),
                   _row("sweep: 2 workers / 1", f"{s['speedup_2_workers']:.2f}x", ">= 1.7x",
                        s["speedup_2_workers"] >= 1.7)]
+    if "peer" in r:
+        lines += peer_rows(r["peer"])
     if "distributed" in r:
         lines += distributed_rows(r["distributed"])
     return "\n".join(lines) + "\n"
+
+
+def _s(seconds: float | None) -> str:
+    return "never reached" if seconds is None else f"{seconds:.1f} s"
+
+
+def _acc(a: float | None) -> str:
+    return "n/a" if a is None else f"{a:.4f}"
+
+
+def peer_rows(p: dict[str, Any]) -> list[str]:
+    """The peer suite's rows (bench/time_to_quality.py): make sweep against Optuna TPE +
+    scikit-learn's MLPClassifier + optuna-integration's MLflowCallback."""
+    if "skipped" in p:
+        return [_row("time to quality against the peer", f"skipped: {p['skipped']}")]
+    ours, theirs, bar = p["sweeplab"], p["peer"], p["quality_bar"]
+    head = f"vs peer, {p['n_trials']} trials each"
+    rows = []
+    for who, x in (("sweeplab (make sweep)", ours), ("peer (Optuna + scikit-learn)", theirs)):
+        rows += [_row(f"{head}: {who}, whole command (wall)", _s(x["wall_seconds"])),
+                 _row(f"{head}: {who}, start-up (until its first trial starts)",
+                      "n/a" if x.get("seconds_to_first_trial_start") is None
+                      else _s(x["seconds_to_first_trial_start"])),
+                 _row(f"{head}: {who}, time to first val_accuracy >= {bar}",
+                      _s(x["seconds_to_bar"]) + (f" (trial {x['trial_to_bar']})"
+                                                 if x["trial_to_bar"] is not None else "")),
+                 _row(f"{head}: {who}, best val_accuracy ({x['trials_complete']} of "
+                      f"{x['trials']} trials complete)", _acc(x["best_val_accuracy"]))]
+    ratio, target = p["ratio_to_bar"], p["target_ratio"]
+    if ratio is not None:
+        value, ok = f"{ratio:.2f}x", ratio <= target
+    elif ours["seconds_to_bar"] is not None:  # only sweeplab got there: no finite ratio
+        value, ok = "the peer never reached it", True
+    else:
+        value, ok = "sweeplab never reached it", False
+    rows.append(_row(f"{head}: time to val_accuracy >= {bar}, sweeplab / peer", value,
+                     f"<= {target}x", ok))
+    peer_test = theirs["best_trial_test_accuracy"]
+    chosen = ours["confirmed_mean_test_accuracy"]
+    label = "confirmed champion's mean over its replicates"
+    if chosen is None:  # no confirmation stage: the search's best trial is the choice
+        chosen, label = ours["best_trial_test_accuracy"], "search's best trial"
+    rows += [_row(f"{head}: test accuracy, sweeplab's search's best trial "
+                  f"({ours['best_trial']}) / peer's best trial ({theirs['best_trial']})",
+                  f"{_acc(ours['best_trial_test_accuracy'])} / {_acc(peer_test)}"),
+             _row(f"{head}: test accuracy of the chosen model, sweeplab ({label}) vs peer",
+                  f"{_acc(chosen)} vs {_acc(peer_test)}", ">= peer's",
+                  None if chosen is None or peer_test is None else chosen >= peer_test)]
+    la = p["load_average_before_after"]
+    rows.append(_row(f"{head}: machine load average (1 min) before / after",
+                     f"{la[0]:.1f} / {la[1]:.1f}"))
+    return rows
 
 
 def _ms(seconds: float) -> str:

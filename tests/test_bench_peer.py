@@ -1,0 +1,125 @@
+"""The bench's peer suite: the peer command's result against what it logged to MLflow
+(slow: it runs the peer as a process), and the suite's arithmetic, report and skip (fast).
+No timing is asserted: the figures depend on the machine and its load."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sweeplab.bench import peer, report, time_to_quality
+from sweeplab.bench.__main__ import main
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not peer.available(), reason=peer.INSTALL_HINT)
+def test_the_peer_returns_what_it_logged(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = tmp_path / "peer.json"
+    # its own working folder: the digits cache it builds lands there, not in the repository
+    subprocess.run([sys.executable, "-m", "sweeplab.bench.peer", "--trials", "3",
+                    "--epochs", "3", "--tracking-uri", uri, "--out", str(out)],
+                   cwd=tmp_path, check=True, capture_output=True, text=True, timeout=300,
+                   env={**os.environ, "MLFLOW_TRACKING_URI": "sqlite:///nowhere-else.db"})
+    got = json.loads(out.read_text())
+    assert got["n_trials"] == 3 and got["epochs"] == 3 and len(got["trials"]) == 3
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(peer.STUDY_NAME)
+    assert exp is not None, "MLflowCallback names the experiment after the study"
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    assert len(runs) == 3
+    by_name = {r.info.run_name: r for r in runs}  # MLflowCallback: run name = trial number
+    for t in got["trials"]:
+        run = by_name[str(t["number"])]
+        if t["state"] == "COMPLETE":
+            assert run.data.metrics["val_accuracy"] == pytest.approx(t["val_accuracy"],
+                                                                     abs=1e-12)
+            assert 0.0 <= t["test_accuracy"] <= 1.0
+        assert int(run.data.params["depth"]) == t["params"]["depth"]
+        assert int(run.data.params["width"]) == t["params"]["width"]
+    # trials run one after the other: each starts, completes, is logged, then the next one
+    stamps = [s for t in got["trials"]
+              for s in (t["started_at"], t["completed_at"], t["logged_at"])]
+    assert stamps == sorted(stamps)
+    done = [t for t in got["trials"] if t["state"] == "COMPLETE"]
+    best = max(done, key=lambda t: t["val_accuracy"])
+    assert got["best"]["val_accuracy"] == best["val_accuracy"]
+    assert got["best"]["test_accuracy"] == best["test_accuracy"]
+    assert not (tmp_path / "nowhere-else.db").exists()
+
+
+def test_the_peer_trains_on_the_default_sweeps_arrays(in_data_cache: Path) -> None:
+    from helpers import compose_config
+    from sweeplab.config import to_config
+    from sweeplab.train import load_data
+
+    a = peer.default_sweep_arrays()
+    d = load_data(to_config(compose_config(config_name="sweep_app")))
+    assert a["seed"] == 1
+    for part in ("train", "val", "test"):
+        X, y = getattr(d, f"X_{part}"), getattr(d, f"y_{part}")
+        assert a[f"X_{part}"].shape == (X.shape[1], X.shape[0])  # examples as rows
+        assert (a[f"X_{part}"] == X.T).all() and (a[f"y_{part}"] == y).all()
+
+
+def trial(n: int, val: float | None, seconds: float, state: str = "COMPLETE"
+          ) -> dict[str, Any]:
+    return {"number": n, "state": state, "val_accuracy": val, "seconds": seconds,
+            "started_seconds": seconds - 0.5}
+
+
+def test_time_to_quality_counts_the_first_complete_trial_at_the_bar() -> None:
+    trials = [trial(0, 0.95, 3.0), trial(1, 0.99, 9.0, "PRUNED"), trial(2, 0.975, 7.0),
+              trial(3, 0.98, 5.0), trial(4, None, 1.0, "FAIL")]
+    hit = time_to_quality.first_at_bar(trials)
+    assert hit is not None and hit["number"] == 3  # by time, not by number; pruned ignored
+    s = time_to_quality.summary(trials, wall=12.0)
+    assert s["seconds_to_bar"] == 5.0 and s["trial_to_bar"] == 3
+    assert s["best_val_accuracy"] == 0.98 and s["trials_complete"] == 3 and s["trials"] == 5
+    assert s["seconds_to_first_trial_start"] == 0.5
+    assert time_to_quality.first_at_bar([trial(0, 0.5, 1.0)]) is None
+
+
+def canned_peer(ours_at: float | None, peer_at: float | None) -> dict[str, Any]:
+    def side(at: float | None, test: float) -> dict[str, Any]:
+        return {"wall_seconds": 60.0, "seconds_to_bar": at, "seconds_to_first_trial_start": 4.0,
+                "trial_to_bar": None if at is None else 4, "trials": 40,
+                "trials_complete": 30, "best_val_accuracy": 0.98, "best_trial": 4,
+                "best_trial_test_accuracy": test}
+
+    ours = side(ours_at, 0.981) | {"confirmed_mean_test_accuracy": 0.979}
+    ratio = ours_at / peer_at if ours_at is not None and peer_at else None
+    return {"n_trials": 40, "quality_bar": 0.97, "target_ratio": 0.5, "sweeplab": ours,
+            "peer": side(peer_at, 0.975), "ratio_to_bar": ratio,
+            "load_average_before_after": [1.0, 2.0]}
+
+
+def test_the_peer_rows_judge_the_ratio_and_the_test_accuracy() -> None:
+    text = "\n".join(report.peer_rows(canned_peer(10.0, 40.0)))
+    assert "0.25x | <= 0.5x | met" in text
+    assert "0.9790 vs 0.9750 | >= peer's | met" in text  # the confirmed mean is the choice
+    assert "confirmed champion's mean" in text and "0.9810 / 0.9750" in text
+    assert "**missed**" in "\n".join(report.peer_rows(canned_peer(30.0, 40.0)))
+    assert "the peer never reached it | <= 0.5x | met" in "\n".join(
+        report.peer_rows(canned_peer(10.0, None)))
+    assert "never reached" in "\n".join(report.peer_rows(canned_peer(None, 5.0)))
+
+
+def test_without_optuna_integration_the_suite_and_the_peer_say_how_to_install(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(peer, "available", lambda: False)
+    assert peer.main(["--trials", "1"]) == 2
+    assert "pip install -e '.[bench]'" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path), "--only", "peer"]) == 0
+    results = json.loads((tmp_path / "latest.json").read_text())
+    assert results["peer"] == {"skipped": peer.INSTALL_HINT}
+    assert "skipped: optuna-integration is not installed" in (tmp_path / "latest.md").read_text()

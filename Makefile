@@ -5,7 +5,6 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
-BENCH_STAMP := $(VENV)/.installed-bench
 ARGS    ?=
 PORT    ?= 5000
 JOBS    ?= 1
@@ -27,12 +26,7 @@ $(STAMP): pyproject.toml requirements.lock
 	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "sweeplab needs Python 3.11+, $(PY) is " + sys.version.split()[0])'
 	@echo "setting up $(VENV) from requirements.lock ..."
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -c requirements.lock -e '.[dev,server]'
-	@touch $@
-
-# make bench's peer suite also needs the [bench] extra (optuna-integration), on top of setup's
-$(BENCH_STAMP): $(STAMP)
-	$(BIN)/python -m pip install -q -c requirements.lock -e '.[bench]'
+	$(BIN)/python -m pip install -q -c requirements.lock -e '.[dev,server,bench]'
 	@touch $@
 
 setup: $(STAMP) ## create .venv and install sweeplab with the locked versions
@@ -72,7 +66,7 @@ test-slow: $(STAMP) ## run the slow integration suites (CI runs them too)
 test-e2e: $(STAMP) ## browser tests of the MLflow UI (needs Debian's chromium; CI installs it)
 	$(BIN)/python -m pytest -q -m e2e
 
-bench: $(BENCH_STAMP) ## speed as ratios against references (ARGS="--quick", "--only peer": time to quality vs Optuna + scikit-learn)
+bench: $(STAMP) ## speed as ratios against references (ARGS="--quick", "--only peer": time to quality vs Optuna + scikit-learn)
 	$(BIN)/python -m sweeplab.bench $(ARGS)
 
 # Maintainers: the README's sweep figures come from here, never from a hand edit.

@@ -19,16 +19,10 @@ from omegaconf import OmegaConf
 from helpers import compose_config, use_mlflow_store
 from sweeplab.config import ConfigError, to_config
 from sweeplab.names import Metric, MlflowTag, Role, Tag, confirm_metric
-from sweeplab.sweep.confirm import (
-    Candidate,
-    analyse,
-    config_hash,
-    describe,
-    paired,
-    replicate_seeds,
-    table,
-)
+from sweeplab.sweep.confirm import Candidate, config_hash, replicate_seeds
+from sweeplab.sweep.confirmed import analyse, table
 from sweeplab.sweep.controller import sweep_job
+from sweeplab.sweep.stats import describe, paired
 
 BASE = ["data=moons", "data.n_samples=200", "train.batch_size=null", "train.epochs=60",
         "train.log_every=20", "model.depth=1", "optim=adam", "optim.lr=0.05",

@@ -43,8 +43,8 @@ from mlflow.entities import Run
 
 from experiments import studylib as sl
 from sweeplab.names import Role, Tag
-from sweeplab.sweep.confirm import describe as stats
-from sweeplab.sweep.confirm import paired
+from sweeplab.sweep.stats import describe as stats
+from sweeplab.sweep.stats import paired
 
 HERE = Path(__file__).resolve().parent
 EXPERIMENT = "course1_week4"

@@ -26,7 +26,8 @@ from sweeplab.config import Config, ConfigError, SweepConfig, to_config
 from sweeplab.names import ExitCode, MlflowTag, Role, RunStatus, Tag, TrialAttr
 from sweeplab.sweep import generation as gen
 from sweeplab.sweep import study as st
-from sweeplab.sweep.confirm import Confirmation, confirm_sweep
+from sweeplab.sweep.confirm import confirm_sweep
+from sweeplab.sweep.confirmed import Confirmation
 from sweeplab.sweep.executors import WORKER_DIED, DaskPool, Finished, InProcess, WorkerLost
 from sweeplab.sweep.identity import check_identity, settings
 from sweeplab.sweep.report import TrialPrinter, close_orphan_runs, ranked, summarize

@@ -18,9 +18,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweeplab.config import Config, SweepConfig, objectives_of
 from sweeplab.names import MLFLOW_STATUS, Metric, MlflowTag, RunStatus, Tag, TrialAttr
-from sweeplab.sweep import confirm
 from sweeplab.sweep import study as st
-from sweeplab.sweep.confirm import Confirmation
+from sweeplab.sweep.confirmed import Confirmation
+from sweeplab.sweep.confirmed import description as confirmed_description
+from sweeplab.sweep.confirmed import table as confirmed_table
+from sweeplab.sweep.confirmed import test_line as confirmed_test_line
 from sweeplab.sweep.plots import log_plots
 from sweeplab.sweep.view import view_key
 from sweeplab.sweep.worker import short
@@ -256,7 +258,7 @@ def summarize(study: optuna.Study, client: MlflowClient, parent_run_id: str, cfg
             and s.register_model:
         version = register_champion(
             client, s.register_model, confirmed.best_run_id,
-            confirm.description(confirmed, s.name, parent_run_id),
+            confirmed_description(confirmed, s.name, parent_run_id),
             tags={Tag.STUDY: s.name, Tag.TRIAL_NUMBER: str(confirmed_champ.trial),
                   Tag.CONFIG_HASH: confirmed_champ.hash})
     elif champion is not None and s.register_model:
@@ -270,10 +272,10 @@ def summarize(study: optuna.Study, client: MlflowClient, parent_run_id: str, cfg
                    s.register_model if version else None, version)
     if confirmed is not None:
         print(f"confirmed ({len(confirmed.seeds)} seeds each; best mean first):")
-        for line in confirm.table(confirmed):
+        for line in confirmed_table(confirmed):
             print(f"  {line}")
         print(f"  {confirmed.verdict()}")
-        print(f"  {confirm.test_line(confirmed)}")
+        print(f"  {confirmed_test_line(confirmed)}")
 
 
 def _first_with_run(client: MlflowClient, trials: Sequence[FrozenTrial]) -> FrozenTrial | None:

@@ -199,3 +199,28 @@ def test_a_dead_writer_stops_the_sweep_with_one_line_and_it_resumes(
                            timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     _check_store(uri, journal, "d", 6)
+
+
+def _mlflow_packages_mapped(client: MlflowClient) -> bool:
+    """In the writer: whether MLflow has its map of installed distributions (built at a
+    process's first saved model, unless built before)."""
+    from mlflow.utils import requirements_utils
+
+    return requirements_utils._MODULES_TO_PACKAGES is not None
+
+
+def test_the_writer_builds_mlflows_package_map_before_its_first_model(tmp_path: Path) -> None:
+    """About a second of MLflow's that the sweep's first trial waited for, before its result
+    was told: the writer builds it while the sweep starts."""
+    from sweeplab.tracking import prepare_store
+    from sweeplab.tracking.writer import TrackingWriter
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    prepare_store(uri)
+    writer = TrackingWriter(uri)
+    try:
+        writer.barrier(1, writer.call(_mlflow_packages_mapped))
+        acks = writer.acks(timeout=120)
+    finally:
+        writer.close()
+    assert [(a.group, a.value, a.failure) for a in acks] == [(1, True, None)]

@@ -235,6 +235,7 @@ def _serve(uri: str, ops: Any, acks: Any) -> None:
     threadpool_limits(1)  # the trials' BLAS has the other cores
 
     quiet_store_tracebacks()
+    _warm_up()
     parent = mp.parent_process()
     results: dict[int, Any] = {}
     slots: dict[int | None, list[int]] = {}
@@ -269,6 +270,19 @@ def _serve(uri: str, ops: Any, acks: Any) -> None:
         acks.put(Ack(group, resolved, failure))
         for slot in slots.pop(group, []):
             results.pop(slot, None)
+
+
+def _warm_up() -> None:
+    """Build now, while the sweep starts, what MLflow builds when a process saves its first
+    model: the map of installed distributions that it checks a model's pip requirements
+    against (about a second; mlflow.utils.requirements_utils, MLflow 3.17). Otherwise the
+    first trial waits for it before the study is told its result."""
+    # A private helper of MLflow's: another version may not have it, and then the first
+    # model pays as before.
+    with contextlib.suppress(Exception):
+        from mlflow.utils.requirements_utils import _init_packages_to_modules_map
+
+        _init_packages_to_modules_map()
 
 
 def _close_open(inline: Inline, results: dict[int, Any]) -> None:

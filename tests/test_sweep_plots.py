@@ -112,3 +112,36 @@ def test_parallel_coordinate_tick_labels_sit_on_boxes_the_lines_do_not_cross() -
     assert labels and all(t.get_bbox_patch() is not None for t in labels)
     history = figures["optimization_history"].axes[0].get_yticklabels()
     assert all(t.get_bbox_patch() is None for t in history)
+
+
+def test_the_writers_plots_op_draws_a_study_from_its_trials(tmp_mlflow: str,
+                                                             tmp_path: Path) -> None:
+    """The op the sweep hands its writer process (the study as its trials, rebuilt in
+    memory there) logs what log_plots logs of the study itself."""
+    client = MlflowClient(tmp_mlflow)
+    exp = client.create_experiment("plots")
+    study = study_with_diverged_trials()
+    runs = [client.create_run(exp).info.run_id for _ in range(2)]
+    plots.log_plots(client, runs[0], study, ["val_cost"])
+    plots.op_study_plots(client, runs[1], study.study_name, ["minimize"], study.trials,
+                         ["val_cost"])
+    logged = [sorted(a.path for a in client.list_artifacts(r, "plots")) for r in runs]
+    assert logged[0] == logged[1] and "plots/study.html" in logged[1]
+    html = [Path(client.download_artifacts(r, "plots/study.html", str(tmp_path / r))
+                 ).read_text() for r in runs]
+    assert html[1].count('class="plotly-graph-div"') == html[0].count(
+        'class="plotly-graph-div"') == 4
+    assert "<title>Optuna study plots</title>" in html[1]
+
+
+def test_a_study_the_plots_op_cannot_rebuild_is_a_line_in_skipped_txt(
+        tmp_mlflow: str, tmp_path: Path) -> None:
+    client = MlflowClient(tmp_mlflow)
+    run_id = client.create_run(client.create_experiment("plots")).info.run_id
+    study = study_with_diverged_trials()
+    # two directions for trials of one value each: Optuna refuses the trials
+    plots.op_study_plots(client, run_id, "plots", ["minimize", "minimize"], study.trials,
+                         ["val_cost", "n_params"])
+    text = Path(client.download_artifacts(run_id, plots.SKIPPED_ARTIFACT, str(tmp_path))
+                ).read_text()
+    assert text.startswith("plots: ValueError: ")

@@ -224,3 +224,32 @@ def test_the_writer_builds_mlflows_package_map_before_its_first_model(tmp_path: 
     finally:
         writer.close()
     assert [(a.group, a.value, a.failure) for a in acks] == [(1, True, None)]
+
+
+@pytest.mark.slow
+def test_the_writer_draws_the_sweeps_plots_while_the_confirmation_trains(
+        in_data_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sweeplab.sweep import report
+
+    def not_here(*args: object, **kwargs: object) -> list[str]:
+        raise AssertionError("the sweep's plots were drawn in the controller")
+
+    # the writer is a process of its own: this patch reaches the controller alone
+    monkeypatch.setattr(report, "log_plots", not_here)
+    uri = use_mlflow_store(tmp_path, monkeypatch)
+    journal = f"journal:{tmp_path / 'optuna.journal'}"
+    fast = [o for o in FAST if not o.startswith("sweep.confirm.top_k")]
+    cfg = compose_config(*fast, f"sweep.storage={journal}", "sweep.name=p",
+                         "sweep.n_trials=4", "sweep.writer=process", "sweep.confirm.top_k=2",
+                         "sweep.confirm.seeds=2", config_name="sweep_app")
+    assert sweep_job(cfg) == 0
+    client = MlflowClient(uri)
+    parent = client.get_run(_load(journal, "p").user_attrs[TrialAttr.PARENT_RUN_ID])
+    assert parent.info.status == "FINISHED"
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert {"plots/optimization_history.png", "plots/parallel_coordinate.png",
+            "plots/study.html", "plots/confirm.png"} <= logged
+    assert "plots/skipped.txt" not in logged
+    html = Path(client.download_artifacts(parent.info.run_id, "plots/study.html",
+                                          str(tmp_path))).read_text()
+    assert "<title>Optuna study p</title>" in html

@@ -30,7 +30,13 @@ from sweeplab.sweep.confirm import confirm_sweep
 from sweeplab.sweep.confirmed import Confirmation
 from sweeplab.sweep.executors import WORKER_DIED, DaskPool, Finished, InProcess, WorkerLost
 from sweeplab.sweep.identity import check_identity, settings
-from sweeplab.sweep.report import TrialPrinter, close_orphan_runs, ranked, summarize
+from sweeplab.sweep.report import (
+    TrialPrinter,
+    close_orphan_runs,
+    queue_plots,
+    ranked,
+    summarize,
+)
 from sweeplab.sweep.space import flat_params, parse_space
 from sweeplab.sweep.view import save_sweep_view
 from sweeplab.sweep.worker import (
@@ -127,6 +133,7 @@ def _sweep(cfg: DictConfig, typed: Config, base: DictConfig, space: dict[str, An
     printer = TrialPrinter(study, s, already=before.done)
     code, why, error = ExitCode.OK, "enough trials", None
     confirmed: Confirmation | None = None
+    plots_writer: TrackingWriter | None = None
     controller = Controller(study, space, base, s, parent_run_id, client, executor, printer)
     controller.run_tags = run_tags
     try:
@@ -136,6 +143,8 @@ def _sweep(cfg: DictConfig, typed: Config, base: DictConfig, space: dict[str, An
         else:  # the search ended normally: confirm its best across seeds
             printer.poll()
             printer.close()
+            if isinstance(executor, InProcess) and executor.writer is not None:
+                plots_writer = queue_plots(executor.writer, study, parent_run_id, s)
             confirmed = confirm_sweep(
                 ranked(study), base, typed, controller.typed_base, parent_run_id, client,
                 experiment_id, stop, generation=generation, tags=run_tags,
@@ -154,7 +163,7 @@ def _sweep(cfg: DictConfig, typed: Config, base: DictConfig, space: dict[str, An
             print(f"error: {error}", file=sys.stderr, flush=True)
         try:
             summarize(study, client, parent_run_id, typed, experiment_id, uri, why,
-                      confirmed=confirmed,
+                      confirmed=confirmed, plots_writer=plots_writer,
                       status={ExitCode.OK: "FINISHED", ExitCode.FAILED: "FAILED"}.get(
                           code, "KILLED"))
         except Exception as err:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 HTML_ARTIFACT = "plots/study.html"
+SKIPPED_ARTIFACT = "plots/skipped.txt"  # what could not be drawn, and why
 
 
 def log_axis(study: optuna.Study, objectives: Sequence[str]) -> bool:
@@ -80,6 +81,29 @@ def log_plots(client: MlflowClient, run_id: str, study: optuna.Study,
     except Exception as err:  # plotly missing or a plot it cannot draw: PNGs still stand
         skipped.append(f"{HTML_ARTIFACT}: {type(err).__name__}: {err}")
     return skipped
+
+
+def op_study_plots(client: MlflowClient, run_id: str, study_name: str,
+                   directions: Sequence[str], trials: Sequence[FrozenTrial],
+                   objectives: Sequence[str]) -> None:
+    """A writer op (tracking/writer.py): `log_plots` of a study given as its finished
+    `trials`, drawn in the writer process while the sweep's confirmation stage trains; what
+    was skipped goes to ``plots/skipped.txt``. Only a store that fails (full disk, gone)
+    raises: any other error is a line in that file, as for one plot that cannot be drawn."""
+    from sweeplab.tracking.writer import classify
+
+    # the writer is a process of its own: Optuna would announce the in-memory study on stderr
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.create_study(study_name=study_name, directions=list(directions))
+        study.add_trials(trials)
+        skipped = log_plots(client, run_id, study, objectives)
+    except Exception as err:
+        if classify(err).kind != "error":
+            raise
+        skipped = [f"plots: {type(err).__name__}: {err}"]
+    if skipped:
+        client.log_text(run_id, "\n".join(skipped) + "\n", SKIPPED_ARTIFACT)
 
 
 def log_png_plots(client: MlflowClient, run_id: str, study: optuna.Study,

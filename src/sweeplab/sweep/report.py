@@ -23,10 +23,11 @@ from sweeplab.sweep.confirmed import Confirmation
 from sweeplab.sweep.confirmed import description as confirmed_description
 from sweeplab.sweep.confirmed import table as confirmed_table
 from sweeplab.sweep.confirmed import test_line as confirmed_test_line
-from sweeplab.sweep.plots import log_plots
+from sweeplab.sweep.plots import SKIPPED_ARTIFACT, log_plots, op_study_plots
 from sweeplab.sweep.view import view_key
 from sweeplab.sweep.worker import short
 from sweeplab.tracking.links import runs_url, ui_base, ui_hint, ui_route
+from sweeplab.tracking.writer import TrackingWriter, WriterDied
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 CHAMPION = "champion"  # the registered model's alias for a sweep's best trial
@@ -215,12 +216,45 @@ def parent_note(s: SweepConfig, t: st.Tally, best: Sequence[FrozenTrial],
                    "(Optuna's plots of the study; `plots/study.html` is interactive).")
 
 
+# The writer group of the sweep's plots: apart from trial numbers, replicates and syncs.
+PLOTS_GROUP = 2_000_000_000
+
+
+def queue_plots(writer: TrackingWriter, study: optuna.Study, parent_run_id: str,
+                s: SweepConfig) -> TrackingWriter | None:
+    """Hand the finished search's plots to the writer process, which draws them while the
+    confirmation stage trains (several seconds of matplotlib and plotly otherwise spent
+    after it); the writer, or None when there is nothing to draw."""
+    if not st.tally(study).complete:
+        return None
+    objectives, directions = objectives_of(s)
+    trials = [t for t in study.get_trials(deepcopy=False) if t.state in FINISHED]
+    with writer.group(PLOTS_GROUP):
+        writer.call(op_study_plots, parent_run_id, study.study_name, directions, trials,
+                    objectives)
+    writer.barrier(PLOTS_GROUP)
+    return writer
+
+
+def plots_written(writer: TrackingWriter) -> bool:
+    """Wait for the writer to have run everything queued, the plots included; False when
+    it died or could not write them (the caller then draws them itself)."""
+    try:
+        acks = writer.sync()
+    except WriterDied:
+        return False
+    return not any(a.group == PLOTS_GROUP and a.failure is not None for a in acks)
+
+
 def summarize(study: optuna.Study, client: MlflowClient, parent_run_id: str, cfg: Config,
               experiment_id: str, uri: str, why: str, *, status: str,
-              confirmed: Confirmation | None = None) -> None:
+              confirmed: Confirmation | None = None,
+              plots_writer: TrackingWriter | None = None) -> None:
     """Put the sweep's outcome on the parent run (ended with MLflow `status`) and print
     it. With a confirmation stage's outcome, the registered model is its champion's best
-    replicate, not the search's best trial."""
+    replicate, not the search's best trial. With `plots_writer`, the sweep's plots were
+    queued to that writer (`queue_plots`): waited for here, and drawn here only if it could
+    not draw them."""
     s = cfg.sweep
     assert s is not None
     objectives, _ = objectives_of(s)
@@ -248,9 +282,10 @@ def summarize(study: optuna.Study, client: MlflowClient, parent_run_id: str, cfg
     table_csv, table_md = trials_table(study, objectives)
     client.log_text(parent_run_id, table_csv, "trials.csv")
     client.log_text(parent_run_id, table_md, "trials.md")
-    skipped = log_plots(client, parent_run_id, study, objectives) if t.complete else []
-    if skipped:
-        client.log_text(parent_run_id, "\n".join(skipped) + "\n", "plots/skipped.txt")
+    if not (plots_writer is not None and plots_written(plots_writer)):
+        skipped = log_plots(client, parent_run_id, study, objectives) if t.complete else []
+        if skipped:
+            client.log_text(parent_run_id, "\n".join(skipped) + "\n", SKIPPED_ARTIFACT)
     version = None
     champion = _first_with_run(client, best) if s.register_model else None
     confirmed_champ = confirmed.champion if confirmed is not None else None

@@ -93,6 +93,10 @@ def test_clearly_different_configs_give_a_tiny_p_value_and_the_right_champion(
     assert m[confirm_metric(None, "mean_diff")] < 0  # the champion's val_cost is lower
     assert "significantly better" in tags[Tag.CONFIRM_VERDICT]
     assert "not significantly" not in tags[Tag.CONFIRM_VERDICT]
+    # what this confirmation covered: the champion first, the run seeds
+    assert tags[Tag.CONFIRM_TRIALS].split(",")[0] == wide
+    assert sorted(tags[Tag.CONFIRM_TRIALS].split(",")) == sorted(by_trial)
+    assert tags[Tag.CONFIRM_SEEDS] == ",".join(map(str, replicate_seeds(1, 5)))
     for trial in by_trial:
         assert m[confirm_metric(int(trial), "n")] == 5
         for metric in (Metric.VAL_COST, Metric.VAL_ACCURACY):
@@ -211,6 +215,13 @@ def test_statistics_match_scipy_reference_values() -> None:
     assert p.ci_low < 2.0 < p.ci_high
     # identical values: no difference at all
     assert paired({1: 1.0, 2: 2.0}, {1: 1.0, 2: 2.0}).p_value == 1.0
+    # the same difference on every seed: no t statistic; the sign test's p is 2 / 2**n
+    same = paired({1: 0.7, 2: 0.8}, {1: 0.6, 2: 0.7})
+    assert same.test == "sign test" and same.p_value == pytest.approx(0.5)
+    assert math.isnan(same.ci_low) and same.mean_diff == pytest.approx(0.1)
+    assert paired({i: 0.8 for i in range(5)}, {i: 0.6 for i in range(5)}).p_value \
+        == pytest.approx(0.0625)
+    assert p.test == "paired t-test"
     # only shared seeds count
     assert paired({1: 1.0, 2: 2.0, 3: 9.0}, {1: 1.0, 2: 2.0}).n == 2
 

@@ -99,6 +99,10 @@ class Tag(StrEnum):
     # on the parent run: the confirmed champion and how it compares with the runner-up
     CONFIRM_CHAMPION = "sweeplab.confirm.champion_trial"
     CONFIRM_VERDICT = "sweeplab.confirm.verdict"
+    # what the last confirmation covered: its trials (best mean first) and run seeds,
+    # comma-separated (earlier confirmations' replicates stay under the parent too)
+    CONFIRM_TRIALS = "sweeplab.confirm.trials"
+    CONFIRM_SEEDS = "sweeplab.confirm.seeds"
     # reruns
     RERUN_OF = "sweeplab.rerun_of"
     RERUN_OVERRIDES = "sweeplab.rerun_overrides"

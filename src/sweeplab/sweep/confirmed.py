@@ -73,8 +73,9 @@ class Confirmation:
         if math.isnan(p.p_value):
             return (f"trial {c.trial} cannot be compared with trial {r.trial}: {p.n} shared "
                     f"seed(s) with a value for both")
-        how = (f"paired t-test over {p.n} seeds: p={p.p_value:.3g}, mean difference in "
-               f"{self.objective} {p.mean_diff:+.4g} [{p.ci_low:+.4g}, {p.ci_high:+.4g}]")
+        interval = "" if math.isnan(p.ci_low) else f" [{p.ci_low:+.4g}, {p.ci_high:+.4g}]"
+        how = (f"{p.test} over {p.n} seeds: p={p.p_value:.3g}, mean difference in "
+               f"{self.objective} {p.mean_diff:+.4g}{interval}")
         if p.p_value < ALPHA:
             return f"trial {c.trial} is significantly better than trial {r.trial} ({how})"
         return f"trial {c.trial} is not significantly better than trial {r.trial} ({how})"
@@ -135,7 +136,9 @@ def parent_metrics(c: Confirmation) -> tuple[list[MetricPoint], list[RunTag]]:
         points[confirm_metric(k.trial, "n")] = float(k.stats.n if k.stats else 0)
         if k.vs_champion is not None:
             points[confirm_metric(k.trial, "p_value")] = k.vs_champion.p_value
-    tags = [RunTag(Tag.CONFIRM_VERDICT, c.verdict()[:5000])]
+    tags = [RunTag(Tag.CONFIRM_VERDICT, c.verdict()[:5000]),
+            RunTag(Tag.CONFIRM_TRIALS, ",".join(str(k.trial) for k in c.configs)),
+            RunTag(Tag.CONFIRM_SEEDS, ",".join(map(str, c.seeds)))]
     champ = c.champion
     if champ is not None:
         tags.append(RunTag(Tag.CONFIRM_CHAMPION, str(champ.trial)))

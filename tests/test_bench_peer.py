@@ -43,6 +43,7 @@ def test_the_peer_returns_what_it_logged(tmp_path: Path) -> None:
             assert run.data.metrics["val_accuracy"] == pytest.approx(t["val_accuracy"],
                                                                      abs=1e-12)
             assert 0.0 <= t["test_accuracy"] <= 1.0
+            assert t["epochs_run"] == 3  # every epoch asked for: no stop on a flat loss
         assert int(run.data.params["depth"]) == t["params"]["depth"]
         assert int(run.data.params["width"]) == t["params"]["width"]
     # trials run one after the other: each starts, completes, is logged, then the next one
@@ -123,3 +124,20 @@ def test_without_optuna_integration_the_suite_and_the_peer_say_how_to_install(
     results = json.loads((tmp_path / "latest.json").read_text())
     assert results["peer"] == {"skipped": peer.INSTALL_HINT}
     assert "skipped: optuna-integration is not installed" in (tmp_path / "latest.md").read_text()
+
+
+def test_the_peers_network_trains_every_epoch_asked_for() -> None:
+    """scikit-learn's Adam stops by itself on a flat training loss even without early
+    stopping; the peer's network must not, or it does less work than a sweeplab trial."""
+    import warnings
+
+    import numpy as np
+    from sklearn.exceptions import ConvergenceWarning
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(200, 8)), rng.integers(0, 3, 200)
+    clf = peer.make_classifier(1, 4, 1e-6, 30, 0)  # a learning rate that barely moves it
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y)
+    assert clf.n_iter_ == 30

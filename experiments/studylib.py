@@ -106,9 +106,11 @@ class Study:
             out = subprocess.run(cmd, cwd=self.workdir, env=env, text=True,
                                  capture_output=job.module == "sweeplab.train")
             job.seconds = time.perf_counter() - start
-            if out.returncode == 2 and out.stderr is not None:
-                # The CLI refused its input in one line already: pass it on as it is.
-                sys.stderr.write(out.stderr)
+            if out.returncode == 2:
+                # The CLI refused its input in one line already (shown, or captured and
+                # passed on here): nothing to add.
+                if out.stderr is not None:
+                    sys.stderr.write(out.stderr)
                 raise SystemExit(2)
             if out.returncode != 0:
                 sys.stderr.write((out.stdout or "") + (out.stderr or ""))

@@ -235,8 +235,10 @@ def test_course1_study_confirms_its_champion_and_compares_it_seed_for_seed(
                  if r.data.tags["sweeplab.trial_number"] == str(champion))
     rseeds = sorted({int(r.data.params["seed"]) for r in replicates})
     assert rseeds == [2, 3]  # the sweep's seed 1, + 1 and + 2
+    champ_params = {k: champ.data.params[k] for k in course1.SEARCHED}
+    name = course1.retrained("champion", "c1test-val_accuracy", champ_params)
     for s in (1, 2):  # the champion on all 209 images, in the course's setting
-        again = runs[f"champion-c1test-val_accuracy-seed{s}"]
+        again = runs[f"{name}-seed{s}"]
         assert {k: again.data.params[k] for k in course1.SEARCHED} \
             == {k: champ.data.params[k] for k in course1.SEARCHED}
         assert again.data.params["data.val_fraction"] == "0.0"
@@ -249,10 +251,29 @@ def test_course1_study_confirms_its_champion_and_compares_it_seed_for_seed(
     def test_acc(name: str, seeds: list[int]) -> list[float]:
         return [runs[f"{name}-seed{s}"].data.metrics["test_accuracy"] for s in seeds]
 
-    ours, theirs = test_acc("champion-c1test-val_accuracy", [1, 2]), test_acc("course_4layer",
-                                                                               [1, 2])
+    ours, theirs = test_acc(name, [1, 2]), test_acc("course_4layer", [1, 2])
     d = [a - b for a, b in zip(ours, theirs, strict=True)]
     line = next(x for x in text.splitlines() if "all 209 images, the same seeds" in x)
     assert f"mean difference {sum(d) / 2:+.3f}" in line
-    if d[0] != d[1]:  # else no spread: scipy's t is undefined and the table says p = 0 or 1
-        assert f"p = {stats.ttest_rel(ours, theirs).pvalue:.3g}." in line
+    if abs(d[0] - d[1]) > 1e-9:  # else no spread: no t statistic (the sign test's p)
+        assert f"paired t-test over 2 seeds p = {stats.ttest_rel(ours, theirs).pvalue:.3g}." \
+            in line
+    # the confirmation table: the champion's row first, with its value in the search
+    search = client.search_runs(  # trials' run names repeat across the two sweeps
+        [eid], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and "
+        f"tags.`sweeplab.role` = 'trial' and tags.`sweeplab.trial_number` = '{champion}'")[0]
+    assert re.search(rf"^\| {champion} \| [^|]* \| {search.data.metrics['val_accuracy']:.3f} \|",
+                     text, re.M)
+
+    # resumed with a single confirmed configuration, the tables show only that one (the
+    # earlier replicates stay under the parent), and the runs of a new champion
+    course1.main(["--data-dir", str(shared_datasets / "catvnoncat"), "--tracking-uri", uri,
+                  "--workdir", str(tmp_path), "--results", str(results), "--trials", "3",
+                  "--seeds", "1", "2", "--confirm-top-k", "1", "--confirm-seeds", "2",
+                  "--sweep-jobs", "1", "--jobs", "2", "--sweep-name", "c1test"])
+    text = results.read_text()
+    assert "#### Confirmation of the val_accuracy sweep: its 1 best configuration, " \
+           "seeds 2, 3" in text
+    parent = client.get_run(parent.info.run_id)
+    assert parent.data.tags["sweeplab.confirm.trials"] == parent.data.tags[
+        "sweeplab.confirm.champion_trial"]

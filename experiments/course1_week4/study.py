@@ -125,6 +125,12 @@ class Confirmation:
     parent: Run
     champion: int | None
     replicates: dict[int, dict[int, Run]]
+    trial_runs: dict[int, Run]  # the search's run of each trial
+
+    def search_value(self, trial: int) -> float | None:
+        """The trial's validation accuracy in the search (one seed, one split)."""
+        run = self.trial_runs.get(trial)
+        return None if run is None else run.data.metrics.get("val_accuracy")
 
     def params(self, trial: int) -> dict[str, str]:
         run = next(iter(self.replicates[trial].values()))
@@ -145,21 +151,38 @@ def confirmation(study: sl.Study, sweep_name: str) -> Confirmation | None:
     parent = study.sweep_parent(sweep_name)
     if parent is None:
         return None
+    # only what the last confirmation covered: replicates of earlier ones (another top-k
+    # or number of seeds) stay under the parent
+    trials, seeds = ({int(v) for v in parent.data.tags.get(tag, "").split(",") if v.isdigit()}
+                     for tag in (Tag.CONFIRM_TRIALS, Tag.CONFIRM_SEEDS))
     replicates: dict[int, dict[int, Run]] = {}
     for r in study.children(parent):
         tags = r.data.tags
         if (tags.get(Tag.ROLE) == Role.CONFIRM and r.info.status == "FINISHED"
                 and tags.get(Tag.TRIAL_NUMBER, "").isdigit()
-                and tags.get(Tag.REPLICATE, "").isdigit()):
+                and tags.get(Tag.REPLICATE, "").isdigit()
+                and int(tags[Tag.TRIAL_NUMBER]) in trials
+                and int(r.data.params.get("seed", -1)) in seeds):
             replicates.setdefault(int(tags[Tag.TRIAL_NUMBER]), {})[int(tags[Tag.REPLICATE])] = r
     champ = parent.data.tags.get(Tag.CONFIRM_CHAMPION)
     if not replicates:
         return None
-    return Confirmation(parent, int(champ) if champ and champ.isdigit() else None, replicates)
+    trial_runs = {int(r.data.tags[Tag.TRIAL_NUMBER]): r for r in study.children(parent)
+                  if r.data.tags.get(Tag.ROLE) == Role.TRIAL
+                  and r.data.tags.get(Tag.TRIAL_NUMBER, "").isdigit()}
+    return Confirmation(parent, int(champ) if champ and champ.isdigit() else None, replicates,
+                        trial_runs)
 
 
 def main(argv: list[str] | None = None) -> None:
     a = parse_args(argv)
+    # the sweep's own rules, checked before any run: it would refuse them only once the
+    # presets and the first sweep had run
+    if a.confirm_top_k is not None and a.confirm_top_k < 0:
+        sl.usage_error(f"--confirm-top-k {a.confirm_top_k}: must be 0 (no confirmation) or more")
+    if a.confirm_seeds is not None and a.confirm_seeds < 2:
+        sl.usage_error(f"--confirm-seeds {a.confirm_seeds}: must be at least 2 (a mean and "
+                       "an interval need two seeds)")
     data_dir = str(Path(a.data_dir).resolve())
     # Checked before the store is opened, so a wrong folder leaves nothing behind.
     if not a.table_only and not Path(data_dir, "train_catvnoncat.h5").is_file():
@@ -192,21 +215,31 @@ def main(argv: list[str] | None = None) -> None:
             if params is None:
                 raise SystemExit(f"error: sweep {name!r} recorded no best trial")
             print(f"4. its best trial {params} on all 209 images (seeds {a.seeds})")
-            study.run(retrain(f"chosen-{name}", params, a.seeds, data))
-            conf = confirmation(study, name) if objective == CONFIRMED else None
+            study.run(retrain(retrained("chosen", name, params), params, a.seeds, data))
+            conf = confirmation(study, name) \
+                if objective == CONFIRMED and a.confirm_top_k != 0 else None
             if conf is None or conf.champion is None:
                 continue
             champ = conf.params(conf.champion)
             print(f"4. its confirmed champion {champ} on all 209 images (seeds {a.seeds})")
-            study.run(retrain(f"champion-{name}", champ, a.seeds, data))
+            study.run(retrain(retrained("champion", name, champ), champ, a.seeds, data))
             seeds = sorted(set(conf.seeds().values()))
             print(f"5. course_4layer on the confirmation's seeds and splits ({seeds})")
             study.run([sl.Job(f"course_4layer-confirm-seed{s}", "sweeplab.train",
                               ["experiment=course_4layer", data, f"seed={s}",
                                "data.val_fraction=0.2"]) for s in seeds])
         print(f"study done in {time.perf_counter() - start:.0f}s")
-    sl.write_results(tables(study, a.seeds, a.sweep_name), a.results, HERE / "README.md",
-                     a.write_readme, a.tracking_uri)
+    sl.write_results(tables(study, a.seeds, a.sweep_name, a.confirm_top_k != 0), a.results,
+                     HERE / "README.md", a.write_readme, a.tracking_uri)
+
+
+def retrained(kind: str, sweep: str, params: dict[str, str]) -> str:
+    """The run name prefix of configuration `params` retrained on all 209 images:
+    ``champion-<sweep>-2x10-lr0.0023316-3000it``. The configuration is in the name, so a
+    sweep resumed with another best trial or champion gets runs of its own, never the
+    previous choice's."""
+    return (f"{kind}-{sweep}-{params['model.depth']}x{params['model.width']}-lr"
+            f"{params['optim.lr']}-{params['train.epochs']}it")
 
 
 def retrain(name: str, params: dict[str, str], seeds: list[int], data: str) -> list[sl.Job]:
@@ -216,7 +249,9 @@ def retrain(name: str, params: dict[str, str], seeds: list[int], data: str) -> l
                     *(f"{k}={v}" for k, v in params.items())]) for s in seeds]
 
 
-def tables(study: sl.Study, seeds: list[int], prefix: str) -> str:
+def tables(study: sl.Study, seeds: list[int], prefix: str, confirmed: bool = True) -> str:
+    """The study's tables; `confirmed` False leaves out the confirmation's (the sweep ran
+    with --confirm-top-k 0: a confirmation still in the store is an earlier one's)."""
     runs = study.finished()
     out: list[str] = []
     add = out.append
@@ -287,13 +322,14 @@ def tables(study: sl.Study, seeds: list[int], prefix: str) -> str:
     add("| --- | --- | --- | --- |")
     groups = [(f"{LABEL[p]} (course)", p) for p in PRESETS]
     groups += [(f"{objective} sweep's best trial: {describe(params)}",
-                f"chosen-{prefix}-{objective}") for objective, params in chosen.items()]
-    conf = confirmation(study, f"{prefix}-{CONFIRMED}")
+                retrained("chosen", f"{prefix}-{objective}", params))
+               for objective, params in chosen.items()]
+    conf = confirmation(study, f"{prefix}-{CONFIRMED}") if confirmed else None
     champ = conf.params(conf.champion) if conf is not None and conf.champion is not None \
         else None
     if champ is not None:
         groups.append((f"{CONFIRMED} sweep's confirmed champion: {describe(champ)}",
-                       f"champion-{prefix}-{CONFIRMED}"))
+                       retrained("champion", f"{prefix}-{CONFIRMED}", champ)))
     means: dict[str, float] = {}
     for label, name in groups:
         test = accs(name)
@@ -303,8 +339,8 @@ def tables(study: sl.Study, seeds: list[int], prefix: str) -> str:
             f"{sl.fmt_acc(accs(name, 'train_accuracy'))} |")
     add("")
     ref = means.get("course_4layer")
-    for objective in chosen:
-        ours = means.get(f"chosen-{prefix}-{objective}")
+    for objective, params in chosen.items():
+        ours = means.get(retrained("chosen", f"{prefix}-{objective}", params))
         if ref is not None and ours is not None:
             diff = ours - ref
             add(f"- {objective} sweep's best trial minus the course's 4-layer model, mean test "
@@ -328,7 +364,7 @@ def versus(ours: dict[int, float], theirs: dict[int, float], what: str, images: 
         return f"- {what}: fewer than two shared seeds, no test."
     ci = "" if p.ci_low != p.ci_low else f", 95% CI [{p.ci_low:+.3f}, {p.ci_high:+.3f}]"
     return (f"- {what}: mean difference {p.mean_diff:+.3f} ({p.mean_diff * images:+.1f} of "
-            f"{images} images){ci}, paired t-test over {p.n} seeds p = {p.p_value:.3g}.")
+            f"{images} images){ci}, {p.test} over {p.n} seeds p = {p.p_value:.3g}.")
 
 
 def confirmation_tables(conf: Confirmation, runs: dict[str, Run], seeds: list[int],
@@ -340,37 +376,44 @@ def confirmation_tables(conf: Confirmation, runs: dict[str, Run], seeds: list[in
     rseeds = sorted(set(conf.seeds().values()))
     course_val = by_seed(runs, "course_4layer-confirm", rseeds, "val_accuracy")
     champ_val = conf.values(conf.champion, "val_accuracy")
-    out = [f"#### Confirmation of the {CONFIRMED} sweep: its {len(conf.replicates)} best "
-           f"configurations, seeds {', '.join(map(str, rseeds))}\n",
+    k = len(conf.replicates)
+    out = [f"#### Confirmation of the {CONFIRMED} sweep: its {k} best "
+           f"configuration{'s' if k > 1 else ''}, seeds {', '.join(map(str, rseeds))}\n",
            "Each configuration trained again with each run seed, which draws the "
            "initialisation and a new stratified validation split of the 209 training images "
            "(168 / 41): repeated hold-out. The course's 4-layer model on the same seeds and "
            "splits is the last row. Validation accuracy: mean ± 95% t interval; p: paired "
            f"t-test against the champion over the shared seeds (scipy.stats). Parent run "
            f"{sl.run_link(conf.parent)}.\n",
-           "| trial | config | val acc. per seed | val acc. | p vs champion |",
-           "| --- | --- | --- | --- | --- |"]
+           "| trial | config | val acc. in the search (seed 1) | val acc. per seed | "
+           "val acc. | p vs champion |",
+           "| --- | --- | --- | --- | --- | --- |"]
     # the champion first, then by mean validation accuracy, as the sweep ranked them
     rest = sorted((t for t in conf.replicates if t != conf.champion),
                   key=lambda t: -stats(list(conf.values(t, "val_accuracy").values())).mean)
     order = [conf.champion, *rest]
 
-    def row(label: str, config: str, vals: dict[int, float], champion: bool) -> str:
+    def row(label: str, config: str, search: float | None, vals: dict[int, float],
+            champion: bool) -> str:
         per = " ".join(f"{vals[s]:.3f}" if s in vals else "-" for s in rseeds)
         p = "champion" if champion else f"{paired(vals, champ_val).p_value:.3g}"
-        return f"| {label} | {config} | {per} | {describe_ci(vals)} | {p} |"
+        first = "-" if search is None else f"{search:.3f}"
+        return f"| {label} | {config} | {first} | {per} | {describe_ci(vals)} | {p} |"
 
     for t in order:
-        out.append(row(str(t), describe(conf.params(t)),
+        out.append(row(str(t), describe(conf.params(t)), conf.search_value(t),
                        conf.values(t, "val_accuracy"), t == conf.champion))
-    out.append(row("course", "4-layer [20, 7, 5], lr 0.0075, 2500 it.", course_val, False))
+    valsplit = runs.get("course_4layer-valsplit")
+    out.append(row("course", "4-layer [20, 7, 5], lr 0.0075, 2500 it.",
+                   None if valsplit is None else valsplit.data.metrics.get("val_accuracy"),
+                   course_val, False))
     verdict = conf.parent.data.tags.get(Tag.CONFIRM_VERDICT)
     out += ["", f"The sweep's verdict (tag `{Tag.CONFIRM_VERDICT}`): {verdict}.\n" if verdict
             else ""]
 
     champ_test = conf.values(conf.champion, "test_accuracy")
     course_test = by_seed(runs, "course_4layer-confirm", rseeds)
-    champ_all = by_seed(runs, f"champion-{prefix}-{CONFIRMED}", seeds)
+    champ_all = by_seed(runs, retrained("champion", f"{prefix}-{CONFIRMED}", champ), seeds)
     course_all = by_seed(runs, "course_4layer", seeds)
     out += ["#### The confirmed champion against the course's 4-layer model on the test set\n",
             f"The champion ({describe(champ)}, trial {conf.champion}) was chosen on "

@@ -63,25 +63,38 @@ def sweep_job(cfg: DictConfig, run_tags: dict[str, str] | None = None) -> int:
     assert s is not None
     base = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "sweep"])
     space = parse_space(s.params, base)
-    # Fail here, not in a worker: data files, sampler needs, pruner arguments, a tracking
-    # server that does not answer (before the study is created).
-    load_data(typed)
-    sampler = st.make_sampler(s, space)
-    pruner = st.make_pruner(s, typed.train.epochs, typed.train.log_every)
     uri = resolve_uri(typed.tracking)
-    if s.cluster is not None and not uri.startswith(("http://", "https://")):
-        raise ConfigError(
-            f"sweep.cluster={s.cluster!r}: workers on other hosts cannot write to the local "
-            f"tracking store {uri}; start a tracking server (make server) and set "
-            f"tracking.uri=http://<host>:<port> (or $MLFLOW_TRACKING_URI)")
-    # The two stores, before any study, run or worker exists: one line if either cannot be
-    # opened or written.
-    st.check_storage(st.storage_url(s))
-    prepare_store(uri)
+    # The writer process now, so that its start-up (importing MLflow: seconds) runs beside
+    # this process's checks and data rather than before the first trial's result is told;
+    # it opens the store once the store exists.
+    writer = TrackingWriter(uri, open_store=False) \
+        if s.n_jobs == 1 and s.cluster is None and s.writer == "process" \
+        and typed.tracking.enabled else None
+    try:
+        # Fail here, not in a worker: data files, sampler needs, pruner arguments, a
+        # tracking server that does not answer (before the study is created).
+        load_data(typed)
+        sampler = st.make_sampler(s, space)
+        pruner = st.make_pruner(s, typed.train.epochs, typed.train.log_every)
+        if s.cluster is not None and not uri.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"sweep.cluster={s.cluster!r}: workers on other hosts cannot write to the "
+                f"local tracking store {uri}; start a tracking server (make server) and set "
+                f"tracking.uri=http://<host>:<port> (or $MLFLOW_TRACKING_URI)")
+        # The two stores, before any study, run or worker exists: one line if either
+        # cannot be opened or written.
+        st.check_storage(st.storage_url(s))
+        prepare_store(uri)
+    except BaseException:
+        if writer is not None:
+            writer.discard()
+        raise
+    if writer is not None:
+        writer.open()
     pin_tracking_uri(base, s, uri)
     # The executor first: an unreachable Dask scheduler fails before a study or run exists.
     with deferred_interrupt() as stop:
-        executor = _executor(s, stop, uri if typed.tracking.enabled else None)
+        executor = _executor(s, stop, uri if typed.tracking.enabled else None, writer)
         try:
             return _sweep(cfg, typed, base, space, sampler, pruner, uri, executor, stop,
                           dict(run_tags or {}))
@@ -176,11 +189,14 @@ def _sweep(cfg: DictConfig, typed: Config, base: DictConfig, space: dict[str, An
     return code
 
 
-def _executor(s: SweepConfig, stop: StopRequest, uri: str | None) -> InProcess | DaskPool:
-    """Trials in this process (one job, no cluster), logged by a writer process to
-    tracking store `uri` (sweep.writer=process), else on Dask."""
+def _executor(s: SweepConfig, stop: StopRequest, uri: str | None,
+              writer: TrackingWriter | None = None) -> InProcess | DaskPool:
+    """Trials in this process (one job, no cluster), logged by `writer`, a writer process
+    for tracking store `uri` (sweep.writer=process; started here if not given), else on
+    Dask."""
     if s.n_jobs == 1 and s.cluster is None:
-        writer = TrackingWriter(uri) if uri is not None and s.writer == "process" else None
+        if writer is None and uri is not None and s.writer == "process":
+            writer = TrackingWriter(uri)
         return InProcess(stop, writer, overlap=s.sampler != "grid")
     try:
         return DaskPool(s.n_jobs, s.cluster)

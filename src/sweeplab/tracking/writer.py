@@ -97,9 +97,11 @@ class Inline:
 
 class TrackingWriter:
     """A writer process for the tracking store at `uri` (started at once: it imports MLflow
-    while the caller does its own start-up)."""
+    while the caller does its own start-up). With `open_store` False it opens the store
+    only when told (`open`): a caller that still has to create a fresh store (its schema
+    migrations) must not race the writer's own opening of it."""
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, *, open_store: bool = True) -> None:
         ctx = mp.get_context("spawn")  # the caller may hold threads and locks: no fork
         self.uri = uri
         self.memo: dict[str, Any] = {}  # what the caller computes once per sink
@@ -122,6 +124,12 @@ class TrackingWriter:
         self._group: int | None = None
         self._held: list[Ack] = []  # taken off the queue by `check`, for `acks`
         self._syncs = itertools.count(-1, -1)  # sync barriers: groups no trial uses
+        if open_store:
+            self.open()
+
+    def open(self) -> None:
+        """Let the writer open the store (once it exists): before its first op."""
+        self._ops.put(("open",))
 
     @contextlib.contextmanager
     def group(self, number: int) -> Iterator[None]:
@@ -195,6 +203,14 @@ class TrackingWriter:
                 got.append(ack)
         raise WriterDied(f"the tracking writer did not finish within {timeout:g} s")
 
+    def discard(self) -> None:
+        """Stop a writer that was given nothing to write, now (not after its imports)."""
+        self._proc.kill()
+        self._proc.join(5)
+        self._ops.cancel_join_thread()
+        self._ops.close()
+        self._acks.close()
+
     @property
     def alive(self) -> bool:
         return self._proc.is_alive()
@@ -227,7 +243,6 @@ def _serve(uri: str, ops: Any, acks: Any) -> None:
     # then this writer, which must first write what it was handed.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    inline = Inline(uri)
     from threadpoolctl import threadpool_limits
 
     from sweeplab.tracking.errors import quiet_store_tracebacks
@@ -236,6 +251,7 @@ def _serve(uri: str, ops: Any, acks: Any) -> None:
 
     quiet_store_tracebacks()
     _warm_up()
+    inline: Inline | None = None  # the store is opened when the caller says it exists
     parent = mp.parent_process()
     results: dict[int, Any] = {}
     slots: dict[int | None, list[int]] = {}
@@ -245,16 +261,21 @@ def _serve(uri: str, ops: Any, acks: Any) -> None:
             msg = ops.get(timeout=1.0)
         except queue.Empty:
             if parent is not None and not parent.is_alive():
-                _close_open(inline, results)
+                if inline is not None:
+                    _close_open(inline, results)
                 return
             continue
         if msg[0] == "stop":
             return
+        if msg[0] == "open":
+            inline = inline or _open(uri)
+            continue
         if msg[0] == "call":
             _, slot, group, op, args = msg
             if group in failed:
                 continue
             try:
+                inline = inline or Inline(uri)
                 results[slot] = op(inline.client, *(_resolve(a, results) for a in args))
                 slots.setdefault(group, []).append(slot)
             except Exception as err:
@@ -273,16 +294,28 @@ def _serve(uri: str, ops: Any, acks: Any) -> None:
 
 
 def _warm_up() -> None:
-    """Build now, while the sweep starts, what MLflow builds when a process saves its first
-    model: the map of installed distributions that it checks a model's pip requirements
-    against (about a second; mlflow.utils.requirements_utils, MLflow 3.17). Otherwise the
-    first trial waits for it before the study is told its result."""
+    """Do now, while the sweep starts, what the first trial's run would otherwise wait for
+    before the study is told its result: import MLflow and the ops (seconds), and build
+    what MLflow builds when a process saves its first model, the map of installed
+    distributions it checks a model's pip requirements against (about a second;
+    mlflow.utils.requirements_utils, MLflow 3.17)."""
+    import sweeplab.tracking.tracker  # noqa: F401  (MLflow, its pyfunc flavour, the ops)
+
     # A private helper of MLflow's: another version may not have it, and then the first
     # model pays as before.
     with contextlib.suppress(Exception):
         from mlflow.utils.requirements_utils import _init_packages_to_modules_map
 
         _init_packages_to_modules_map()
+
+
+def _open(uri: str) -> Inline | None:
+    """The store, opened ahead of the first op; None if it cannot be opened now (the first
+    op then opens it, and its failure reaches that op's trial as any write's does)."""
+    try:
+        return Inline(uri)
+    except Exception:
+        return None
 
 
 def _close_open(inline: Inline, results: dict[int, Any]) -> None:

@@ -669,11 +669,13 @@ def test_a_dask_worker_killed_mid_trial_has_its_trial_queued_again(tmp_path: Pat
     # reports go to the pruner (so the test sees trials training), which prunes nothing
     cmd = _sweep_cmd(journal, "sweep.name=wkill", "sweep.n_trials=4",
                      "+sweep.pruner_args.n_startup_trials=100", "sweep.n_jobs=2",
-                     "data.n_samples=1000", "train.epochs=300", "train.log_every=20")
+                     # trials long enough (seconds, not tenths) to be seen training together
+                     # on a loaded machine
+                     "data.n_samples=1000", "train.epochs=2000", "train.log_every=20")
     proc = subprocess.Popen(cmd, cwd=data_cache, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        wait_mid_trial_any(journal, "wkill", running=2)
+        wait_mid_trial_any(journal, "wkill", running=2, proc=proc)
         workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
                    if "spawn_main" in " ".join(p.cmdline()) and p.children() == []]
         assert len(workers) >= 2, [p.cmdline() for p in workers]
@@ -701,11 +703,17 @@ def test_a_dask_worker_killed_mid_trial_has_its_trial_queued_again(tmp_path: Pat
     assert sorted(int(n) for n in finished) == sorted(t.number for t in complete)
 
 
-def wait_mid_trial_any(journal: str, name: str, running: int, seconds: float = 240) -> None:
-    """Return once study `name` has `running` trials training (each reported once)."""
+def wait_mid_trial_any(journal: str, name: str, running: int, seconds: float = 240,
+                       proc: subprocess.Popen | None = None) -> None:
+    """Return once study `name` has `running` trials training (each reported once); fail
+    at once, with the sweep's output, if its process `proc` ends first."""
     deadline = time.time() + seconds
     while time.time() < deadline:
         time.sleep(0.2)
+        if proc is not None and proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout else ""
+            raise AssertionError(f"the sweep ended (exit {proc.returncode}) before {running} "
+                                 f"trials trained together:\n{out[-3000:]}")
         try:
             study = load(journal, name)
         except KeyError:
@@ -736,11 +744,11 @@ def test_a_sigkilled_controller_takes_its_dask_workers_along_and_resumes(
     # trials of a few seconds each, so that the kill lands while both workers train
     cmd = _sweep_cmd(journal, "sweep.name=ckill", "sweep.n_trials=5", "sweep.n_jobs=2",
                      "+sweep.pruner_args.n_startup_trials=100", "data.n_samples=1000",
-                     "train.epochs=300", "train.log_every=20")
+                     "train.epochs=2000", "train.log_every=20")
     proc = subprocess.Popen(cmd, cwd=data_cache, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        wait_mid_trial_any(journal, "ckill", running=2)
+        wait_mid_trial_any(journal, "ckill", running=2, proc=proc)
         family = psutil.Process(proc.pid).children(recursive=True)
         assert family, "the controller started no worker processes"
         proc.kill()

@@ -277,8 +277,9 @@ class Controller:
         return None
 
     def start_one(self) -> None:
-        trial = self.study.ask(self.space)
-        trial.set_user_attr(TrialAttr.CONTROLLER, st.controller_id())
+        with st.gathered(self.study):  # its creation, then its params and controller at once
+            trial = self.study.ask(self.space)
+            trial.set_user_attr(TrialAttr.CONTROLLER, st.controller_id())
         try:
             task = make_task(trial.number, trial.params, self.base, self.s,
                              self.parent_run_id, self.threads, self.typed_base,

@@ -21,13 +21,13 @@ from typing import Any
 import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
-from optuna.storages import BaseStorage, JournalStorage
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from sweeplab.config import ConfigError, SweepConfig, objectives_of
 from sweeplab.names import DONE_FAILURES, RunStatus, TrialAttr
 from sweeplab.sweep import journal
+from sweeplab.sweep.gathering import GatheringJournal
 
 STORE_DIR = Path(".sweeplab")
 
@@ -48,8 +48,17 @@ def open_storage(url: str) -> BaseStorage | str:
         path.parent.mkdir(parents=True, exist_ok=True)
         _drop_stale_lock(path)
         journal.repair(path)
-        return JournalStorage(JournalFileBackend(str(path)))
+        return GatheringJournal(str(path))
     return url
+
+
+def gathered(study: optuna.Study) -> contextlib.AbstractContextManager[None]:
+    """Within the block, the study's journal writes a trial's params and user attributes
+    with its next other record, in one append (sweep/gathering.py); other storages write
+    as they go."""
+    storage = study._storage  # Optuna gives no public handle on a study's storage
+    return storage.gathered() if isinstance(storage, GatheringJournal) \
+        else contextlib.nullcontext()
 
 
 STORAGE_FORMS = ("journal:<path>", "sqlite:///<path>",
@@ -251,17 +260,18 @@ def tell_outcome(study: optuna.Study, trial: Trial, status: str, reason: str | N
                  attrs: dict[str, Any] | None = None) -> None:
     """Record how `trial` ended: complete with `values`, pruned, or failed (diverged or an
     error, which count as done), with its status, reason and `attrs` as user attributes."""
-    for key, value in (attrs or {}).items():
-        trial.set_user_attr(key, value)
-    trial.set_user_attr(TrialAttr.STATUS, status)
-    if reason:
-        trial.set_user_attr(TrialAttr.REASON, reason[:2000])
-    if status == RunStatus.PRUNED:
-        study.tell(trial, state=TrialState.PRUNED)
-    elif values is not None:
-        study.tell(trial, values)
-    else:
-        study.tell(trial, state=TrialState.FAIL)
+    with gathered(study):  # one append for all of it
+        for key, value in (attrs or {}).items():
+            trial.set_user_attr(key, value)
+        trial.set_user_attr(TrialAttr.STATUS, status)
+        if reason:
+            trial.set_user_attr(TrialAttr.REASON, reason[:2000])
+        if status == RunStatus.PRUNED:
+            study.tell(trial, state=TrialState.PRUNED)
+        elif values is not None:
+            study.tell(trial, values)
+        else:
+            study.tell(trial, state=TrialState.FAIL)
 
 
 def status_of(t: FrozenTrial) -> str:
@@ -284,10 +294,11 @@ def requeue(study: optuna.Study, number: int, params: dict[str, Any], reason: st
     """Mark trial `number` failed (interrupted: not counted as done) and queue its
     parameters to run again; the retry records which trial it retries, and why. With the
     live `trial` (one this process asked for), the failed one records it too."""
-    if trial is not None:
-        trial.set_user_attr(TrialAttr.STATUS, RunStatus.INTERRUPTED)
-        trial.set_user_attr(TrialAttr.REASON, reason)
-    study.tell(number, state=TrialState.FAIL)
+    with gathered(study):
+        if trial is not None:
+            trial.set_user_attr(TrialAttr.STATUS, RunStatus.INTERRUPTED)
+            trial.set_user_attr(TrialAttr.REASON, reason)
+        study.tell(number, state=TrialState.FAIL)
     study.enqueue_trial(params, user_attrs={TrialAttr.RETRY_OF: number,
                                             TrialAttr.RETRY_REASON: reason},
                         skip_if_exists=False)

@@ -4,7 +4,10 @@ each, and a file that stock Optuna reads back the same."""
 from __future__ import annotations
 
 import pickle
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import optuna
@@ -16,7 +19,7 @@ from optuna.trial import TrialState
 
 from sweeplab.names import RunStatus, TrialAttr
 from sweeplab.sweep import study as st
-from sweeplab.sweep.gathering import GatheringJournal
+from sweeplab.sweep.gathering import LINGER, GatheringJournal
 
 SPACE = {"depth": IntDistribution(1, 5), "lr": FloatDistribution(1e-4, 1.0, log=True)}
 
@@ -60,16 +63,53 @@ def test_a_trials_start_and_end_are_one_append_each(tmp_path: Path, appends: lis
                                "run_id": "r", TrialAttr.STATUS: RunStatus.FINISHED}
 
 
-def test_outside_a_block_each_record_is_written_as_it_comes(tmp_path: Path,
-                                                            appends: list[int]) -> None:
-    study = optuna.create_study(study_name="s",
-                                storage=st.open_storage(f"journal:{tmp_path / 'j.journal'}"))
+def test_reports_wait_for_the_next_record_or_a_second(tmp_path: Path,
+                                                       appends: list[int]) -> None:
+    path = tmp_path / "j.journal"
+    study = optuna.create_study(study_name="s", storage=st.open_storage(f"journal:{path}"))
     trial = study.ask(SPACE)
     appends.clear()
-    trial.set_user_attr("a", 1)
     trial.report(0.3, 1)
-    assert appends == [1, 1]
-    assert stock(tmp_path / "j.journal").trials[0].user_attrs == {"a": 1}
+    trial.report(0.2, 2)
+    assert appends == [] and stock(path).trials[0].intermediate_values == {}
+    trial.set_user_attr("a", 1)  # outside a block: at once, after the reports
+    assert appends == [3]
+    assert stock(path).trials[0].intermediate_values == {1: 0.3, 2: 0.2}
+    trial.report(0.1, 3)
+    time.sleep(LINGER + 0.5)
+    assert appends == [3, 1]
+    assert stock(path).trials[0].intermediate_values == {1: 0.3, 2: 0.2, 3: 0.1}
+
+
+def test_the_pruner_judges_reports_that_still_wait(tmp_path: Path, appends: list[int]) -> None:
+    """The pruner sees a trial's own reports from its Trial and other trials' from the file,
+    where each finished trial's reports went before its end."""
+    path = tmp_path / "j.journal"
+    study = optuna.create_study(study_name="s", storage=st.open_storage(f"journal:{path}"),
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=3))
+    for _ in range(3):
+        done = study.ask(SPACE)
+        for step in (1, 2):
+            done.report(0.1, step)
+        st.tell_outcome(study, done, RunStatus.FINISHED, values=[0.1])
+    assert [t.intermediate_values for t in stock(path).trials] == [{1: 0.1, 2: 0.1}] * 3
+    worse = study.ask(SPACE)
+    appends.clear()
+    worse.report(0.9, 1)
+    assert worse.should_prune()
+    assert appends == []  # judged before its report reached the file
+    better = study.ask(SPACE)
+    better.report(0.05, 1)
+    assert not better.should_prune()
+
+
+def test_a_process_that_ends_writes_its_waiting_reports(tmp_path: Path) -> None:
+    path = tmp_path / "j.journal"
+    code = ("import optuna; from sweeplab.sweep.study import open_storage\n"
+            f"s = optuna.create_study(study_name='s', storage=open_storage('journal:{path}'))\n"
+            "t = s.ask(); t.report(0.5, 7)\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    assert stock(path).trials[0].intermediate_values == {7: 0.5}
 
 
 def test_what_a_block_holds_is_written_when_it_raises(tmp_path: Path) -> None:
@@ -84,23 +124,25 @@ def test_what_a_block_holds_is_written_when_it_raises(tmp_path: Path) -> None:
     assert back.params == trial.params and back.user_attrs == {"controller": "here:1"}
 
 
-def test_another_threads_writes_neither_flush_nor_wait_on_a_block(tmp_path: Path,
-                                                                  appends: list[int]) -> None:
+def test_another_threads_record_takes_a_blocks_waiting_records_along_in_order(
+        tmp_path: Path, appends: list[int]) -> None:
     path = tmp_path / "j.journal"
     study = optuna.create_study(study_name="s", storage=st.open_storage(f"journal:{path}"))
     other = study.ask(SPACE)
     appends.clear()
     with st.gathered(study):
-        study.ask(SPACE).set_user_attr("controller", "here:1")
-        held = appends.copy()
-        # the pruner's thread reports meanwhile: its record goes alone, at once
-        t = threading.Thread(target=lambda: other.report(0.7, 3))
+        mine = study.ask(SPACE)
+        mine.set_user_attr("controller", "here:1")
+        assert appends == [1]  # its creation; its params and controller wait
+        # the pruner's thread, meanwhile: its report waits too, its user attribute does not
+        t = threading.Thread(target=lambda: (other.report(0.7, 3), other.set_user_attr("x", 1)))
         t.start()
         t.join()
-        assert appends == [*held, 1]
-        assert stock(path).trials[0].intermediate_values == {3: 0.7}
-        assert stock(path).trials[1].user_attrs == {}  # still held by this thread
-    assert stock(path).trials[1].user_attrs == {"controller": "here:1"}
+        assert appends == [1, 5]
+        back = stock(path).trials
+        assert back[1].params == mine.params and back[1].user_attrs == {"controller": "here:1"}
+        assert back[0].intermediate_values == {3: 0.7} and back[0].user_attrs == {"x": 1}
+    assert appends == [1, 5]  # nothing was left to write at the block's end
 
 
 def test_the_controllers_storage_pickles_without_its_threads_records(tmp_path: Path) -> None:

@@ -11,17 +11,21 @@ the next other record, in one append, in their order:
   with *finished* trials' reports, and a trial's end goes after them), at most `LINGER`
   seconds, so that a watcher of the journal sees a curve that late;
 - within `gathered()`, a trial's params and user attributes (its `Trial` keeps both too),
-  until the block ends.
+  until the block ends (or `LINGER` passes).
 
-The file holds the same records as before, and stock Optuna reads it. A crash loses at
-most the waiting records: reports of trials that were still training (which are retried)
-and what a block held, as if the crash had come just before (a trial without its
-controller is an orphan: sweep/study.py).
+Reading one trial back (`study.tell` does, and takes a pruned trial's value from it)
+writes that trial's waiting records first; a block's end reads back what it wrote, so a
+record Optuna refuses (an attribute of a finished trial) raises there, and a record JSON
+cannot hold raises where it is made. The file holds the same records as before, and stock
+Optuna reads it. A crash loses at most the waiting records: reports of trials that were
+still training (which are retried) and what a block held, as if the crash had come just
+before (a trial without its controller is an orphan: sweep/study.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -29,8 +33,10 @@ from typing import Any
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.storages.journal._storage import JournalOperation
+from optuna.trial import FrozenTrial
 
 LINGER = 1.0  # seconds a report may wait for the next record
+MAX_REFUSED = 1000  # records of one block read back after Optuna refused one
 
 REPORTS = frozenset({JournalOperation.SET_TRIAL_INTERMEDIATE_VALUE})
 IN_BLOCKS = REPORTS | {JournalOperation.SET_TRIAL_PARAM, JournalOperation.SET_TRIAL_USER_ATTR}
@@ -63,21 +69,26 @@ class GatheringJournalFile(JournalFileBackend):
         local = self._local
         local.skip_read = False
         deferrable = IN_BLOCKS if getattr(local, "depth", 0) else REPORTS
-        with self._hold:
-            if all(log["op_code"] in deferrable for log in logs):
+        if all(log["op_code"] in deferrable for log in logs):
+            for log in logs:  # what JSON cannot hold fails here, as it would unheld
+                json.dumps(log)
+            with self._hold:
                 self._held.extend(logs)
-                # JournalStorage reads the file after each write: nothing new is there
-                local.skip_read = True
                 if self._timer is None:
-                    # not a daemon: a process that ends waits for it, and loses nothing
                     self._timer = threading.Timer(LINGER, self._flush_in_background)
+                    # not a daemon, even when a daemon thread reports: a process that
+                    # ends waits for it, and loses nothing
+                    self._timer.daemon = False
                     self._timer.start()
-                return
+            # JournalStorage reads the file after each write: nothing new is there
+            local.skip_read = True
+            return
+        with self._hold:
             held = self._held
             self._held = []
             try:
                 super().append_logs(held + logs)
-            except BaseException:
+            except OSError:
                 self._held = held  # tried again with the next append, which says why
                 raise
 
@@ -87,16 +98,19 @@ class GatheringJournalFile(JournalFileBackend):
             return iter(())  # the next read catches up
         return super().read_logs(log_number_from)
 
-    def flush(self) -> None:
-        """Write what waits, now."""
+    def flush(self, trial_id: int | None = None) -> None:
+        """Write what waits now (with `trial_id`: only if some of it is that trial's)."""
         with self._hold:
-            held, self._held = self._held, []
-            if held:
-                try:
-                    super().append_logs(held)
-                except BaseException:
-                    self._held = held
-                    raise
+            held = self._held
+            if not held or (trial_id is not None
+                            and all(log.get("trial_id") != trial_id for log in held)):
+                return
+            self._held = []
+            try:
+                super().append_logs(held)
+            except OSError:
+                self._held = held
+                raise
 
     def _flush_in_background(self) -> None:
         with self._hold:
@@ -131,8 +145,35 @@ class GatheringJournal(JournalStorage):
         self._file = GatheringJournalFile(path)
         super().__init__(self._file)
 
-    def gathered(self) -> contextlib.AbstractContextManager[None]:
-        return self._file.gathered()
+    @contextlib.contextmanager
+    def gathered(self) -> Iterator[None]:
+        try:
+            with self._file.gathered():
+                yield
+        except BaseException:
+            self._read_back(quiet=True)  # the block's own error is the one to see
+            raise
+        self._read_back()
+
+    def _read_back(self, quiet: bool = False) -> None:
+        """Read what this thread wrote: a record Optuna refuses (an attribute of a finished
+        trial, a param of another distribution) raises here, not in a later call. Optuna
+        raises at the first one: the rest are read on, and the first raised."""
+        refused: Exception | None = None
+        with self._thread_lock:
+            for _ in range(MAX_REFUSED):
+                try:
+                    self._sync_with_backend()
+                    break
+                except (KeyError, ValueError, RuntimeError) as err:
+                    refused = refused or err
+        if refused is not None and not quiet:
+            raise refused
+
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        # The pruned trial's value is read from its reports: none may be waiting.
+        self._file.flush(trial_id)
+        return super().get_trial(trial_id)
 
     def flush(self) -> None:
         self._file.flush()

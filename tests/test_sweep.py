@@ -409,7 +409,10 @@ def test_sigkilled_sweep_resumes_without_losing_or_doubling(tmp_path: Path,
 
 # -- more of what a sweep promises ------------------------------------------------------------
 
-@pytest.mark.parametrize("sampler", ["tpe", "random", "cmaes", "qmc", "grid", "nsgaii"])
+# the default in the fast suite; the others in the slow one (14 s each, for make test's 10 min)
+@pytest.mark.parametrize("sampler", ["tpe", *(pytest.param(name, marks=pytest.mark.slow)
+                                             for name in ("random", "cmaes", "qmc", "grid",
+                                                          "nsgaii"))])
 def test_every_sampler_runs(sweep_env, sampler: str) -> None:
     compose, journal, uri = sweep_env
     cfg = compose(f"sweep.name=s-{sampler}", "sweep.n_trials=3", "sweep.pruner=none",

@@ -162,11 +162,14 @@ class GatheringJournal(JournalStorage):
         refused: Exception | None = None
         with self._thread_lock:
             for _ in range(MAX_REFUSED):
+                read = self._replay_result.log_number_read
                 try:
                     self._sync_with_backend()
                     break
-                except (KeyError, ValueError, RuntimeError) as err:
+                except Exception as err:
                     refused = refused or err
+                    if self._replay_result.log_number_read == read:
+                        break  # not a record refused but the file unread: no use again
         if refused is not None and not quiet:
             raise refused
 

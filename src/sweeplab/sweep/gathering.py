@@ -84,13 +84,16 @@ class GatheringJournalFile(JournalFileBackend):
             local.skip_read = True
             return
         with self._hold:
-            held = self._held
-            self._held = []
-            try:
-                super().append_logs(held + logs)
-            except OSError:
-                self._held = held  # tried again with the next append, which says why
-                raise
+            self._write(logs)
+
+    def _write(self, logs: list[dict[str, Any]]) -> None:
+        """Append what waits, then `logs`, in one go (under `_hold`)."""
+        held, self._held = self._held, []
+        try:
+            super().append_logs(held + logs)
+        except OSError:
+            self._held = held  # tried again with the next append, which says why
+            raise
 
     def read_logs(self, log_number_from: int) -> Iterator[dict[str, Any]]:
         if getattr(self._local, "skip_read", False):
@@ -101,16 +104,9 @@ class GatheringJournalFile(JournalFileBackend):
     def flush(self, trial_id: int | None = None) -> None:
         """Write what waits now (with `trial_id`: only if some of it is that trial's)."""
         with self._hold:
-            held = self._held
-            if not held or (trial_id is not None
-                            and all(log.get("trial_id") != trial_id for log in held)):
-                return
-            self._held = []
-            try:
-                super().append_logs(held)
-            except OSError:
-                self._held = held
-                raise
+            if self._held and (trial_id is None
+                               or any(log.get("trial_id") == trial_id for log in self._held)):
+                self._write([])
 
     def _flush_in_background(self) -> None:
         with self._hold:

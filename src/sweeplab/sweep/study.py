@@ -260,7 +260,7 @@ def tell_outcome(study: optuna.Study, trial: Trial, status: str, reason: str | N
                  attrs: dict[str, Any] | None = None) -> None:
     """Record how `trial` ended: complete with `values`, pruned, or failed (diverged or an
     error, which count as done), with its status, reason and `attrs` as user attributes."""
-    with gathered(study):  # one append for all of it
+    with gathered(study):  # the attributes in one append (study.tell reads the trial first)
         for key, value in (attrs or {}).items():
             trial.set_user_attr(key, value)
         trial.set_user_attr(TrialAttr.STATUS, status)

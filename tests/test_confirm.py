@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from helpers import compose_config, use_mlflow_store
+from sweeplab.cli import rerun
 from sweeplab.config import ConfigError, to_config
 from sweeplab.names import Metric, MlflowTag, Role, Tag, confirm_metric
 from sweeplab.sweep.confirm import Candidate, config_hash, replicate_seeds
@@ -166,6 +167,34 @@ def test_resume_runs_only_the_missing_replicates(confirm_env, capsys) -> None:
     assert "6 of 6 replicates already done" in capsys.readouterr().out
     assert len(_replicates(client, parent)) == 6
     assert _parent(client, "again").data.metrics[confirm_metric(None, "champion_trial")] >= 0
+
+
+@pytest.mark.slow
+def test_make_rerun_of_a_replicate_gives_the_same_run(confirm_env, capsys) -> None:
+    """`make rerun RUN=<a replicate>` works like for any run: the replicate's own seed and
+    split, the same histories point for point, a run of its own outside the sweep."""
+    compose, uri = confirm_env
+    assert sweep_job(compose({"model.width": "choice(2, 16)"}, "sweep.name=rerep",
+                             "sweep.confirm.top_k=1", "sweep.confirm.seeds=2",
+                             "tracking.log_model=true")) == 0
+    client = MlflowClient(uri)
+    reps = _replicates(client, _parent(client, "rerep"))
+    assert len(reps) == 2
+    original = max(reps, key=lambda r: int(r.data.tags[Tag.REPLICATE]))  # seed 3, not 1
+    capsys.readouterr()
+    assert rerun.main([original.info.run_id]) == 0
+    assert "identical" in capsys.readouterr().out
+    exps = [e.experiment_id for e in client.search_experiments()]
+    [again] = client.search_runs(exps, f"tags.`{Tag.RERUN_OF}` = "
+                                       f"'{original.info.run_id}'")
+    assert again.data.tags[Tag.RERUN_IDENTICAL] == "true"
+    assert again.data.params["seed"] == original.data.params["seed"] == "3"
+    assert MlflowTag.PARENT_RUN_ID not in again.data.tags  # not counted as a replicate
+    for key in (Metric.TRAIN_COST, Metric.VAL_COST, Metric.VAL_ACCURACY):
+        a, b = ([(m.step, m.value) for m in client.get_metric_history(r.info.run_id, key)]
+                for r in (original, again))
+        assert len(a) >= 3 and sorted(b) == sorted(a), key
+    assert len(_replicates(client, _parent(client, "rerep"))) == 2
 
 
 @pytest.mark.slow

@@ -117,7 +117,10 @@ def test_clearly_different_configs_give_a_tiny_p_value_and_the_right_champion(
     version = client.get_model_version_by_alias("confirmed-widths", "champion")
     best = min(wide_runs, key=lambda r: r.data.metrics[Metric.OBJECTIVE])
     assert version.run_id == best.info.run_id
-    assert "mean ± 95% CI" in version.description and parent.info.run_id in version.description
+    assert version.description.startswith("The confirmed champion of Optuna study `widths`")
+    assert "mean ± 95% CI" in version.description
+    assert (f"parent run: [{parent.info.run_id}](#/experiments/{parent.info.experiment_id}"
+            f"/runs/{parent.info.run_id}?") in version.description
     assert "Test accuracy of the champion" in version.description
     assert "confirmed (5 seeds each" in out and f"trial {wide} is significantly better" in out
 
@@ -166,6 +169,16 @@ def test_resume_runs_only_the_missing_replicates(confirm_env, capsys) -> None:
                              "sweep.confirm.seeds=3")) == 0
     assert "6 of 6 replicates already done" in capsys.readouterr().out
     assert len(_replicates(client, parent)) == 6
+    # another base seed: other replicate seeds (8, 9), none of them done yet
+    assert sweep_job(compose(params, "sweep.name=again", "sweep.confirm.top_k=2",
+                             "sweep.confirm.seeds=2", "seed=7")) == 0
+    out = capsys.readouterr().out
+    assert "x 2 seeds (8, 9)" in out and "already done" not in out
+    reps = _replicates(client, parent)
+    assert len(reps) == 10
+    assert sorted(r.data.params["seed"] for r in reps if r.info.run_id not in first
+                  and r.data.tags[Tag.REPLICATE] != "3") == ["8", "8", "9", "9"]
+    assert _parent(client, "again").data.tags[Tag.CONFIRM_SEEDS] == "8,9"
     assert _parent(client, "again").data.metrics[confirm_metric(None, "champion_trial")] >= 0
 
 
@@ -326,6 +339,37 @@ def test_a_configuration_with_a_failed_replicate_is_not_the_champion() -> None:
     result = analyse(cands, runs, "val_cost", "minimize", [2, 3])
     assert [k.trial for k in result.configs] == [2, 1]
     assert result.configs[1].failed == 1 and result.configs[0].failed == 0
+
+
+@pytest.mark.parametrize("direction, good, bad", [("minimize", 0.1, 0.3),
+                                                  ("maximize", 0.9, 0.6)])
+def test_a_champion_worse_seed_for_seed_is_never_called_significantly_better(
+        direction: str, good: float, bad: float) -> None:
+    """The runner-up lost its rank to a failed replicate, yet beats the champion on every
+    shared seed: the verdict says so, whichever way the objective goes."""
+    from types import SimpleNamespace
+
+    def run(run_id: str, value: float | None):
+        metrics = {} if value is None else {Metric.OBJECTIVE: value, Metric.VAL_ACCURACY: 0.9,
+                                            Metric.TEST_ACCURACY: 0.9}
+        return SimpleNamespace(info=SimpleNamespace(run_id=run_id),
+                               data=SimpleNamespace(metrics=metrics))
+
+    cands = [Candidate(SimpleNamespace(number=n, params={"n": n}), h, None)
+             for n, h in ((1, "better"), (2, "worse"))]
+    noise = (0.0, 0.013, 0.021)
+    runs = {("better", 4): run("x", None)}
+    for i, e in enumerate(noise, start=1):
+        runs["better", i] = run(f"b{i}", good + e)
+        runs["worse", i] = run(f"w{i}", bad - e / 2)
+    runs["worse", 4] = run("w4", bad)
+    result = analyse(cands, runs, "val_cost", direction, [2, 3, 4, 5])
+    assert [k.trial for k in result.configs] == [2, 1]
+    verdict = result.verdict()
+    assert result.configs[1].vs_champion.p_value < 0.05
+    assert "significantly better than trial" not in verdict
+    assert verdict.startswith("trial 2 ranks first only because 1 of trial 1's replicates "
+                              "failed; on their shared seeds trial 1 is significantly better")
 
 
 @pytest.mark.parametrize("objective, direction, columns", [

@@ -320,6 +320,9 @@ def test_the_champion_says_which_study_value_and_parent_run_it_came_from(sweep_e
     text = version.description
     assert text.startswith(f"The best trial of Optuna study `crowned`: trial {best.number} (")
     assert f"val_cost {best.values[0]:.4g}" in text
-    assert f"the sweep's parent run: {parent}" in text
+    # a link the UI follows from the model's page, whatever its host and port
+    experiment = MlflowClient(uri).get_run(parent).info.experiment_id
+    assert f"the sweep's parent run: [{parent}](#/experiments/{experiment}/runs/{parent}?" \
+        in text
     assert version.tags == {"sweeplab.study": "crowned",
                             "sweeplab.trial_number": str(best.number)}

@@ -41,7 +41,7 @@ N_TRIALS = 3
 SWEEP = ["sweep.confirm.top_k=0",  # no confirmation stage: trials only
          "data=moons", "data.n_samples=200", "train.epochs=30", "train.log_every=3",
          "train.batch_size=null", "tracking.log_model=true", "tracking.log_plots=true",
-         f"sweep.n_trials={N_TRIALS}", "sweep.pruner=none", "sweep.register_model=null",
+         f"sweep.n_trials={N_TRIALS}", "sweep.pruner=none", "sweep.register_model=e2e-model",
          "sweep.name=e2e"]
 TIMEOUT_MS = 30_000  # one page element; the UI answers in a few seconds
 
@@ -317,6 +317,21 @@ def test_parent_run_shows_the_sweep_plots_and_the_trials_table(page, server, swe
     page.get_by_text("optimization_history.png", exact=True).click()
     assert_image_shown(page, "plots/optimization_history.png")
     page.screenshot(path=shots / "parent_artifacts.png")
+
+
+def test_the_registered_models_description_links_to_the_sweeps_parent_run(
+        page, server, sweep, shots) -> None:
+    version = MlflowClient(sweep.uri).get_model_version_by_alias("e2e-model", "champion")
+    open_page(page, server, f"#/models/e2e-model/versions/{version.version}")
+    parent = sweep.parent.info
+    link = page.get_by_role("link", name=parent.run_id, exact=True)
+    link.first.wait_for()
+    page.screenshot(path=shots / "model_version.png")
+    with page.context.expect_page() as opened:  # the UI opens description links in a tab
+        link.first.click()
+    tab = opened.value
+    tab.get_by_role("heading", name=parent.run_name).wait_for()  # the parent run's page
+    assert tab.url.startswith(server.url) and f"/runs/{parent.run_id}" in tab.url
 
 
 def test_the_printed_address_opens_the_model_training_layout(page, server, sweep,

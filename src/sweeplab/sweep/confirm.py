@@ -137,13 +137,17 @@ def replicate_runs(client: Any, experiment_id: str, parent_run_id: str) -> list[
             return runs
 
 
-def done_replicates(runs: Sequence[Any]) -> dict[tuple[str, int], Any]:
-    """(config hash, replicate) -> its run, for replicates that ran to their end."""
+def done_replicates(runs: Sequence[Any], seeds: Sequence[int]) -> dict[tuple[str, int], Any]:
+    """(config hash, replicate) -> its run, for replicates that ran to their end with the
+    replicate's seed in `seeds` (a sweep resumed with another `seed` runs its own)."""
     done: dict[tuple[str, int], Any] = {}
     for r in sorted(runs, key=lambda r: r.info.start_time or 0):  # the latest wins
         tags = r.data.tags
-        if r.info.status in DONE_STATUSES and tags.get(Tag.REPLICATE, "").isdigit():
-            done[(tags.get(Tag.CONFIG_HASH, ""), int(tags[Tag.REPLICATE]))] = r
+        if r.info.status not in DONE_STATUSES or not tags.get(Tag.REPLICATE, "").isdigit():
+            continue
+        i = int(tags[Tag.REPLICATE])
+        if 1 <= i <= len(seeds) and r.data.params.get("seed") == str(seeds[i - 1]):
+            done[(tags.get(Tag.CONFIG_HASH, ""), i)] = r
     return done
 
 
@@ -232,7 +236,7 @@ def confirm_sweep(ranked_trials: Sequence[FrozenTrial], base: DictConfig, cfg: C
     if not cands:
         return None
     seeds = replicate_seeds(cfg.seed, s.confirm.seeds)
-    done = done_replicates(replicate_runs(client, experiment_id, parent_run_id))
+    done = done_replicates(replicate_runs(client, experiment_id, parent_run_id), seeds)
     wanted = {(c.hash, i) for c in cands for i in range(1, len(seeds) + 1)}
     already = len(wanted & done.keys())
     which = "the best configuration" if len(cands) == 1 \
@@ -243,7 +247,7 @@ def confirm_sweep(ranked_trials: Sequence[FrozenTrial], base: DictConfig, cfg: C
           flush=True)
     run_replicates(cands, seeds, done, stop, writer)
     result = analyse(cands, done_replicates(replicate_runs(client, experiment_id,
-                                                           parent_run_id)),
+                                                           parent_run_id), seeds),
                      objectives[0], directions[0], seeds)
     metrics, run_tags = parent_metrics(result)
     for i in range(0, max(1, len(metrics)), 1000):  # MLflow's limit per batch

@@ -76,9 +76,18 @@ class Confirmation:
         interval = "" if math.isnan(p.ci_low) else f" [{p.ci_low:+.4g}, {p.ci_high:+.4g}]"
         how = (f"{p.test} over {p.n} seeds: p={p.p_value:.3g}, mean difference in "
                f"{self.objective} {p.mean_diff:+.4g}{interval}")
-        if p.p_value < ALPHA:
+        if p.p_value >= ALPHA:
+            return f"trial {c.trial} is not significantly better than trial {r.trial} ({how})"
+        if self.champion_ahead(p):
             return f"trial {c.trial} is significantly better than trial {r.trial} ({how})"
-        return f"trial {c.trial} is not significantly better than trial {r.trial} ({how})"
+        # only a failed replicate can put a configuration that is worse seed for seed first
+        return (f"trial {c.trial} ranks first only because {r.failed} of trial {r.trial}'s "
+                f"replicates failed; on their shared seeds trial {r.trial} is significantly "
+                f"better ({how})")
+
+    def champion_ahead(self, p: Paired) -> bool:
+        """Whether the champion's side of the paired difference `p` is the better one."""
+        return p.mean_diff < 0 if self.direction == "minimize" else p.mean_diff > 0
 
 
 def analyse(cands: Sequence[Candidate], runs: Mapping[tuple[str, int], Any], objective: str,
@@ -192,8 +201,9 @@ def test_line(c: Confirmation) -> str:
             f"chosen: {c.test.text()} over {c.test.n} replicates (mean ± 95% CI).")
 
 
-def description(c: Confirmation, study: str, parent_run_id: str) -> str:
-    """The registered model version's description, for the champion's best replicate."""
+def description(c: Confirmation, study: str, parent_link: str) -> str:
+    """The registered model version's description, for the champion's best replicate;
+    `parent_link` names the sweep's parent run (`tracking.links.run_link`)."""
     champ = c.champion
     assert champ is not None and champ.stats is not None
     return (f"The confirmed champion of Optuna study `{study}`: trial {champ.trial} "
@@ -201,7 +211,7 @@ def description(c: Confirmation, study: str, parent_run_id: str) -> str:
             f"{champ.stats.text()} (mean ± 95% CI over {champ.stats.n} seeds); "
             f"{c.verdict()}. {test_line(c)} This version is its replicate run "
             f"{c.best_run_id} (the best of its seeds); the sweep's parent run: "
-            f"{parent_run_id}. Registered by sweeplab.")
+            f"{parent_link}. Registered by sweeplab.")
 
 
 def log_plot(client: Any, parent_run_id: str, c: Confirmation) -> None:

@@ -26,7 +26,7 @@ from sweeplab.sweep.confirmed import test_line as confirmed_test_line
 from sweeplab.sweep.plots import SKIPPED_ARTIFACT, log_plots, op_study_plots
 from sweeplab.sweep.view import view_key
 from sweeplab.sweep.worker import short
-from sweeplab.tracking.links import runs_url, ui_base, ui_hint, ui_route
+from sweeplab.tracking.links import run_link, runs_url, ui_base, ui_hint, ui_route
 from sweeplab.tracking.writer import TrackingWriter, WriterDied
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -151,14 +151,14 @@ def trials_table(study: optuna.Study, objectives: Sequence[str]) -> tuple[str, s
 
 
 def champion_description(study_name: str, trial: FrozenTrial, objectives: Sequence[str],
-                         parent_run_id: str) -> str:
+                         parent_link: str) -> str:
     """The registered version's description: which study, trial and objective value it
-    came from, and the sweep's parent run."""
+    came from, and the sweep's parent run (`parent_link`: `tracking.links.run_link`)."""
     which = "One of the best trials (Pareto front)" if len(objectives) > 1 else "The best trial"
     return (f"{which} of Optuna study `{study_name}`: trial {trial.number} "
             f"({short(trial.params)}), {'/'.join(objectives)} {_value(trial)}. Its run: "
             f"{trial.user_attrs.get(TrialAttr.RUN_ID, '?')}; the sweep's parent run: "
-            f"{parent_run_id}. Registered by sweeplab.")
+            f"{parent_link}. Registered by sweeplab.")
 
 
 def register_champion(client: MlflowClient, name: str, run_id: str, description: str = "",
@@ -287,20 +287,21 @@ def summarize(study: optuna.Study, client: MlflowClient, parent_run_id: str, cfg
         if skipped:
             client.log_text(parent_run_id, "\n".join(skipped) + "\n", SKIPPED_ARTIFACT)
     version = None
+    parent_link = run_link(experiment_id, parent_run_id)
     champion = _first_with_run(client, best) if s.register_model else None
     confirmed_champ = confirmed.champion if confirmed is not None else None
     if confirmed is not None and confirmed_champ is not None and confirmed.best_run_id \
             and s.register_model:
         version = register_champion(
             client, s.register_model, confirmed.best_run_id,
-            confirmed_description(confirmed, s.name, parent_run_id),
+            confirmed_description(confirmed, s.name, parent_link),
             tags={Tag.STUDY: s.name, Tag.TRIAL_NUMBER: str(confirmed_champ.trial),
                   Tag.CONFIG_HASH: confirmed_champ.hash})
     elif champion is not None and s.register_model:
         run_id = str(champion.user_attrs[TrialAttr.RUN_ID])
         version = register_champion(
             client, s.register_model, run_id,
-            champion_description(s.name, champion, objectives, parent_run_id),
+            champion_description(s.name, champion, objectives, parent_link),
             tags={Tag.STUDY: s.name, Tag.TRIAL_NUMBER: str(champion.number)})
     client.set_terminated(parent_run_id, status)
     _print_summary(study, best, objectives, t, parent_run_id, experiment_id, uri, why,

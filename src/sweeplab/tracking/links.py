@@ -35,6 +35,13 @@ def runs_url(base: str, experiment_id: str, view: str | None = None) -> str:
     return f"{base}/" + ui_route(route + (f"?viewStateShareKey={quote(view)}" if view else ""))
 
 
+def run_link(experiment_id: str, run_id: str) -> str:
+    """A Markdown link to run `run_id` for text the MLflow UI renders (a model version's
+    description): relative to the page, so it opens in whichever UI shows it, whatever
+    its host and port."""
+    return f"[{run_id}](" + ui_route(f"#/experiments/{experiment_id}/runs/{run_id}") + ")"
+
+
 def command(target: str, run_id: str = "") -> str:
     """How to run sweeplab's `target` (ui, rerun) from here: the Makefile's target in a
     checkout (the README's commands), else the installed script (pip install sweeplab)."""

@@ -269,19 +269,26 @@ def test_statistics_match_scipy_reference_values() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("writer", ["process", "inline"])
 def test_sigkill_during_confirmation_resumes_each_replicate_once(tmp_path: Path,
-                                                                  data_cache: Path) -> None:
-    """The controller SIGKILLed once two replicates are FINISHED (a third one training):
-    the same command runs only the missing replicates, and the one it killed again."""
+                                                                  data_cache: Path,
+                                                                  writer: str) -> None:
+    """The controller SIGKILLed once two replicates are FINISHED (a third one training),
+    with its writer process (the default) or without: the same command runs only the
+    missing replicates, and the one it killed again."""
     import os
     import signal
     import subprocess
     import sys
     import time
 
+    import psutil
+
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-    cmd = [sys.executable, "-m", "sweeplab.sweep", *BASE, "train.epochs=1500",
+    base = [o for o in BASE if not o.startswith("sweep.writer=")]
+    cmd = [sys.executable, "-m", "sweeplab.sweep", *base, f"sweep.writer={writer}",
+           "train.epochs=6000",  # replicates of seconds: the kill comes mid-confirmation
            f"sweep.storage=journal:{tmp_path / 'optuna.journal'}", "sweep.name=killed",
            "++sweep.params.model.width='choice(2, 16)'", "++sweep.params.model.depth=null",
            "++sweep.params.optim.lr=null", "sweep.confirm.top_k=2", "sweep.confirm.seeds=3"]
@@ -299,11 +306,18 @@ def test_sigkill_during_confirmation_resumes_each_replicate_once(tmp_path: Path,
             if sum(r.info.status == "FINISHED" for r in _replicates(client, parent)) >= 2:
                 break
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        family = psutil.Process(proc.pid).children(recursive=True)
+        assert any("spawn_main" in " ".join(p.cmdline()) for p in family) == \
+            (writer == "process"), [p.cmdline() for p in family]  # the writer process
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
+    # an orphaned writer process writes what it was handed, closes what is left open as
+    # KILLED and exits: what the resume finds is what is there once it is gone
+    _, alive = psutil.wait_procs(family, timeout=60)
+    assert not alive, [p.cmdline() for p in alive]
     before = {r.info.run_id for r in _replicates(client, parent) if r.info.status == "FINISHED"}
     assert 2 <= len(before) < 6
     again = subprocess.run(cmd, cwd=data_cache, env=env, capture_output=True, text=True,

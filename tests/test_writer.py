@@ -253,3 +253,49 @@ def test_the_writer_draws_the_sweeps_plots_while_the_confirmation_trains(
     html = Path(client.download_artifacts(parent.info.run_id, "plots/study.html",
                                           str(tmp_path))).read_text()
     assert "<title>Optuna study p</title>" in html
+
+
+ORPHAN_SCRIPT = """
+import os, signal, struct, sys, time
+from sweeplab.tracking import prepare_store
+from sweeplab.tracking.tracker import op_create
+from sweeplab.tracking.writer import TrackingWriter
+
+uri = sys.argv[1]
+prepare_store(uri)
+writer = TrackingWriter(uri)
+writer.barrier(1, writer.call(op_create, "orphans", uri, "half", {}, int(time.time() * 1000)))
+assert writer.acks(timeout=120)[0].failure is None  # its run is open in the writer
+print(writer._proc.pid, flush=True)
+# what a caller killed while sending an op leaves: a message's length, and less than that
+os.write(writer._ops._writer.fileno(), struct.pack("!i", 100_000) + b"x" * 10)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.slow
+def test_a_writer_orphaned_in_the_middle_of_an_op_closes_its_runs_and_exits(
+        tmp_path: Path) -> None:
+    """Its caller SIGKILLed while sending it an op: the writer, stuck reading the rest,
+    still notices, closes the run it held open as KILLED and exits."""
+    import psutil
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as err:  # not a pipe: the orphan would hold it open
+        proc = subprocess.Popen([sys.executable, "-c", ORPHAN_SCRIPT, uri],
+                                stdout=subprocess.PIPE, stderr=err, text=True)
+    assert proc.stdout is not None
+    pid = proc.stdout.readline()
+    proc.stdout.close()
+    assert proc.wait(timeout=180) == -signal.SIGKILL, log.read_text()[-3000:]
+    writer = psutil.Process(int(pid))
+    try:
+        writer.wait(timeout=60)
+    except psutil.TimeoutExpired:
+        writer.kill()
+        raise AssertionError("the orphaned writer is still running a minute later") from None
+    [run] = MlflowClient(uri).search_runs(
+        [MlflowClient(uri).get_experiment_by_name("orphans").experiment_id])
+    assert run.info.status == "KILLED"
+    assert run.data.tags["sweeplab.status"] == "interrupted"

@@ -21,15 +21,19 @@ from __future__ import annotations
 import contextlib
 import itertools
 import multiprocessing as mp
+import os
 import queue
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 # How long `close` waits for the writer to finish what was queued.
 CLOSE_TIMEOUT = 120.0
+# A read of the next op lasts at most a second unless a dead caller left half an op.
+ORPHAN_READ = 5.0
 
 
 @dataclass(frozen=True)
@@ -193,8 +197,6 @@ class TrackingWriter:
         token = next(self._syncs)
         self.barrier(token)
         got: list[Ack] = []
-        import time
-
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for ack in self.acks(timeout=min(1.0, max(0.0, deadline - time.monotonic()))):
@@ -251,31 +253,36 @@ def _serve(uri: str, ops: Any, acks: Any) -> None:
 
     quiet_store_tracebacks()
     _warm_up()
-    inline: Inline | None = None  # the store is opened when the caller says it exists
+    served = _Served()  # the store is opened when the caller says it exists
+    results = served.results
     parent = mp.parent_process()
-    results: dict[int, Any] = {}
+    if parent is not None:
+        threading.Thread(target=_watch, args=(parent, served), daemon=True,
+                         name="sweeplab-writer-watch").start()
     slots: dict[int | None, list[int]] = {}
     failed: dict[int | None, Failure] = {}
     while True:
+        served.read_since = time.monotonic()
         try:
             msg = ops.get(timeout=1.0)
         except queue.Empty:
             if parent is not None and not parent.is_alive():
-                if inline is not None:
-                    _close_open(inline, results)
+                served.close_open()
                 return
             continue
+        finally:
+            served.read_since = None
         if msg[0] == "stop":
             return
         if msg[0] == "open":
-            inline = inline or _open(uri)
+            served.inline = served.inline or _open(uri)
             continue
         if msg[0] == "call":
             _, slot, group, op, args = msg
             if group in failed:
                 continue
             try:
-                inline = inline or Inline(uri)
+                inline = served.inline = served.inline or Inline(uri)
                 results[slot] = op(inline.client, *(_resolve(a, results) for a in args))
                 slots.setdefault(group, []).append(slot)
             except Exception as err:
@@ -291,6 +298,35 @@ def _serve(uri: str, ops: Any, acks: Any) -> None:
         acks.put(Ack(group, resolved, failure))
         for slot in slots.pop(group, []):
             results.pop(slot, None)
+
+
+@dataclass
+class _Served:
+    """What the writer process holds: its store, the values of the ops it ran, and since
+    when it has been waiting for the next op (None while it runs one)."""
+
+    inline: Inline | None = None
+    results: dict[int, Any] = field(default_factory=dict)
+    read_since: float | None = None
+
+    def close_open(self) -> None:
+        if self.inline is not None:
+            _close_open(self.inline, self.results)
+
+
+def _watch(parent: Any, served: _Served) -> None:
+    """End an orphaned writer stuck in a read. A caller killed while its queue's thread was
+    sending an op leaves part of it in the pipe; the read of the rest never returns (this
+    process holds the pipe's write end too, so no end of file comes) and the main loop
+    never sees that its caller is gone. Once the caller is gone and a read has lasted
+    `ORPHAN_READ` seconds, close the runs left open as KILLED and exit."""
+    parent.join()  # returns when the caller's process has ended
+    while True:
+        since = served.read_since
+        if since is not None and time.monotonic() - since > ORPHAN_READ:
+            served.close_open()
+            os._exit(0)
+        time.sleep(0.2)
 
 
 def _warm_up() -> None:
@@ -322,7 +358,7 @@ def _close_open(inline: Inline, results: dict[int, Any]) -> None:
     """Close as KILLED the runs started here and still RUNNING (their caller died)."""
     from sweeplab.tracking.tracker import Started, op_close
 
-    for value in results.values():
+    for value in list(results.values()):
         if isinstance(value, Started):
             with contextlib.suppress(Exception):
                 if inline.client.get_run(value.run_id).info.status == "RUNNING":

@@ -123,6 +123,15 @@ def test_clearly_different_configs_give_a_tiny_p_value_and_the_right_champion(
             f"/runs/{parent.info.run_id}?") in version.description
     assert "Test accuracy of the champion" in version.description
     assert "confirmed (5 seeds each" in out and f"trial {wide} is significantly better" in out
+    # the test set's one figure in the terminal is the champion's, once it is chosen
+    assert "test_accuracy=" not in out and "Test accuracy of the champion" in out
+    # the parent's std is the replicates' sample standard deviation; confirm.md lists both
+    import statistics
+    assert m[confirm_metric(int(wide), "std", Metric.VAL_COST)] == pytest.approx(
+        statistics.stdev(r.data.metrics[Metric.OBJECTIVE] for r in wide_runs))
+    md = client.download_artifacts(parent.info.run_id, "confirm.md")
+    text = Path(md).read_text()
+    assert all(f"| {trial} |" in text for trial in by_trial), text
 
 
 @pytest.mark.slow

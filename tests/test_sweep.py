@@ -468,6 +468,7 @@ def test_multi_objective_reports_the_pareto_front(sweep_env, capsys) -> None:
         assert (t.number in front) == (not dominated)
     out = capsys.readouterr().out
     assert "Pareto front by val_accuracy/n_params" in out
+    assert "test_accuracy=" in out  # no confirmation stage after a multi-objective search
     for n in front:
         assert f"trial {n:>3}" in out
     client = MlflowClient(uri)

@@ -305,7 +305,8 @@ def summarize(study: optuna.Study, client: MlflowClient, parent_run_id: str, cfg
             tags={Tag.STUDY: s.name, Tag.TRIAL_NUMBER: str(champion.number)})
     client.set_terminated(parent_run_id, status)
     _print_summary(study, best, objectives, t, parent_run_id, experiment_id, uri, why,
-                   s.register_model if version else None, version)
+                   s.register_model if version else None, version,
+                   test_shown=confirmed is None)
     if confirmed is not None:
         print(f"confirmed ({len(confirmed.seeds)} seeds each; best mean first):")
         for line in confirmed_table(confirmed):
@@ -335,7 +336,11 @@ def _first_with_run(client: MlflowClient, trials: Sequence[FrozenTrial]) -> Froz
 
 def _print_summary(study: optuna.Study, best: list[FrozenTrial], objectives: Sequence[str],
                    t: st.Tally, parent_run_id: str, experiment_id: str, uri: str, why: str,
-                   model: str | None, version: str | None) -> None:
+                   model: str | None, version: str | None, *, test_shown: bool = True
+                   ) -> None:
+    """The end of a sweep in the terminal. With a confirmation stage (`test_shown` False)
+    the trials' test accuracies stay out of it: the champion's, over its replicates, is the
+    one figure of the test set printed, after it was chosen."""
     print(f"\nsweep {study.study_name!r}: {t.done} trials done ({t.complete} complete, "
           f"{t.pruned} pruned, {t.failed} failed); stopped: {why}")
     title = "Pareto front" if len(objectives) > 1 else "best five"
@@ -346,7 +351,7 @@ def _print_summary(study: optuna.Study, best: list[FrozenTrial], objectives: Seq
             val = trial.user_attrs.get(Metric.VAL_ACCURACY)
             extra = "" if val is None or (isinstance(val, float) and math.isnan(val)) \
                 else f"  val_accuracy={val:.4f}"
-            extra += f"  test_accuracy={test:.4f}" if test is not None else ""
+            extra += f"  test_accuracy={test:.4f}" if test is not None and test_shown else ""
             print(f"  trial {trial.number:>3}  {short(trial.params):<40} "
                   f"{_value(trial)}{extra}")
     else:

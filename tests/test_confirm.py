@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -344,21 +345,26 @@ def test_sigkill_during_confirmation_resumes_each_replicate_once(tmp_path: Path,
     assert f"{len(before)} of 6 replicates already done" in again.stdout
 
 
+def _run(run_id: str, value: float | None, val_accuracy: float = 0.9) -> SimpleNamespace:
+    """A stand-in for a replicate's MLflow run: its objective (None: failed)."""
+    metrics = {} if value is None else {Metric.OBJECTIVE: value,
+                                        Metric.VAL_ACCURACY: val_accuracy,
+                                        Metric.TEST_ACCURACY: 0.9}
+    return SimpleNamespace(info=SimpleNamespace(run_id=run_id),
+                           data=SimpleNamespace(metrics=metrics))
+
+
+def _candidates(*trials: tuple[int, str]) -> list[Candidate]:
+    """Candidates for (trial number, config hash) pairs."""
+    return [Candidate(SimpleNamespace(number=n, params={"n": n}), h, None) for n, h in trials]
+
+
 def test_a_configuration_with_a_failed_replicate_is_not_the_champion() -> None:
     """A replicate that diverged or did not learn has no objective value: its configuration
     ranks after those whose replicates all completed, however good its survivors' mean."""
-    from types import SimpleNamespace
-
-    def run(run_id: str, value: float | None):
-        metrics = {} if value is None else {Metric.OBJECTIVE: value, Metric.VAL_ACCURACY: 0.9,
-                                            Metric.TEST_ACCURACY: 0.9}
-        return SimpleNamespace(info=SimpleNamespace(run_id=run_id),
-                               data=SimpleNamespace(metrics=metrics))
-
-    cands = [Candidate(SimpleNamespace(number=n, params={"n": n}), h, None)
-             for n, h in ((1, "lucky"), (2, "steady"))]
-    runs = {("lucky", 1): run("a", 0.05), ("lucky", 2): run("b", None),
-            ("steady", 1): run("c", 0.10), ("steady", 2): run("d", 0.11)}
+    cands = _candidates((1, "lucky"), (2, "steady"))
+    runs = {("lucky", 1): _run("a", 0.05), ("lucky", 2): _run("b", None),
+            ("steady", 1): _run("c", 0.10), ("steady", 2): _run("d", 0.11)}
     result = analyse(cands, runs, "val_cost", "minimize", [2, 3])
     assert [k.trial for k in result.configs] == [2, 1]
     assert result.configs[1].failed == 1 and result.configs[0].failed == 0
@@ -370,22 +376,13 @@ def test_a_champion_worse_seed_for_seed_is_never_called_significantly_better(
         direction: str, good: float, bad: float) -> None:
     """The runner-up lost its rank to a failed replicate, yet beats the champion on every
     shared seed: the verdict says so, whichever way the objective goes."""
-    from types import SimpleNamespace
-
-    def run(run_id: str, value: float | None):
-        metrics = {} if value is None else {Metric.OBJECTIVE: value, Metric.VAL_ACCURACY: 0.9,
-                                            Metric.TEST_ACCURACY: 0.9}
-        return SimpleNamespace(info=SimpleNamespace(run_id=run_id),
-                               data=SimpleNamespace(metrics=metrics))
-
-    cands = [Candidate(SimpleNamespace(number=n, params={"n": n}), h, None)
-             for n, h in ((1, "better"), (2, "worse"))]
+    cands = _candidates((1, "better"), (2, "worse"))
     noise = (0.0, 0.013, 0.021)
-    runs = {("better", 4): run("x", None)}
+    runs = {("better", 4): _run("x", None)}
     for i, e in enumerate(noise, start=1):
-        runs["better", i] = run(f"b{i}", good + e)
-        runs["worse", i] = run(f"w{i}", bad - e / 2)
-    runs["worse", 4] = run("w4", bad)
+        runs["better", i] = _run(f"b{i}", good + e)
+        runs["worse", i] = _run(f"w{i}", bad - e / 2)
+    runs["worse", 4] = _run("w4", bad)
     result = analyse(cands, runs, "val_cost", direction, [2, 3, 4, 5])
     assert [k.trial for k in result.configs] == [2, 1]
     verdict = result.verdict()
@@ -401,18 +398,9 @@ def test_the_confirmed_table_shows_val_accuracy_once(objective: str, direction: 
                                                      columns: int) -> None:
     """Beside the objective the table shows validation accuracy, unless that is the
     objective: then one column, not the same figures twice."""
-    from types import SimpleNamespace
-
-    def run(run_id: str, value: float):
-        metrics = {Metric.OBJECTIVE: value, Metric.VAL_ACCURACY: value,
-                   Metric.TEST_ACCURACY: 0.5}
-        return SimpleNamespace(info=SimpleNamespace(run_id=run_id),
-                               data=SimpleNamespace(metrics=metrics))
-
-    cands = [Candidate(SimpleNamespace(number=n, params={"n": n}), h, None)
-             for n, h in ((1, "one"), (2, "two"))]
-    runs = {("one", 1): run("a", 0.6), ("one", 2): run("b", 0.7),
-            ("two", 1): run("c", 0.8), ("two", 2): run("d", 0.85)}
+    cands = _candidates((1, "one"), (2, "two"))
+    runs = {("one", 1): _run("a", 0.6, 0.6), ("one", 2): _run("b", 0.7, 0.7),
+            ("two", 1): _run("c", 0.8, 0.8), ("two", 2): _run("d", 0.85, 0.85)}
     lines = table(analyse(cands, runs, objective, direction, [2, 3]))
     assert [line.count("|") - 1 for line in lines] == [columns] * len(lines)
     assert lines[0].count("val_accuracy mean") == 1

@@ -254,8 +254,8 @@ def test_a_worker_killed_on_a_users_cluster_has_its_trial_queued_once(
     with tracking_server(tmp_path / "server") as server, \
             dask_cluster(tmp_path / "dask") as cluster:
         cmd = [sys.executable, "-m", "sweeplab.sweep", *SMALL, "sweep.name=ukill",
-               "sweep.n_trials=4", "data.n_samples=1000", "train.epochs=2000",
-               "train.log_every=20", "++sweep.pruner_args.n_startup_trials=100",
+               "sweep.n_trials=4", "data.n_samples=1000", "train.epochs=8000",
+               "train.log_every=50", "++sweep.pruner_args.n_startup_trials=100",
                f"sweep.cluster={cluster.address}", f"tracking.uri={server.url}",
                f"sweep.storage={journal}"]
         proc = subprocess.Popen(cmd, cwd=data_cache, env=env, stdout=subprocess.PIPE,

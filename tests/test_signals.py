@@ -85,7 +85,7 @@ def test_a_signal_to_a_dask_sweep_stops_it_cleanly_and_the_resume_finishes(
     import psutil
 
     uri, journal, env = stores(tmp_path)
-    cmd = [sys.executable, "-m", "sweeplab.sweep", *FAST, "train.epochs=5000",
+    cmd = [sys.executable, "-m", "sweeplab.sweep", *FAST, "train.epochs=8000",
            "train.log_every=50", "sweep.n_trials=5", "sweep.n_jobs=2", "sweep.name=term",
            "+sweep.pruner_args.n_startup_trials=100", "sweep.register_model=null",
            "sweep.confirm.top_k=0",

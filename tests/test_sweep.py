@@ -675,9 +675,10 @@ def test_a_dask_worker_killed_mid_trial_has_its_trial_queued_again(tmp_path: Pat
     # killed one's next trial may not have its run yet: CI saw it)
     cmd = _sweep_cmd(journal, "sweep.name=wkill", "sweep.n_trials=2",
                      "+sweep.pruner_args.n_startup_trials=100", "sweep.n_jobs=2",
-                     # trials long enough (seconds, not tenths) to be seen training together
-                     # on a loaded machine
-                     "data.n_samples=1000", "train.epochs=2000", "train.log_every=20")
+                     # trials that train for many seconds: a worker's first trial spends
+                     # some seconds starting (imports, its run), and 2000 epochs (3 s of
+                     # training) could end before the other worker's trial reported (CI saw it)
+                     "data.n_samples=1000", "train.epochs=8000", "train.log_every=50")
     proc = subprocess.Popen(cmd, cwd=data_cache, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
@@ -747,10 +748,10 @@ def test_a_sigkilled_controller_takes_its_dask_workers_along_and_resumes(
     import psutil
 
     uri, journal, env = process_stores(tmp_path)
-    # trials of a few seconds each, so that the kill lands while both workers train
+    # trials of many seconds each (as above), so that the kill lands while both train
     cmd = _sweep_cmd(journal, "sweep.name=ckill", "sweep.n_trials=5", "sweep.n_jobs=2",
                      "+sweep.pruner_args.n_startup_trials=100", "data.n_samples=1000",
-                     "train.epochs=2000", "train.log_every=20")
+                     "train.epochs=8000", "train.log_every=50")
     proc = subprocess.Popen(cmd, cwd=data_cache, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:

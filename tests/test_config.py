@@ -169,6 +169,18 @@ def test_a_key_added_with_plus_is_refused_not_dropped(compose) -> None:
     to_config(compose("+sweep.pruner_args.n_startup_trials=3", config_name="sweep_app"))
 
 
+def test_the_default_sweeps_study_is_named_after_its_dataset(compose) -> None:
+    """A sweep of another dataset is a study of its own: with one default name, data=moons
+    would have resumed the digits study (its sampler learning from digits' values) and
+    registered its champion as digits'."""
+    digits = to_config(compose(config_name="sweep_app")).sweep
+    assert (digits.name, digits.register_model) == ("digits-default", "sweeplab-digits-default")
+    moons = to_config(compose("data=moons", config_name="sweep_app")).sweep
+    assert (moons.name, moons.register_model) == ("moons-default", "sweeplab-moons-default")
+    named = to_config(compose("data=moons", "sweep.name=mine", config_name="sweep_app")).sweep
+    assert (named.name, named.register_model) == ("mine", "sweeplab-mine")
+
+
 def test_validate_accepts_schema_defaults() -> None:
     validate(Config())
 

@@ -96,8 +96,11 @@ def run_sweep(tmp: Path, name: str, overrides: list[str], tracking_uri: str,
 
     journal = f"journal:{tmp / (name + '.journal')}"
     timings = tmp / f"{name}.timings.json"
+    # the search alone: the confirmation stage (on by default) trains 25 replicates in the
+    # controller's process, which every per-trial figure here would count as the trials'
     cmd = [sys.executable, "-m", "sweeplab.bench.probe", str(timings), f"sweep.name={name}",
-           f"sweep.storage={journal}", f"hydra.run.dir={tmp / 'hydra' / name}", *overrides]
+           f"sweep.storage={journal}", f"hydra.run.dir={tmp / 'hydra' / name}",
+           "sweep.confirm.top_k=0", *overrides]
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, **_via(proxy)}
     groups = groups or {}
     LOAD.append(os.getloadavg()[0])

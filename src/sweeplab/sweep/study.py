@@ -26,7 +26,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 
 from sweeplab.config import ConfigError, SweepConfig, objectives_of
 from sweeplab.names import DONE_FAILURES, RunStatus, TrialAttr
-from sweeplab.sweep import journal
+from sweeplab.sweep import fast_tpe, journal
 from sweeplab.sweep.gathering import GatheringJournal
 
 STORE_DIR = Path(".sweeplab")
@@ -123,6 +123,7 @@ def make_sampler(s: SweepConfig, space: dict[str, BaseDistribution], *,
         seed = int(np.random.SeedSequence([s.seed, *seed_salt]).generate_state(1)[0])
     name = s.sampler
     if name == "tpe":
+        fast_tpe.install()  # log Φ in SciPy: the same draws, a quarter off `ask`
         return optuna.samplers.TPESampler(seed=seed)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)

@@ -123,7 +123,7 @@ def make_sampler(s: SweepConfig, space: dict[str, BaseDistribution], *,
         seed = int(np.random.SeedSequence([s.seed, *seed_salt]).generate_state(1)[0])
     name = s.sampler
     if name == "tpe":
-        fast_tpe.install()  # log Φ in SciPy: the same draws, a quarter off `ask`
+        fast_tpe.install()  # log Φ in SciPy: a quarter off `ask`, draws equal to rounding
         return optuna.samplers.TPESampler(seed=seed)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)

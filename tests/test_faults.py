@@ -126,7 +126,7 @@ def test_a_disk_filling_up_mid_trial_stops_the_sweep_and_it_resumes(
     proc = subprocess.Popen(cmd, cwd=data_cache, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        wait_mid_trial(journal, "full", done=1)
+        wait_mid_trial(journal, "full", done=1, proc=proc)
         filler = fill(small_disk)
         _, stderr = proc.communicate(timeout=300)
     finally:

@@ -7,6 +7,7 @@ Sweeps run on small data with few epochs, in a temporary MLflow store and journa
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -567,6 +568,40 @@ def test_ctrl_c_writes_the_summary_and_the_sweep_resumes(tmp_path: Path,
     assert again.returncode == 0, again.stderr[-2000:]
     study = load(journal, "ctrlc")
     assert len([t for t in study.trials if t.state == TrialState.COMPLETE]) == 3
+
+
+@pytest.mark.slow
+def test_trial_lines_reach_a_redirected_stdout_while_the_sweep_runs(tmp_path: Path,
+                                                                    data_cache: Path) -> None:
+    """`make sweep > sweep.log` (or a cluster job's log): each finished trial's line is in
+    the file while the sweep still runs, not only once it exits."""
+    _, journal, env = process_stores(tmp_path)
+    cmd = _sweep_cmd(journal, "sweep.name=logfile", "sweep.n_trials=3", "sweep.pruner=none",
+                     "train.epochs=4000", "train.log_every=20")
+    log = tmp_path / "sweep.log"
+    # Python's own buffering (not PYTHONUNBUFFERED's), without tqdm's bar (its redraws
+    # happen to flush stdout)
+    env = {**{k: v for k, v in env.items() if k != "PYTHONUNBUFFERED"}, "TQDM_DISABLE": "1"}
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, cwd=data_cache, env=env, stdout=out,
+                                stderr=subprocess.DEVNULL)
+    try:
+        wait_mid_trial(journal, "logfile", done=1, proc=proc)
+        while True:  # trial 0's line, read while later trials still train
+            done = st.tally(load(journal, "logfile")).done  # before the file is read
+            text = log.read_text()
+            assert done < 3, f"trial 0's line was not in the file before all trials ended:\n{text}"
+            if re.search(r"^trial +0 ", text, re.MULTILINE):
+                break
+            assert proc.poll() is None, f"the sweep ended early:\n{text}"
+            time.sleep(0.2)
+    finally:  # Ctrl-C: the sweep stops its trial and its writer process itself
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
 
 
 def test_each_study_registers_its_own_model_by_default(compose) -> None:

@@ -78,6 +78,7 @@ def hydra_app(config_name: str, job: Callable[[DictConfig], Any]) -> Callable[[]
             raise SystemExit(ExitCode.INTERRUPTED) from None
 
     def main() -> Any:
+        line_buffered_stdout()
         sys.argv = absolute_config_path(sys.argv)
         # Hydra's own composition errors (an unknown key or option, a wrong type) end in
         # several lines and exit code 1 before the job runs: compose once first.
@@ -86,6 +87,15 @@ def hydra_app(config_name: str, job: Callable[[DictConfig], Any]) -> Callable[[]
             return app()
 
     return main
+
+
+def line_buffered_stdout() -> None:
+    """Flush stdout at each line even when it is a file or a pipe (a cluster job's log, `>
+    sweep.log`, `| tee`): Python buffers it in blocks there, so a sweep's trial lines
+    would show up only when it exits, or never if it is killed."""
+    reconfigure = getattr(sys.stdout, "reconfigure", None)  # absent on a captured stdout
+    if reconfigure is not None:
+        reconfigure(line_buffering=True)
 
 
 def _server_gone(cfg: DictConfig) -> TrackingServerError | None:

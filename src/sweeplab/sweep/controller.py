@@ -218,7 +218,7 @@ class Controller:
         self.parent_run_id, self.client = parent_run_id, client
         self.executor, self.printer = executor, printer
         if isinstance(executor, InProcess):
-            executor.tell = self.finish
+            executor.tell = self.finish_and_show
         self.live: dict[int, optuna.trial.Trial] = {}
         self.typed_base = to_config(base)  # checked once; each trial checks its params
         self.failed_out = False  # stopped by sweep.max_failure_rate
@@ -290,6 +290,12 @@ class Controller:
             raise SweepAborted(f"trial {trial.number} has an invalid config: {err}") from None
         self.live[trial.number] = trial
         self.executor.submit(task, trial)
+
+    def finish_and_show(self, f: Finished) -> None:
+        """`finish`, then the trial's line: told while the next trial trains, in `run`'s
+        inner loop, it would otherwise be printed only once every trial has started."""
+        self.finish(f)
+        self.printer.poll()
 
     def finish(self, f: Finished) -> None:
         trial = self.live.pop(f.number)

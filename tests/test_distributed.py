@@ -184,7 +184,7 @@ def test_a_tracking_server_lost_mid_sweep_queues_the_trial_and_the_resume_finish
     journal = f"journal:{tmp_path / 'optuna.journal'}"
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     cmd = [sys.executable, "-m", "sweeplab.sweep", *SMALL, "sweep.name=outage",
-           "sweep.n_trials=4", "data.n_samples=1000", "train.epochs=3000",
+           "sweep.n_trials=4", "data.n_samples=1000", "train.epochs=6000",
            "train.log_every=20", "++sweep.pruner_args.n_startup_trials=100",
            f"tracking.uri=http://127.0.0.1:{port}", f"sweep.storage={journal}"]
     with server_on(folder, port):

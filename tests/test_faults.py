@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -124,13 +125,14 @@ def test_a_disk_filling_up_mid_trial_stops_the_sweep_and_it_resumes(
     cmd = _sweep_cmd(journal, "sweep.name=full", "sweep.n_trials=3", "sweep.pruner=none",
                      "train.epochs=8000", "train.log_every=2000")
     proc = subprocess.Popen(cmd, cwd=data_cache, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         wait_mid_trial(journal, "full", done=1, proc=proc)
         filler = fill(small_disk)
         _, stderr = proc.communicate(timeout=300)
     finally:
-        proc.kill()
+        if proc.poll() is None:  # its writer process too
+            os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 2, stderr[-3000:]
     assert "Traceback" not in stderr
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]

@@ -72,19 +72,28 @@ def test_reports_wait_for_the_next_record_or_a_second(tmp_path: Path,
     study = optuna.create_study(study_name="s", storage=st.open_storage(f"journal:{path}"))
     trial = study.ask(SPACE)
     appends.clear()
+    # "not written yet" is checked only while less than LINGER has passed: a busy machine
+    # may hold this thread longer, and then the timer rightly wrote them
+    t0 = time.monotonic()
     trial.report(0.3, 1)
     trial.report(0.2, 2)
-    assert appends == [] and stock(path).trials[0].intermediate_values == {}
+    seen, stored = list(appends), stock(path).trials[0].intermediate_values
+    if time.monotonic() - t0 < LINGER:
+        assert seen == [] and stored == {}
     trial.set_user_attr("a", 1)  # outside a block: at once, after the reports
-    assert appends == [3]
+    assert appends in ([3], [2, 1])  # with the reports, or after the timer wrote them
     assert stock(path).trials[0].intermediate_values == {1: 0.3, 2: 0.2}
+    appends.clear()
+    t1 = time.monotonic()
     trial.report(0.1, 3)
     time.sleep(LINGER / 2)
-    assert appends == [3]
+    if time.monotonic() - t1 < LINGER:
+        assert appends == []
     deadline = time.time() + 30  # a second, unless the machine is very busy
-    while appends == [3] and time.time() < deadline:
+    while appends == [] and time.time() < deadline:
         time.sleep(0.05)
-    assert appends == [3, 1]
+    assert appends == [1]
+    assert time.monotonic() - t1 >= LINGER  # written by the timer, not at once
     assert stock(path).trials[0].intermediate_values == {1: 0.3, 2: 0.2, 3: 0.1}
 
 

@@ -39,10 +39,16 @@ def runs(uri: str, status: str | None = None) -> list:
     return [r for r in found if status is None or r.info.status == status]
 
 
-def wait_until(what: str, ok, seconds: float = 240) -> None:  # type: ignore[no-untyped-def]
+def wait_until(what: str, ok, proc: subprocess.Popen,  # type: ignore[no-untyped-def]
+               seconds: float = 240) -> None:
+    """Poll `ok()` until it holds; fail at once, with its output, if `proc` ends first."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         time.sleep(0.3)
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"the process ended (exit {proc.returncode}) before: "
+                                 f"{what}\n{(out or '')[-1500:]}\n{(err or '')[-1500:]}")
         try:
             if ok():
                 return
@@ -59,7 +65,7 @@ def test_sigterm_to_make_train_closes_its_run_as_killed(tmp_path: Path,
                             cwd=data_cache, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        wait_until("the run training", lambda: runs(uri, "RUNNING"))
+        wait_until("the run training", lambda: runs(uri, "RUNNING"), proc)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
     finally:
@@ -99,7 +105,7 @@ def test_a_signal_to_a_dask_sweep_stops_it_cleanly_and_the_resume_finishes(
     try:
         wait_until("two trials training", lambda: sum(
             t.state == TrialState.RUNNING and bool(t.intermediate_values)
-            for t in study().trials) == 2)
+            for t in study().trials) == 2, proc)
         family = psutil.Process(proc.pid).children(recursive=True)
         if group:
             os.killpg(proc.pid, signum)

@@ -384,9 +384,11 @@ def test_sigkilled_sweep_resumes_without_losing_or_doubling(tmp_path: Path,
                      "train.epochs=4000", "train.log_every=20")
     proc = subprocess.Popen(cmd, cwd=data_cache, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
-    wait_mid_trial(journal, "kill", done=2, proc=proc)  # then kill it mid-trial
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    try:
+        wait_mid_trial(journal, "kill", done=2, proc=proc)  # then kill it mid-trial
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
     before = load(journal, "kill")
     done_before = {t.number: t.params for t in before.trials
                    if t.state == TrialState.COMPLETE}
@@ -551,10 +553,14 @@ def test_ctrl_c_writes_the_summary_and_the_sweep_resumes(tmp_path: Path,
     cmd = _sweep_cmd(journal, "sweep.name=ctrlc", "sweep.n_trials=3", "sweep.pruner=none",
                      "train.epochs=4000", "train.log_every=20")
     proc = subprocess.Popen(cmd, cwd=data_cache, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    wait_mid_trial(journal, "ctrlc", done=1, proc=proc)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        wait_mid_trial(journal, "ctrlc", done=1, proc=proc)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130, err[-2000:]
     assert "interrupted (Ctrl-C)" in out
     study = load(journal, "ctrlc")

@@ -94,8 +94,9 @@ def test_a_sweeps_writer_logs_what_its_trials_would_log_themselves(
 
 
 def _cmd(journal: str, *overrides: str) -> list[str]:
+    # trials of seconds: the tests act between two trials' ends, seen by polling the journal
     return [sys.executable, "-m", "sweeplab.sweep", *FAST, f"sweep.storage={journal}",
-            "data.n_samples=1000", "train.epochs=200", "train.log_every=20", *overrides]
+            "data.n_samples=1000", "train.epochs=2000", "train.log_every=20", *overrides]
 
 
 def _writer_of(pid: int):
@@ -113,10 +114,13 @@ def _writer_of(pid: int):
     raise AssertionError("the sweep started no writer process")
 
 
-def _wait_done(journal: str, name: str, done: int) -> None:
+def _wait_done(journal: str, name: str, done: int, proc: subprocess.Popen) -> None:
+    """Return once study `name` has `done` trials finished and the sweep `proc` still runs."""
     deadline = time.time() + 300
     while time.time() < deadline:
         time.sleep(0.3)
+        assert proc.poll() is None, f"the sweep ended (exit {proc.returncode}) before " \
+                                    f"study {name} had {done} trials done"
         try:
             if st.tally(_load(journal, name)).done >= done:
                 return
@@ -157,7 +161,8 @@ def test_a_sigkilled_controller_leaves_no_run_finished_without_its_model(
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         writer = _writer_of(proc.pid)
-        _wait_done(journal, "k", 2)
+        _wait_done(journal, "k", 2, proc)
+        assert proc.poll() is None  # killed mid-sweep, not after it
         proc.kill()
         proc.wait()
         writer.wait(timeout=60)  # it noticed and stopped by itself
@@ -181,7 +186,7 @@ def test_a_dead_writer_stops_the_sweep_with_one_line_and_it_resumes(
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         writer = _writer_of(proc.pid)
-        _wait_done(journal, "d", 1)
+        _wait_done(journal, "d", 1, proc)
         writer.kill()
         out, err = proc.communicate(timeout=300)
     finally:

@@ -653,6 +653,44 @@ def test_ctrl_c_inside_an_mlflow_write_lets_the_write_finish(sweep_env, monkeypa
     assert "Ctrl-C" in parent.data.tags["sweeplab.stopped_because"]
 
 
+def test_a_sweep_stopped_early_registers_no_model_and_its_resume_does(
+        sweep_env, monkeypatch, capsys) -> None:
+    """Ctrl-C after two trials: the registry is left alone (the search had not ended, and
+    the champion is what the whole sweep finds), the summary says so; the same command
+    resumes and registers the champion."""
+    compose, journal, uri = sweep_env
+    original = MlflowClient.log_batch
+    starts: list[str] = []
+
+    def log_batch(self, run_id, metrics=(), params=(), tags=(), **kw):
+        if params and any(p.key == "model.width" for p in params):
+            starts.append(run_id)
+            if len(starts) == 3:  # the third trial's parameters: two trials are done
+                os.kill(os.getpid(), signal.SIGINT)
+        return original(self, run_id, metrics=metrics, params=params, tags=tags, **kw)
+
+    common = ["sweep.name=early", "sweep.n_trials=3", "sweep.pruner=none", "train.epochs=60",
+              "sweep.writer=inline", "tracking.log_model=true",
+              "sweep.register_model=early-model"]
+    with monkeypatch.context() as m:
+        m.setattr(MlflowClient, "log_batch", log_batch)
+        assert sweep_job(compose(*common)) == 130
+    assert len(starts) == 3
+    out = capsys.readouterr().out
+    assert "no model registered: the sweep stopped before its end" in out
+    assert "best model registered" not in out
+    client = MlflowClient(uri)
+    assert client.search_registered_models(filter_string="name = 'early-model'") == []
+    assert sweep_job(compose(*common)) == 0
+    out = capsys.readouterr().out
+    assert "best model registered: models:/early-model@champion (version 1)" in out
+    champion = client.get_model_version_by_alias("early-model", "champion")
+    study = load(journal, "early")
+    best = min((t for t in study.trials if t.state == TrialState.COMPLETE),
+               key=lambda t: t.values[0])
+    assert champion.run_id == best.user_attrs[TrialAttr.RUN_ID]
+
+
 def test_a_second_ctrl_c_interrupts_at_once() -> None:
     from sweeplab.train.interrupt import deferred_interrupt
 

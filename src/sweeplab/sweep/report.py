@@ -288,16 +288,19 @@ def summarize(study: optuna.Study, client: MlflowClient, parent_run_id: str, cfg
             client.log_text(parent_run_id, "\n".join(skipped) + "\n", SKIPPED_ARTIFACT)
     version = None
     parent_link = run_link(experiment_id, parent_run_id)
-    champion = _first_with_run(client, best) if s.register_model else None
+    # Only a sweep that ended registers: one stopped early (Ctrl-C, SIGTERM, a store gone)
+    # has not confirmed its best, and its resume registers the champion it then finds.
+    register = s.register_model if status == "FINISHED" else None
+    champion = _first_with_run(client, best) if register else None
     confirmed_champ = confirmed.champion if confirmed is not None else None
     if confirmed is not None and confirmed_champ is not None and confirmed.best_run_id \
-            and s.register_model:
+            and register:
         version = register_champion(
             client, s.register_model, confirmed.best_run_id,
             confirmed_description(confirmed, s.name, parent_link),
             tags={Tag.STUDY: s.name, Tag.TRIAL_NUMBER: str(confirmed_champ.trial),
                   Tag.CONFIG_HASH: confirmed_champ.hash})
-    elif champion is not None and s.register_model:
+    elif champion is not None and register:
         run_id = str(champion.user_attrs[TrialAttr.RUN_ID])
         version = register_champion(
             client, s.register_model, run_id,
@@ -306,7 +309,8 @@ def summarize(study: optuna.Study, client: MlflowClient, parent_run_id: str, cfg
     client.set_terminated(parent_run_id, status)
     _print_summary(study, best, objectives, t, parent_run_id, experiment_id, uri, why,
                    s.register_model if version else None, version,
-                   test_shown=confirmed is None)
+                   test_shown=confirmed is None,
+                   held=bool(s.register_model and best and status == "KILLED"))
     if confirmed is not None:
         print(f"confirmed ({len(confirmed.seeds)} seeds each; best mean first):")
         for line in confirmed_table(confirmed):
@@ -336,11 +340,12 @@ def _first_with_run(client: MlflowClient, trials: Sequence[FrozenTrial]) -> Froz
 
 def _print_summary(study: optuna.Study, best: list[FrozenTrial], objectives: Sequence[str],
                    t: st.Tally, parent_run_id: str, experiment_id: str, uri: str, why: str,
-                   model: str | None, version: str | None, *, test_shown: bool = True
-                   ) -> None:
+                   model: str | None, version: str | None, *, test_shown: bool = True,
+                   held: bool = False) -> None:
     """The end of a sweep in the terminal. With a confirmation stage (`test_shown` False)
     the trials' test accuracies stay out of it: the champion's, over its replicates, is the
-    one figure of the test set printed, after it was chosen."""
+    one figure of the test set printed, after it was chosen. `held`: a model would have
+    been registered had the sweep not stopped early."""
     print(f"\nsweep {study.study_name!r}: {t.done} trials done ({t.complete} complete, "
           f"{t.pruned} pruned, {t.failed} failed); stopped: {why}")
     title = "Pareto front" if len(objectives) > 1 else "best five"
@@ -358,6 +363,9 @@ def _print_summary(study: optuna.Study, best: list[FrozenTrial], objectives: Seq
         print("no trial completed")
     if model:
         print(f"best model registered: models:/{model}@champion (version {version})")
+    elif held:
+        print("no model registered: the sweep stopped before its end; the same command "
+              "resumes it and registers its champion")
     print(f"parent run: {parent_run_id}")
     print(f"look: {ui_hint(uri, experiment_id)}")
     print(f"      this sweep's trials, best first: "

@@ -617,23 +617,30 @@ def test_each_study_registers_its_own_model_by_default(compose) -> None:
     assert cfg.sweep is not None and cfg.sweep.register_model == "sweeplab-mine"
 
 
-def test_ctrl_c_inside_an_mlflow_write_lets_the_write_finish(sweep_env, monkeypatch) -> None:
-    """Ctrl-C lands inside a trial's first MLflow write (sweep.writer=inline: the trial logs
-    itself): the write completes (an SQLite transaction cut there could lock the store for
-    the summary), the trial stops at its next log point, is marked KILLED, queued again,
-    and the summary is written."""
-    compose, journal, uri = sweep_env
+def ctrl_c_at_trials_params(monkeypatch: pytest.MonkeyPatch, n: int) -> list[str]:
+    """Send this process Ctrl-C inside the MLflow write of the `n`th trial's parameters;
+    the run ids of the trials whose parameters were written, in order."""
     original = MlflowClient.log_batch
     hits: list[str] = []
 
     def log_batch(self, run_id, metrics=(), params=(), tags=(), **kw):
         if params and any(p.key == "model.width" for p in params):
             hits.append(run_id)
-            if len(hits) == 2:  # the second trial's parameters
+            if len(hits) == n:
                 os.kill(os.getpid(), signal.SIGINT)
         return original(self, run_id, metrics=metrics, params=params, tags=tags, **kw)
 
     monkeypatch.setattr(MlflowClient, "log_batch", log_batch)
+    return hits
+
+
+def test_ctrl_c_inside_an_mlflow_write_lets_the_write_finish(sweep_env, monkeypatch) -> None:
+    """Ctrl-C lands inside a trial's first MLflow write (sweep.writer=inline: the trial logs
+    itself): the write completes (an SQLite transaction cut there could lock the store for
+    the summary), the trial stops at its next log point, is marked KILLED, queued again,
+    and the summary is written."""
+    compose, journal, uri = sweep_env
+    hits = ctrl_c_at_trials_params(monkeypatch, 2)
     code = sweep_job(compose("sweep.name=mid", "sweep.n_trials=4", "sweep.pruner=none",
                              "train.epochs=60", "train.log_every=5", "sweep.writer=inline"))
     assert code == 130
@@ -659,21 +666,11 @@ def test_a_sweep_stopped_early_registers_no_model_and_its_resume_does(
     the champion is what the whole sweep finds), the summary says so; the same command
     resumes and registers the champion."""
     compose, journal, uri = sweep_env
-    original = MlflowClient.log_batch
-    starts: list[str] = []
-
-    def log_batch(self, run_id, metrics=(), params=(), tags=(), **kw):
-        if params and any(p.key == "model.width" for p in params):
-            starts.append(run_id)
-            if len(starts) == 3:  # the third trial's parameters: two trials are done
-                os.kill(os.getpid(), signal.SIGINT)
-        return original(self, run_id, metrics=metrics, params=params, tags=tags, **kw)
-
     common = ["sweep.name=early", "sweep.n_trials=3", "sweep.pruner=none", "train.epochs=60",
               "sweep.writer=inline", "tracking.log_model=true",
               "sweep.register_model=early-model"]
     with monkeypatch.context() as m:
-        m.setattr(MlflowClient, "log_batch", log_batch)
+        starts = ctrl_c_at_trials_params(m, 3)  # two trials are done
         assert sweep_job(compose(*common)) == 130
     assert len(starts) == 3
     out = capsys.readouterr().out

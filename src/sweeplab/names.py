@@ -94,7 +94,7 @@ class Tag(StrEnum):
     BEST = "sweeplab.best."  # + the searched key
     # confirmation replicates (sweep/confirm.py): Tag.ROLE confirm, Tag.TRIAL_NUMBER the
     # search trial whose configuration they retrain
-    CONFIG_HASH = "sweeplab.config_hash"  # what a config trains: no seed, no tracking
+    CONFIG_HASH = "sweeplab.config_hash"  # the resolved config without seed and run name
     REPLICATE = "sweeplab.replicate"  # 1..sweep.confirm.seeds
     # on the parent run: the confirmed champion and how it compares with the runner-up
     CONFIRM_CHAMPION = "sweeplab.confirm.champion_trial"

@@ -68,15 +68,12 @@ DONE_STATUSES = ("FINISHED", "FAILED")
 
 
 def config_hash(config: Mapping[str, Any]) -> str:
-    """12 hex digits naming what a resolved run config trains: the same for every replicate
-    of a configuration (whatever its seed), different for any other data, model, optimiser
-    or training setting. Where and how runs are logged (`tracking`: the URI, the run name,
-    plots) and the progress bar are left out: a resume through another address of the same
-    store, or with plots on, finds the replicates already done."""
+    """12 hex digits naming a resolved run config without its seed and run name: the same
+    for every replicate of a configuration, different for any other setting."""
     c = json.loads(json.dumps(dict(config), default=str))  # a deep, plain copy
-    for key in ("seed", "sweep", "tracking"):
-        c.pop(key, None)
-    c.get("train", {}).pop("progress", None)
+    c.pop("seed", None)
+    c.pop("sweep", None)
+    c.get("tracking", {}).pop("run_name", None)
     return hashlib.sha256(json.dumps(c, sort_keys=True).encode()).hexdigest()[:12]
 
 

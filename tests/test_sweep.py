@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 
 from helpers import compose_config, use_mlflow_store
 from sweeplab.config import ConfigError
-from sweeplab.names import TrialAttr
+from sweeplab.names import Tag, TrialAttr
 from sweeplab.sweep import study as st
 from sweeplab.sweep.controller import sweep_job
 from sweeplab.sweep.space import parse_space
@@ -580,10 +580,11 @@ def test_ctrl_c_writes_the_summary_and_the_sweep_resumes(tmp_path: Path,
 def test_trial_lines_reach_a_redirected_stdout_while_the_sweep_runs(tmp_path: Path,
                                                                     data_cache: Path) -> None:
     """`make sweep > sweep.log` (or a cluster job's log): each finished trial's line is in
-    the file while the sweep still runs, not only once it exits."""
+    the file as soon as the trial is recorded (while the next one trains), not only once
+    the sweep exits."""
     _, journal, env = process_stores(tmp_path)
-    cmd = _sweep_cmd(journal, "sweep.name=logfile", "sweep.n_trials=3", "sweep.pruner=none",
-                     "train.epochs=4000", "train.log_every=20")
+    cmd = _sweep_cmd(journal, "sweep.name=logfile", "sweep.n_trials=4", "sweep.pruner=none",
+                     "train.epochs=8000", "train.log_every=20")
     log = tmp_path / "sweep.log"
     # Python's own buffering (not PYTHONUNBUFFERED's), without tqdm's bar (its redraws
     # happen to flush stdout)
@@ -593,10 +594,10 @@ def test_trial_lines_reach_a_redirected_stdout_while_the_sweep_runs(tmp_path: Pa
                                 stderr=subprocess.DEVNULL)
     try:
         wait_mid_trial(journal, "logfile", done=1, proc=proc)
-        while True:  # trial 0's line, read while later trials still train
+        while True:  # trial 0's line, read while trial 1 still trains
             done = st.tally(load(journal, "logfile")).done  # before the file is read
             text = log.read_text()
-            assert done < 3, f"trial 0's line was not in the file before all trials ended:\n{text}"
+            assert done < 2, f"trial 0's line was not in the file before trial 1 ended:\n{text}"
             if re.search(r"^trial +0 ", text, re.MULTILINE):
                 break
             assert proc.poll() is None, f"the sweep ended early:\n{text}"
@@ -660,17 +661,21 @@ def test_ctrl_c_inside_an_mlflow_write_lets_the_write_finish(sweep_env, monkeypa
     assert "Ctrl-C" in parent.data.tags["sweeplab.stopped_because"]
 
 
+@pytest.mark.parametrize("stage", ["search", "confirmation"])
 def test_a_sweep_stopped_early_registers_no_model_and_its_resume_does(
-        sweep_env, monkeypatch, capsys) -> None:
-    """Ctrl-C after two trials: the registry is left alone (the search had not ended, and
-    the champion is what the whole sweep finds), the summary says so; the same command
-    resumes and registers the champion."""
+        sweep_env, monkeypatch, capsys, stage: str) -> None:
+    """Ctrl-C at the third run's start, in the search (two trials done) or in the
+    confirmation stage (its first replicate): the registry is left alone (the champion is
+    what the whole sweep finds, confirmed), the summary says so; the same command resumes
+    and registers the champion: the search's best, or the confirmation's best replicate."""
     compose, journal, uri = sweep_env
-    common = ["sweep.name=early", "sweep.n_trials=3", "sweep.pruner=none", "train.epochs=60",
+    common = ["sweep.name=early", "sweep.pruner=none", "train.epochs=60",
               "sweep.writer=inline", "tracking.log_model=true",
-              "sweep.register_model=early-model"]
+              "sweep.register_model=early-model",
+              *(["sweep.n_trials=3"] if stage == "search" else
+                ["sweep.n_trials=2", "sweep.confirm.top_k=1", "sweep.confirm.seeds=2"])]
     with monkeypatch.context() as m:
-        starts = ctrl_c_at_trials_params(m, 3)  # two trials are done
+        starts = ctrl_c_at_trials_params(m, 3)
         assert sweep_job(compose(*common)) == 130
     assert len(starts) == 3
     out = capsys.readouterr().out
@@ -683,9 +688,36 @@ def test_a_sweep_stopped_early_registers_no_model_and_its_resume_does(
     assert "best model registered: models:/early-model@champion (version 1)" in out
     champion = client.get_model_version_by_alias("early-model", "champion")
     study = load(journal, "early")
-    best = min((t for t in study.trials if t.state == TrialState.COMPLETE),
-               key=lambda t: t.values[0])
-    assert champion.run_id == best.user_attrs[TrialAttr.RUN_ID]
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == (3 if stage == "search" else 2)
+    if stage == "search":
+        best = min(complete, key=lambda t: t.values[0])
+        assert champion.run_id == best.user_attrs[TrialAttr.RUN_ID]
+    else:  # a replicate's run, not a search trial's
+        assert client.get_run(champion.run_id).data.tags[Tag.ROLE] == "confirm"
+        assert champion.run_id not in {t.user_attrs[TrialAttr.RUN_ID] for t in complete}
+
+
+def test_a_sweep_that_crashes_leaves_its_parent_failed_and_registers_nothing(
+        sweep_env, monkeypatch) -> None:
+    """An unforeseen error after the search (here in the confirmation stage) propagates;
+    the parent run says FAILED and why, not FINISHED, and no model is registered."""
+    import sweeplab.sweep.controller as controller
+
+    compose, journal, uri = sweep_env
+
+    def confirm_sweep(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(controller, "confirm_sweep", confirm_sweep)
+    with pytest.raises(RuntimeError, match="boom"):
+        sweep_job(compose("sweep.name=crash", "sweep.n_trials=2", "sweep.pruner=none",
+                          "tracking.log_model=true", "sweep.register_model=crash-model"))
+    client = MlflowClient(uri)
+    parent = client.get_run(load(journal, "crash").user_attrs[TrialAttr.PARENT_RUN_ID])
+    assert parent.info.status == "FAILED"
+    assert parent.data.tags["sweeplab.stopped_because"] == "stopped on RuntimeError: boom"
+    assert client.search_registered_models(filter_string="name = 'crash-model'") == []
 
 
 def test_a_second_ctrl_c_interrupts_at_once() -> None:

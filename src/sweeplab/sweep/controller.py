@@ -149,6 +149,7 @@ def _sweep(cfg: DictConfig, typed: Config, base: DictConfig, space: dict[str, An
     plots_writer: TrackingWriter | None = None
     controller = Controller(study, space, base, s, parent_run_id, client, executor, printer)
     controller.run_tags = run_tags
+    ended = False  # the search (and its confirmation) ran to its end: register the champion
     try:
         why = controller.run(stop, started=time.time())
         if controller.failed_out:  # the search space cannot learn: not a success
@@ -162,6 +163,7 @@ def _sweep(cfg: DictConfig, typed: Config, base: DictConfig, space: dict[str, An
                 ranked(study), base, typed, controller.typed_base, parent_run_id, client,
                 experiment_id, stop, generation=generation, tags=run_tags,
                 writer=executor.writer if isinstance(executor, InProcess) else None)
+            ended = True
     except SweepAborted as err:
         code, why, error = ExitCode.USAGE, str(err), str(err)
     except KeyboardInterrupt as err:
@@ -169,6 +171,9 @@ def _sweep(cfg: DictConfig, typed: Config, base: DictConfig, space: dict[str, An
         code = ExitCode.TERMINATED if term else ExitCode.INTERRUPTED
         why = (f"{'terminated (SIGTERM)' if term else 'interrupted (Ctrl-C)'}; run the same "
                f"command again to resume")
+    except Exception as err:  # a bug or an unforeseen fault: the parent run says so
+        code, why = ExitCode.FAILED, f"stopped on {type(err).__name__}: {err}"
+        raise
     finally:
         printer.poll()
         printer.close()
@@ -176,7 +181,7 @@ def _sweep(cfg: DictConfig, typed: Config, base: DictConfig, space: dict[str, An
             print(f"error: {error}", file=sys.stderr, flush=True)
         try:
             summarize(study, client, parent_run_id, typed, experiment_id, uri, why,
-                      confirmed=confirmed, plots_writer=plots_writer,
+                      confirmed=confirmed, plots_writer=plots_writer, register=ended,
                       status={ExitCode.OK: "FINISHED", ExitCode.FAILED: "FAILED"}.get(
                           code, "KILLED"))
         except Exception as err:

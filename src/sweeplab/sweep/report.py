@@ -249,9 +249,10 @@ def plots_written(writer: TrackingWriter) -> bool:
 def summarize(study: optuna.Study, client: MlflowClient, parent_run_id: str, cfg: Config,
               experiment_id: str, uri: str, why: str, *, status: str,
               confirmed: Confirmation | None = None,
-              plots_writer: TrackingWriter | None = None) -> None:
+              plots_writer: TrackingWriter | None = None, register: bool = True) -> None:
     """Put the sweep's outcome on the parent run (ended with MLflow `status`) and print
-    it. With a confirmation stage's outcome, the registered model is its champion's best
+    it. With `register` (the sweep ran to its end) and `sweep.register_model`, the best
+    model is registered: with a confirmation stage's outcome, its champion's best
     replicate, not the search's best trial. With `plots_writer`, the sweep's plots were
     queued to that writer (`queue_plots`): waited for here, and drawn here only if it could
     not draw them."""
@@ -290,7 +291,7 @@ def summarize(study: optuna.Study, client: MlflowClient, parent_run_id: str, cfg
     parent_link = run_link(experiment_id, parent_run_id)
     # Only a sweep that ended registers: one stopped early (Ctrl-C, SIGTERM, a store gone)
     # has not confirmed its best, and its resume registers the champion it then finds.
-    register = s.register_model if status == "FINISHED" else None
+    register = bool(register and s.register_model)
     champion = _first_with_run(client, best) if register else None
     confirmed_champ = confirmed.champion if confirmed is not None else None
     if confirmed is not None and confirmed_champ is not None and confirmed.best_run_id \

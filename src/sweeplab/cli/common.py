@@ -93,7 +93,7 @@ def line_buffered_stdout() -> None:
     """Flush stdout at each line even when it is a file or a pipe (a cluster job's log, `>
     sweep.log`, `| tee`): Python buffers it in blocks there, so a sweep's trial lines
     would show up only when it exits, or never if it is killed."""
-    reconfigure = getattr(sys.stdout, "reconfigure", None)  # absent on a captured stdout
+    reconfigure = getattr(sys.stdout, "reconfigure", None)  # absent on a notebook's stream
     if reconfigure is not None:
         reconfigure(line_buffering=True)
 

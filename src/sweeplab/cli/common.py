@@ -19,6 +19,7 @@ from sweeplab.names import ExitCode, Tag
 from sweeplab.nn import ShapeError
 from sweeplab.tracking.errors import no_space
 from sweeplab.tracking.links import command, ui_hint
+from sweeplab.tracking.quick_exit import skip_final_collection
 from sweeplab.tracking.store import (
     TrackingServerError,
     TrackingStoreError,
@@ -78,6 +79,7 @@ def hydra_app(config_name: str, job: Callable[[DictConfig], Any]) -> Callable[[]
             raise SystemExit(ExitCode.INTERRUPTED) from None
 
     def main() -> Any:
+        skip_final_collection()
         line_buffered_stdout()
         sys.argv = absolute_config_path(sys.argv)
         # Hydra's own composition errors (an unknown key or option, a wrong type) end in

@@ -248,7 +248,9 @@ def _serve(uri: str, ops: Any, acks: Any) -> None:
     from threadpoolctl import threadpool_limits
 
     from sweeplab.tracking.errors import quiet_store_tracebacks
+    from sweeplab.tracking.quick_exit import skip_final_collection
 
+    skip_final_collection()
     threadpool_limits(1)  # the trials' BLAS has the other cores
 
     quiet_store_tracebacks()

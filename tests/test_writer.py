@@ -231,6 +231,40 @@ def test_the_writer_builds_mlflows_package_map_before_its_first_model(tmp_path: 
     assert [(a.group, a.value, a.failure) for a in acks] == [(1, True, None)]
 
 
+def _imported(client: MlflowClient, names: list[str]) -> list[str]:
+    """In the writer: which of `names` it has imported."""
+    return [n for n in names if n in sys.modules]
+
+
+def test_the_writer_imports_what_later_ops_need_while_it_has_nothing_to_write(
+        tmp_path: Path) -> None:
+    """The sweep's plots need seconds of imports, which the end of the sweep used to wait
+    for: the writer imports them between ops instead. One that cannot be imported is
+    passed over, and the writer goes on answering."""
+    from sweeplab.tracking import prepare_store
+    from sweeplab.tracking.writer import TrackingWriter
+
+    # modules nothing in the writer imports otherwise
+    wanted = ["wave", "xml.dom.minidom"]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    prepare_store(uri)
+    writer = TrackingWriter(uri, idle_imports=["sweeplab_no_such_module", *wanted])
+    try:
+        # the first answer comes before any idle import: ops go first
+        writer.barrier(1, writer.call(_imported, wanted))
+        first = writer.acks(timeout=120)
+        got: list[str] = []
+        deadline = time.monotonic() + 60
+        while got != wanted and time.monotonic() < deadline:
+            time.sleep(0.2)  # the writer imports one module whenever its queue is empty
+            writer.barrier(2, writer.call(_imported, wanted))
+            got = [a.value for a in writer.acks(timeout=30)][-1]
+    finally:
+        writer.close()
+    assert [(a.group, a.value, a.failure) for a in first] == [(1, [], None)]
+    assert got == wanted
+
+
 @pytest.mark.slow
 def test_the_writer_draws_the_sweeps_plots_while_the_confirmation_trains(
         in_data_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -30,6 +30,7 @@ from sweeplab.sweep.confirm import confirm_sweep
 from sweeplab.sweep.confirmed import Confirmation
 from sweeplab.sweep.executors import WORKER_DIED, DaskPool, Finished, InProcess, WorkerLost
 from sweeplab.sweep.identity import check_identity, settings
+from sweeplab.sweep.plots import PLOT_MODULES
 from sweeplab.sweep.report import (
     TrialPrinter,
     close_orphan_runs,
@@ -67,7 +68,7 @@ def sweep_job(cfg: DictConfig, run_tags: dict[str, str] | None = None) -> int:
     # The writer process now, so that its start-up (importing MLflow: seconds) runs beside
     # this process's checks and data rather than before the first trial's result is told;
     # it opens the store once the store exists.
-    writer = TrackingWriter(uri, open_store=False) \
+    writer = TrackingWriter(uri, open_store=False, idle_imports=PLOT_MODULES) \
         if s.n_jobs == 1 and s.cluster is None and s.writer == "process" \
         and typed.tracking.enabled else None
     try:

@@ -28,6 +28,12 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 HTML_ARTIFACT = "plots/study.html"
+# What drawing the plots imports, about 1.5 s (scikit-learn's ensembles among it, for
+# optuna.importance's fANOVA evaluator): a writer process imports them while it has nothing
+# to write (tracking/writer.py), in this order, so that no one import holds it long.
+PLOT_MODULES = ("matplotlib", "matplotlib.figure", "matplotlib.pyplot",
+                "optuna.visualization.matplotlib", "scipy.optimize", "scipy.interpolate",
+                "scipy.stats", "sklearn.ensemble", "optuna.importance", "plotly.offline")
 SKIPPED_ARTIFACT = "plots/skipped.txt"  # what could not be drawn, and why
 
 

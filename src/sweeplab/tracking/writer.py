@@ -19,6 +19,7 @@ when tried; a process uses the core that small-batch training leaves idle.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import itertools
 import multiprocessing as mp
 import os
@@ -26,7 +27,8 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,15 +105,20 @@ class TrackingWriter:
     """A writer process for the tracking store at `uri` (started at once: it imports MLflow
     while the caller does its own start-up). With `open_store` False it opens the store
     only when told (`open`): a caller that still has to create a fresh store (its schema
-    migrations) must not race the writer's own opening of it."""
+    migrations) must not race the writer's own opening of it. `idle_imports` are modules a
+    later op will need (the sweep's plots): imported one by one whenever the writer has
+    nothing to write (a fresh store's migrations, a trial that trains), rather than once
+    that op comes (the end of the sweep, where the command waits for it)."""
 
-    def __init__(self, uri: str, *, open_store: bool = True) -> None:
+    def __init__(self, uri: str, *, open_store: bool = True,
+                 idle_imports: Sequence[str] = ()) -> None:
         ctx = mp.get_context("spawn")  # the caller may hold threads and locks: no fork
         self.uri = uri
         self.memo: dict[str, Any] = {}  # what the caller computes once per sink
         self._ops: Any = ctx.Queue()
         self._acks: Any = ctx.Queue()
-        self._proc = ctx.Process(target=_serve, args=(uri, self._ops, self._acks),
+        self._proc = ctx.Process(target=_serve,
+                                 args=(uri, self._ops, self._acks, tuple(idle_imports)),
                                  name="sweeplab-tracking-writer", daemon=True)
         # Born ignoring Ctrl-C and SIGTERM (an ignored signal stays ignored across exec, and
         # Python then leaves it so): a Ctrl-C to the process group while the writer still
@@ -238,9 +245,10 @@ def _resolve(value: Any, results: dict[int, Any]) -> Any:
     return value
 
 
-def _serve(uri: str, ops: Any, acks: Any) -> None:
+def _serve(uri: str, ops: Any, acks: Any, idle_imports: tuple[str, ...] = ()) -> None:
     """The writer process: run ops until told to stop, or until the caller is gone (then
-    close the runs it left RUNNING as KILLED, so none claims to be running)."""
+    close the runs it left RUNNING as KILLED, so none claims to be running). While no op
+    waits, it imports `idle_imports`, one by one."""
     # A Ctrl-C or SIGTERM reaches the whole process group; the caller stops its trials and
     # then this writer, which must first write what it was handed.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -263,7 +271,13 @@ def _serve(uri: str, ops: Any, acks: Any) -> None:
                          name="sweeplab-writer-watch").start()
     slots: dict[int | None, list[int]] = {}
     failed: dict[int | None, Failure] = {}
+    idle = list(idle_imports)
     while True:
+        # One module at most between two looks at the queue: an op that comes meanwhile
+        # waits for that one only.
+        if idle and ops.empty():
+            _import_quietly(idle.pop(0))
+            continue
         served.read_since = time.monotonic()
         try:
             msg = ops.get(timeout=1.0)
@@ -345,6 +359,15 @@ def _warm_up() -> None:
         from mlflow.utils.requirements_utils import _init_packages_to_modules_map
 
         _init_packages_to_modules_map()
+
+
+def _import_quietly(name: str) -> None:
+    """Import module `name`; a module that cannot be imported is the op's to report."""
+    # A headless process: pyplot's default backend would look for a display.
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    with contextlib.suppress(Exception), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        importlib.import_module(name)
 
 
 def _open(uri: str) -> Inline | None:

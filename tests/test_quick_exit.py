@@ -10,13 +10,18 @@ import textwrap
 from pathlib import Path
 
 SCRIPT = textwrap.dedent("""
-    import atexit, gc, sys
+    import atexit, gc, os, signal, sys
     from mlflow.tracking import MlflowClient
     from sweeplab.tracking import prepare_store
     from sweeplab.tracking.quick_exit import skip_final_collection
 
+    def later():
+        print("frozen at exit:", gc.get_freeze_count() > 0, flush=True)
+        os.kill(os.getpid(), signal.SIGINT)  # a Ctrl-C while the process ends
+        print("still ending after a Ctrl-C", flush=True)
+
     # registered first, so it runs after skip_final_collection's handler (last in, first out)
-    atexit.register(lambda: print("frozen at exit:", gc.get_freeze_count() > 0, flush=True))
+    atexit.register(later)
     skip_final_collection()
     uri = "sqlite:///" + sys.argv[1]
     prepare_store(uri)  # write-ahead logging on
@@ -30,12 +35,14 @@ SCRIPT = textwrap.dedent("""
 def test_a_quick_exit_runs_the_exit_handlers_and_closes_the_store(tmp_path: Path) -> None:
     """MLflow keeps its SQLAlchemy engines for the process's life: frozen without closing
     them, SQLite would leave its -wal and -shm files beside the database, with the run's
-    rows in the -wal file only."""
+    rows in the -wal file only. A Ctrl-C once the process ends is ignored, not a traceback."""
     db = tmp_path / "mlflow.db"
     proc = subprocess.run([sys.executable, "-c", SCRIPT, str(db)], cwd=tmp_path,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "frozen at exit: True" in proc.stdout
+    assert "still ending after a Ctrl-C" in proc.stdout
+    assert "Traceback" not in proc.stderr and "KeyboardInterrupt" not in proc.stderr
     run_id = proc.stdout.split("run ", 1)[1].split()[0]
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("mlflow.db")) \
         == ["mlflow.db"]

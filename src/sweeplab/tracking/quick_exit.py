@@ -6,7 +6,8 @@ each, after everything had been written: seconds of a default sweep's wall time 
 nothing. `skip_final_collection` registers an exit handler that, run last, closes the
 SQLAlchemy engines' pooled connections (as a clean exit does; SQLite then folds its
 write-ahead log into the database file and removes it) and freezes every object, which the
-final collections then pass by. Other exit handlers run as before, and only at exit, so a
+final collections then pass by. From then on the process ignores Ctrl-C and SIGTERM: it is
+ending already. Other exit handlers run as before, and only at exit, so a
 test or a notebook that calls an entry point keeps collecting as usual.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import gc
+import signal
 import sys
 
 
@@ -25,6 +27,11 @@ def skip_final_collection() -> None:
 
 
 def _at_exit() -> None:
+    # The process is ending: a Ctrl-C or SIGTERM now (a user pressing it as the sweep
+    # ends) would only print a traceback from this handler and skip the freeze.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError):  # not the main thread
+            signal.signal(sig, signal.SIG_IGN)
     engine = sys.modules.get("sqlalchemy.engine")
     if engine is not None:
         # MLflow and Optuna keep their engines in caches of their own for the process's

@@ -173,6 +173,34 @@ def test_an_mlflow_store_in_a_read_only_folder_is_one_line(
     assert not journal.exists()
 
 
+# -- the environment -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("module", ["sweeplab.train", "sweeplab.sweep"])
+def test_an_mplbackend_matplotlib_does_not_know_still_draws_the_plots(
+        tmp_path: Path, data_cache: Path, module: str) -> None:
+    """sweeplab draws into files only: a $MPLBACKEND that names no backend (a desktop
+    session's leftover, a typo) failed the run at `import matplotlib`, with a traceback."""
+    from mlflow.tracking import MlflowClient
+
+    env = _env(tmp_path) | {"MPLBACKEND": "nonsense"}
+    args = [*RUN, "sweep.n_trials=2", "sweep.confirm.top_k=0", "tracking.log_model=false",
+            f"sweep.storage=journal:{tmp_path / 'j.journal'}"] \
+        if module == "sweeplab.sweep" else RUN
+    proc = run_cli(data_cache, *args, module=module, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    # the run's cost curve, or the sweep's plots on its parent run
+    drawn = {"sweeplab.train": "plots/cost_curve.png", "sweeplab.sweep": "plots/study.html"}
+    plotted = [r for r in runs
+               if drawn[module] in {a.path for a in client.list_artifacts(r.info.run_id,
+                                                                          "plots")}]
+    assert len(plotted) == 1
+    pngs = {a.path for a in client.list_artifacts(plotted[0].info.run_id, "plots")}
+    assert any(p.endswith(".png") for p in pngs) and "plots/skipped.txt" not in pngs
+
+
 # -- config values checked before any run ----------------------------------------------------
 
 CONFIG_VALUES = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -80,6 +81,7 @@ def hydra_app(config_name: str, job: Callable[[DictConfig], Any]) -> Callable[[]
 
     def main() -> Any:
         skip_final_collection()
+        draw_into_files()
         line_buffered_stdout()
         sys.argv = absolute_config_path(sys.argv)
         # Hydra's own composition errors (an unknown key or option, a wrong type) end in
@@ -89,6 +91,14 @@ def hydra_app(config_name: str, job: Callable[[DictConfig], Any]) -> Callable[[]
             return app()
 
     return main
+
+
+def draw_into_files() -> None:
+    """Matplotlib's Agg backend for this process and those it starts (the writer, Dask's
+    local workers), whatever $MPLBACKEND says: sweeplab's commands draw into files, never a
+    window, and a backend matplotlib does not know made every plot fail at `import
+    matplotlib`, with a traceback."""
+    os.environ["MPLBACKEND"] = "Agg"
 
 
 def line_buffered_stdout() -> None:

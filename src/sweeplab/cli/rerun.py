@@ -32,6 +32,7 @@ from mlflow.tracking import MlflowClient
 from threadpoolctl import threadpool_limits
 
 from sweeplab import train
+from sweeplab.cli.common import draw_into_files
 from sweeplab.config import Config, ConfigError
 from sweeplab.data import DataError, Dataset
 from sweeplab.names import ExitCode, Metric, MlflowTag, RunStatus, Tag
@@ -266,6 +267,7 @@ def print_side_by_side(client: MlflowClient, original_id: str, rerun_id: str) ->
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m sweeplab.cli.rerun`: returns the exit status (see the module docstring)."""
+    draw_into_files()
     args = parse_args(argv)
     try:
         return rerun(args.run_id, args.overrides, uri=args.tracking_uri or default_uri(),

@@ -253,6 +253,9 @@ def _serve(uri: str, ops: Any, acks: Any, idle_imports: tuple[str, ...] = ()) ->
     # then this writer, which must first write what it was handed.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # It draws into files only (the sweep's plots): Agg, whatever $MPLBACKEND says (a
+    # backend matplotlib does not know fails every plot at `import matplotlib`).
+    os.environ["MPLBACKEND"] = "Agg"
     from threadpoolctl import threadpool_limits
 
     from sweeplab.tracking.errors import quiet_store_tracebacks
@@ -363,8 +366,6 @@ def _warm_up() -> None:
 
 def _import_quietly(name: str) -> None:
     """Import module `name`; a module that cannot be imported is the op's to report."""
-    # A headless process: pyplot's default backend would look for a display.
-    os.environ.setdefault("MPLBACKEND", "Agg")
     with contextlib.suppress(Exception), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         importlib.import_module(name)

@@ -86,6 +86,17 @@ def test_a_sweep_override_hydra_cannot_compose_starts_no_study(tmp_path: Path) -
     assert_no_run(tmp_path)
 
 
+def test_a_sweep_without_tracking_is_refused_before_any_study_or_run(tmp_path: Path) -> None:
+    """A sweep lives in MLflow (each trial's run, its summary, its champion): with
+    tracking.enabled=false it used to log every trial all the same."""
+    journal = tmp_path / "j.journal"
+    line = one_error_line(run_cli(tmp_path, "tracking.enabled=false",
+                                  f"sweep.storage=journal:{journal}", module="sweeplab.sweep"))
+    assert "tracking.enabled=false" in line and "tracking.uri=sqlite:///" in line
+    assert not journal.exists()
+    assert not (tmp_path / "mlflow.db").exists()
+
+
 def test_hydra_flags_still_work_with_the_check(tmp_path: Path) -> None:
     cfg = run_cli(tmp_path, "--cfg", "job", "model.depth=3", "hydra.run.dir=out")
     assert cfg.returncode == 0, cfg.stderr

@@ -227,10 +227,6 @@ def confirm_sweep(ranked_trials: Sequence[FrozenTrial], base: DictConfig, cfg: C
         print("confirmation skipped: it ranks one objective, and this sweep has "
               f"{len(objectives)} (its Pareto front is reported as it is)", flush=True)
         return None
-    if not cfg.tracking.enabled:
-        print("confirmation skipped: it keeps its replicates in MLflow, and "
-              "tracking.enabled=false", flush=True)
-        return None
     cands = candidates(ranked_trials, s.confirm.top_k, base, s, parent_run_id, typed_base,
                        generation=generation, tags=tags)
     if not cands:

@@ -62,6 +62,12 @@ def sweep_job(cfg: DictConfig, run_tags: dict[str, str] | None = None) -> int:
     typed = to_config(cfg)
     s = typed.sweep
     assert s is not None
+    if not typed.tracking.enabled:
+        # It used to be ignored: every trial was logged all the same, its confirmation skipped.
+        raise ConfigError(
+            "tracking.enabled=false: a sweep keeps each trial's run, its summary and its "
+            "champion in MLflow and cannot run without it; leave tracking.enabled=true "
+            "(tracking.uri=sqlite:///<file> keeps the sweep in a store of its own)")
     base = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "sweep"])
     space = parse_space(s.params, base)
     uri = resolve_uri(typed.tracking)
@@ -69,8 +75,7 @@ def sweep_job(cfg: DictConfig, run_tags: dict[str, str] | None = None) -> int:
     # this process's checks and data rather than before the first trial's result is told;
     # it opens the store once the store exists.
     writer = TrackingWriter(uri, open_store=False, idle_imports=PLOT_MODULES) \
-        if s.n_jobs == 1 and s.cluster is None and s.writer == "process" \
-        and typed.tracking.enabled else None
+        if s.n_jobs == 1 and s.cluster is None and s.writer == "process" else None
     try:
         # Fail here, not in a worker: data files, sampler needs, pruner arguments, a
         # tracking server that does not answer (before the study is created).
@@ -95,7 +100,7 @@ def sweep_job(cfg: DictConfig, run_tags: dict[str, str] | None = None) -> int:
     pin_tracking_uri(base, s, uri)
     # The executor first: an unreachable Dask scheduler fails before a study or run exists.
     with deferred_interrupt() as stop:
-        executor = _executor(s, stop, uri if typed.tracking.enabled else None, writer)
+        executor = _executor(s, stop, uri, writer)
         try:
             return _sweep(cfg, typed, base, space, sampler, pruner, uri, executor, stop,
                           dict(run_tags or {}))
@@ -195,13 +200,13 @@ def _sweep(cfg: DictConfig, typed: Config, base: DictConfig, space: dict[str, An
     return code
 
 
-def _executor(s: SweepConfig, stop: StopRequest, uri: str | None,
+def _executor(s: SweepConfig, stop: StopRequest, uri: str,
               writer: TrackingWriter | None = None) -> InProcess | DaskPool:
     """Trials in this process (one job, no cluster), logged by `writer`, a writer process
     for tracking store `uri` (sweep.writer=process; started here if not given), else on
     Dask."""
     if s.n_jobs == 1 and s.cluster is None:
-        if writer is None and uri is not None and s.writer == "process":
+        if writer is None and s.writer == "process":
             writer = TrackingWriter(uri)
         return InProcess(stop, writer, overlap=s.sampler != "grid")
     try:

@@ -7,8 +7,8 @@ nothing. `skip_final_collection` registers an exit handler that, run last, close
 SQLAlchemy engines' pooled connections (as a clean exit does; SQLite then folds its
 write-ahead log into the database file and removes it) and freezes every object, which the
 final collections then pass by. From then on the process ignores Ctrl-C and SIGTERM: it is
-ending already. Other exit handlers run as before, and only at exit, so a
-test or a notebook that calls an entry point keeps collecting as usual.
+ending already. Other exit handlers run as before; and all of this happens only at exit,
+so a test or a notebook that calls an entry point keeps collecting as usual.
 """
 
 from __future__ import annotations

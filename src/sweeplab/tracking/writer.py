@@ -254,7 +254,9 @@ def _serve(uri: str, ops: Any, acks: Any, idle_imports: tuple[str, ...] = ()) ->
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # It draws into files only (the sweep's plots): Agg, whatever $MPLBACKEND says (a
-    # backend matplotlib does not know fails every plot at `import matplotlib`).
+    # backend matplotlib does not know fails every plot at `import matplotlib`). The
+    # commands set it already (cli/common.py); a sweep run in-process (a test, a
+    # notebook calling sweep_job) does not.
     os.environ["MPLBACKEND"] = "Agg"
     from threadpoolctl import threadpool_limits
 

@@ -416,3 +416,49 @@ def test_a_password_in_the_tracking_uri_is_never_logged(server: TrackingServer,
     config = Path(client.download_artifacts(tracker.run_id, "config.yaml",
                                             str(client_folder))).read_text()
     assert "s3cret" not in config and "alice:***@" in config
+
+
+@pytest.mark.slow
+def test_a_server_gone_as_the_sweep_reports_ends_it_with_code_2_and_the_resume_reports(
+        in_data_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The search ran to its end, then the tracking server stopped answering: the sweep's
+    outcome (its summary, the champion's registration, the parent's end) is not in MLflow,
+    so the command must not exit 0. The same command, once the server answers, logs it."""
+    import signal
+
+    from sweeplab.names import ExitCode
+    from sweeplab.sweep import controller
+
+    # a request to a server that does not answer fails within 2 s, without retries
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    journal = f"journal:{tmp_path / 'optuna.journal'}"
+    overrides = ["data=moons", "data.n_samples=200", "train.epochs=12", "train.log_every=3",
+                 "train.batch_size=null", "sweep.pruner=none", "sweep.confirm.top_k=0",
+                 "sweep.n_trials=2", "sweep.name=gone", f"sweep.storage={journal}"]
+    real = controller.summarize
+    with tracking_server(tmp_path / "server") as server:
+        def server_stops_first(*args: object, **kwargs: object) -> None:
+            os.killpg(server.proc.pid, signal.SIGSTOP)  # its processes hang, port open
+            real(*args, **kwargs)
+
+        monkeypatch.setattr(controller, "summarize", server_stops_first)
+        cfg = compose_config(*overrides, f"tracking.uri={server.url}", config_name="sweep_app")
+        try:
+            assert controller.sweep_job(cfg) == ExitCode.USAGE
+        finally:
+            os.killpg(server.proc.pid, signal.SIGCONT)
+        err = capsys.readouterr().err
+        assert "error: the sweep's summary was not logged" in err
+        assert "run the same command" in err
+        monkeypatch.setattr(controller, "summarize", real)
+        assert controller.sweep_job(cfg) == ExitCode.OK
+        client = MlflowClient(server.url)
+        parent_id = optuna.load_study(study_name="gone", storage=st.open_storage(journal)) \
+            .user_attrs[TrialAttr.PARENT_RUN_ID]
+        parent = client.get_run(parent_id)
+        assert parent.info.status == "FINISHED"
+        assert parent.data.metrics["n_done"] == 2
+        versions = client.search_model_versions("name='sweeplab-gone'")
+        assert [v.run_id for v in versions] == [parent.data.tags[Tag.BEST_RUN_ID]]

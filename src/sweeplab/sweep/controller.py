@@ -194,9 +194,15 @@ def _sweep(cfg: DictConfig, typed: Config, base: DictConfig, space: dict[str, An
             down = unavailable_reason(err) or no_space(err)
             if down is None:
                 raise
-            print(f"warning: the sweep's summary was not logged: the tracking store {uri} "
-                  f"did not take it ({down}); the next run of the same command logs it",
-                  file=sys.stderr)
+            if code == ExitCode.OK:  # the search ended, but its outcome is not in MLflow
+                code = ExitCode.USAGE
+                print(f"error: the sweep's summary was not logged: the tracking store {uri} "
+                      f"did not take it ({down}); once it answers, run the same command: it "
+                      f"logs the summary and registers the champion", file=sys.stderr)
+            else:  # the reason the sweep stopped is printed already
+                print(f"warning: the sweep's summary was not logged: the tracking store "
+                      f"{uri} did not take it ({down}); the next run of the same command "
+                      f"logs it", file=sys.stderr)
     return code
 
 

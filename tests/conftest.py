@@ -61,10 +61,13 @@ def data_cache(tmp_path_factory: pytest.TempPathFactory,
                repository_stays_clean: None) -> Iterator[Path]:
     """The session's working directory, a temporary folder: built-in datasets are cached in
     its data/builtin/ once, and whatever a test writes to a relative path (MLflow's default
-    ./mlruns, Hydra's outputs/) lands here, never in the repository."""
+    ./mlruns, Hydra's outputs/) lands here, never in the repository. sweeplab's cache
+    (the empty MLflow store new stores are copied from) is a session folder too, not the
+    user's ~/.cache."""
     folder = tmp_path_factory.mktemp("workdir")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(folder)
+        mp.setenv("SWEEPLAB_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
         yield folder
 
 

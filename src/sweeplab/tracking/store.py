@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 from sweeplab.config import TrackingConfig
 from sweeplab.names import MODEL_TRAINING_KIND, MlflowTag
 from sweeplab.tracking.errors import quiet_store_tracebacks
+from sweeplab.tracking.fresh_store import seed_sqlite_store
 
 if TYPE_CHECKING:
     import requests
@@ -129,17 +130,21 @@ def _get(url: str, shown: str, timeout: float) -> requests.Response:
 
 def prepare_store(uri: str) -> MlflowClient:
     """A client on `uri`, with the store created now, by this one process: several processes
-    creating a fresh SQLite store at once corrupt it. SQLite gets write-ahead logging, so
+    creating a fresh SQLite store at once corrupt it. A new SQLite store is a copy of an
+    empty one (`fresh_store`), which saves MLflow's migrations. SQLite gets write-ahead logging, so
     parallel sweep workers read while one writes instead of failing with "database is
     locked". A tracking server is checked first (TrackingServerError if it does not
     answer)."""
     check_server(uri)
     quiet_store_tracebacks()
     if uri.startswith("sqlite:///"):
-        _check_writable(Path(uri.removeprefix("sqlite:///")).parent, uri)
+        db = Path(uri.removeprefix("sqlite:///"))
+        _check_writable(db.parent, uri)
+        if "?" not in uri:
+            seed_sqlite_store(db)  # a copy of an empty store: no migrations to run
     try:
         client = MlflowClient(uri)
-        client.search_experiments(max_results=1)  # creates and migrates the database
+        client.search_experiments(max_results=1)  # creates and migrates a database not seeded
         if uri.startswith("sqlite:///"):
             import sqlite3
 

@@ -1,0 +1,102 @@
+"""A new SQLite store is a copy of an empty migrated one kept in sweeplab's cache folder:
+the same schema as MLflow's own, its Default experiment in the new store's folder, and
+never a store that exists replaced."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from sweeplab.tracking import prepare_store
+from sweeplab.tracking.fresh_store import seed_sqlite_store, template_path
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("SWEEPLAB_CACHE_DIR", str(folder))
+    return folder
+
+
+def _schema(db: Path) -> list[tuple[str, str, list[str]]]:
+    """Each table's and index's definition, its lines sorted: MLflow's migrations list a
+    table's constraints in an order that varies from one process to the next."""
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        rows = con.execute("SELECT type, name, sql FROM sqlite_master "
+                           "WHERE name NOT LIKE 'sqlite_%'").fetchall()
+    return sorted((kind, name, sorted(line.strip().rstrip(",") for line in (sql or "").split("\n")))
+                  for kind, name, sql in rows)
+
+
+def _rows(db: Path, query: str) -> list[tuple]:
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        return con.execute(query).fetchall()
+
+
+def test_a_new_store_is_a_copy_with_mlflows_own_schema(tmp_path: Path, cache: Path) -> None:
+    ours, mlflows = tmp_path / "ours" / "mlflow.db", tmp_path / "mlflows" / "mlflow.db"
+    client = prepare_store(f"sqlite:///{ours}")
+    assert template_path().parent == cache and template_path().is_file()
+    mlflows.parent.mkdir()
+    MlflowClient(f"sqlite:///{mlflows}").search_experiments()  # MLflow's migrations
+
+    assert _schema(ours) == _schema(mlflows)
+    revision = "SELECT version_num FROM alembic_version"
+    assert _rows(ours, revision) == _rows(mlflows, revision)
+    assert _rows(ours, "SELECT * FROM workspaces") == _rows(mlflows, "SELECT * FROM workspaces")
+    # made when MLflow opened the copy, as in a store it made: not the cache folder's
+    default = client.get_experiment("0")
+    assert default.artifact_location == MlflowClient(f"sqlite:///{mlflows}").get_experiment(
+        "0").artifact_location
+    assert str(cache) not in default.artifact_location
+
+    # a store to use: a run logged and read back
+    run = client.create_run(default.experiment_id)
+    client.log_param(run.info.run_id, "lr", "0.01")
+    client.set_terminated(run.info.run_id)
+    got = MlflowClient(f"sqlite:///{ours}").get_run(run.info.run_id)
+    assert got.data.params == {"lr": "0.01"} and got.info.status == "FINISHED"
+
+
+def test_the_cached_store_is_made_once_and_copied(tmp_path: Path, cache: Path) -> None:
+    assert seed_sqlite_store(tmp_path / "a.db")
+    made = template_path().stat().st_mtime_ns
+    assert seed_sqlite_store(tmp_path / "b.db")
+    assert template_path().stat().st_mtime_ns == made
+    # a copy has no experiment until MLflow opens it and adds its Default experiment there
+    assert _rows(tmp_path / "b.db", "SELECT count(*) FROM experiments") == [(0,)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.db", "b.db", "cache"]  # no scratch
+
+
+def test_a_store_that_exists_is_never_replaced(tmp_path: Path, cache: Path) -> None:
+    db = tmp_path / "mlflow.db"
+    client = prepare_store(f"sqlite:///{db}")
+    run_id = client.create_run("0").info.run_id
+    assert not seed_sqlite_store(db)
+    client = prepare_store(f"sqlite:///{db}")
+    assert client.get_run(run_id).info.run_id == run_id
+
+
+def test_a_damaged_cached_store_is_made_again(tmp_path: Path, cache: Path) -> None:
+    assert seed_sqlite_store(tmp_path / "a.db")
+    template_path().write_bytes(b"not a database" * 100)
+    client = prepare_store(f"sqlite:///{tmp_path / 'b.db'}")
+    assert client.get_experiment("0").name == "Default"
+    assert _schema(template_path()) == _schema(tmp_path / "a.db")
+
+
+def test_without_a_cache_folder_mlflow_creates_the_store(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("SWEEPLAB_CACHE_DIR", str(blocker / "cache"))  # cannot be made
+    db = tmp_path / "mlflow.db"
+    assert not seed_sqlite_store(db)
+    assert not db.exists()
+    client = prepare_store(f"sqlite:///{db}")
+    assert client.get_experiment("0").name == "Default"
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".new")]  # no scratch

@@ -317,6 +317,29 @@ def test_digits_all_classes_one_hot(tmp_path: Path) -> None:
     assert ds.X_train.max() == 1.0 and ds.X_train.min() == 0.0  # divided by 16
 
 
+def test_digits_read_from_the_bundled_file_are_scikit_learns_without_importing_it() -> None:
+    """The digits file a sweep makes first is read straight from scikit-learn's bundled
+    file (importing scikit-learn takes a second); it must be exactly what its loader gives."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; from sweeplab.data.builtin import load_digits_rows; "
+             "X, y = load_digits_rows(); "
+             "print('sklearn' in sys.modules, X.shape, X.dtype, y.dtype)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["False", "(1797,", "64)", "float64", "int64"]
+
+    from sklearn.datasets import load_digits
+
+    from sweeplab.data.builtin import load_digits_rows
+
+    X, y = load_digits_rows()
+    X_sk, y_sk = load_digits(return_X_y=True)
+    np.testing.assert_array_equal(X, X_sk)
+    np.testing.assert_array_equal(y, y_sk)
+
+
 def test_digit_vs_rest(tmp_path: Path) -> None:
     from sklearn.datasets import load_digits
 

@@ -94,6 +94,9 @@ class GatheringJournalFile(JournalFileBackend):
         except OSError:
             self._held = held  # tried again with the next append, which says why
             raise
+        if self._timer is not None:  # nothing waits now: the next report starts its own
+            self._timer.cancel()
+            self._timer = None
 
     def read_logs(self, log_number_from: int) -> Iterator[dict[str, Any]]:
         if getattr(self._local, "skip_read", False):

@@ -265,6 +265,75 @@ def test_the_writer_imports_what_later_ops_need_while_it_has_nothing_to_write(
     assert got == wanted
 
 
+def _pid(client: MlflowClient) -> int:
+    return os.getpid()
+
+
+def test_a_prestarted_writer_is_taken_over_by_the_next_one(tmp_path: Path) -> None:
+    """The sweep command starts its writer before its own imports; the controller's
+    TrackingWriter then uses that process, told its store then, rather than a new one."""
+    from sweeplab.tracking import prepare_store
+    from sweeplab.tracking import writer as w
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    prepare_store(uri)
+    w.prestart()
+    early = w._prestarted[0].pid
+    writer = w.TrackingWriter(uri)
+    later = w.TrackingWriter(uri)  # the early one is taken: a process of its own
+    try:
+        assert w._prestarted is None
+        for one in (writer, later):
+            one.barrier(1, one.call(_pid))
+        pids = [a.value for one in (writer, later) for a in one.acks(timeout=120)]
+    finally:
+        writer.close()
+        later.close()
+    assert pids[0] == early and pids[1] not in (early, os.getpid())
+
+
+EARLY_SCRIPT = """
+import sys, time
+from sweeplab.tracking import writer as w
+w.prestart()
+print(w._prestarted[0].pid, flush=True)
+if sys.argv[1] == "discard":
+    w.discard_prestarted()
+    print(w._prestarted, flush=True)
+else:
+    time.sleep(4)  # the writer is up and waiting to be told its store
+"""
+
+
+@pytest.mark.parametrize("how", ["discard", "exit"])
+def test_a_prestarted_writer_no_one_takes_over_is_stopped(how: str) -> None:
+    """A sweep on Dask (or inline) discards it; a command that ends before its sweep starts
+    (a config error) leaves it to the exit, which stops it rather than wait for it."""
+    import psutil
+
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", EARLY_SCRIPT, how], capture_output=True,
+                          text=True, timeout=60, check=True)
+    took, out = time.monotonic() - start, done.stdout.split()
+    assert out[1:] == (["None"] if how == "discard" else [])
+    assert done.stderr == ""
+    assert not psutil.pid_exists(int(out[0])) or \
+        psutil.Process(int(out[0])).status() == psutil.STATUS_ZOMBIE
+    assert took < 30  # not the writer's wait for a caller that never sends it anything
+
+
+def test_the_sweep_command_starts_its_writer_before_it_imports_mlflow() -> None:
+    """What makes the early start early: importing the command's module loads no MLflow,
+    Optuna or Hydra (the tracking package loads its names when first used)."""
+    code = ("import sys, sweeplab.cli.sweep; "
+            "print(sorted({m.split('.')[0] for m in sys.modules}))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True).stdout
+    for name in ("mlflow", "optuna", "hydra", "omegaconf", "numpy"):
+        assert f"'{name}'" not in loaded, f"import sweeplab.cli.sweep loaded {name}"
+    assert "'sweeplab'" in loaded
+
+
 @pytest.mark.slow
 def test_the_writer_draws_the_sweeps_plots_while_the_confirmation_trains(
         in_data_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,19 +6,31 @@ Usage: python -m sweeplab.sweep [overrides]   (or: make sweep ARGS="sweep.n_tria
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
-from omegaconf import DictConfig
+# Light on purpose: `main` starts the tracking writer before the heavy imports below.
+from sweeplab.tracking.writer import prestart
 
-from sweeplab.cli.common import hydra_app, hydra_run_tags, quote_space_overrides
-from sweeplab.sweep.controller import sweep_job
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 
 def main() -> None:
+    # The writer a sweep in this process logs through (sweep.n_jobs=1, the default) starts
+    # now: its start-up (importing MLflow) runs on another core while this process
+    # imports and composes its config, instead of after. A sweep that does not use it
+    # stops it (sweep/controller.py).
+    prestart()
+    from sweeplab.cli.common import hydra_app, quote_space_overrides
+
     sys.argv = quote_space_overrides(sys.argv)
     hydra_app("sweep_app", _sweep_cli)()
 
 
 def _sweep_cli(cfg: DictConfig) -> None:
+    from sweeplab.cli.common import hydra_run_tags
+    from sweeplab.sweep.controller import sweep_job
+
     code = sweep_job(cfg, run_tags=hydra_run_tags())
     if code:
         raise SystemExit(code)

@@ -49,7 +49,7 @@ from sweeplab.sweep.worker import (
 )
 from sweeplab.tracking import get_experiment_id, prepare_store, resolve_uri
 from sweeplab.tracking.errors import no_space, unavailable_reason
-from sweeplab.tracking.writer import TrackingWriter
+from sweeplab.tracking.writer import TrackingWriter, discard_prestarted
 from sweeplab.train import load_data
 from sweeplab.train.interrupt import StopRequest, Terminated, deferred_interrupt
 
@@ -76,6 +76,7 @@ def sweep_job(cfg: DictConfig, run_tags: dict[str, str] | None = None) -> int:
     # it opens the store once the store exists.
     writer = TrackingWriter(uri, open_store=False, idle_imports=PLOT_MODULES) \
         if s.n_jobs == 1 and s.cluster is None and s.writer == "process" else None
+    discard_prestarted()  # the command's early writer, when this sweep does not use it
     try:
         # Fail here, not in a worker: data files, sampler needs, pruner arguments, a
         # tracking server that does not answer (before the study is created).

@@ -18,6 +18,7 @@ when tried; a process uses the core that small-batch training leaves idle.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib
 import itertools
@@ -103,34 +104,20 @@ class Inline:
 
 class TrackingWriter:
     """A writer process for the tracking store at `uri` (started at once: it imports MLflow
-    while the caller does its own start-up). With `open_store` False it opens the store
-    only when told (`open`): a caller that still has to create a fresh store (its schema
-    migrations) must not race the writer's own opening of it. `idle_imports` are modules a
-    later op will need (the sweep's plots): imported one by one whenever the writer has
-    nothing to write (a fresh store's migrations, a trial that trains), rather than once
-    that op comes (the end of the sweep, where the command waits for it)."""
+    while the caller does its own start-up; or the one `prestart` started earlier, if any
+    is waiting). With `open_store` False it opens the store only when told (`open`): a
+    caller that still has to create a fresh store (its schema migrations) must not race
+    the writer's own opening of it. `idle_imports` are modules a later op will need (the
+    sweep's plots): imported one by one whenever the writer has nothing to write (a fresh
+    store's migrations, a trial that trains), rather than once that op comes (the end of
+    the sweep, where the command waits for it)."""
 
     def __init__(self, uri: str, *, open_store: bool = True,
                  idle_imports: Sequence[str] = ()) -> None:
-        ctx = mp.get_context("spawn")  # the caller may hold threads and locks: no fork
         self.uri = uri
         self.memo: dict[str, Any] = {}  # what the caller computes once per sink
-        self._ops: Any = ctx.Queue()
-        self._acks: Any = ctx.Queue()
-        self._proc = ctx.Process(target=_serve,
-                                 args=(uri, self._ops, self._acks, tuple(idle_imports)),
-                                 name="sweeplab-tracking-writer", daemon=True)
-        # Born ignoring Ctrl-C and SIGTERM (an ignored signal stays ignored across exec, and
-        # Python then leaves it so): a Ctrl-C to the process group while the writer still
-        # imports MLflow would print a traceback from it. The caller stops it with `close`.
-        previous = {sig: signal.signal(sig, signal.SIG_IGN)
-                    for sig in (signal.SIGINT, signal.SIGTERM)} \
-            if threading.current_thread() is threading.main_thread() else {}
-        try:
-            self._proc.start()
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+        self._proc, self._ops, self._acks = _take_prestarted() or _start()
+        self._ops.put(("setup", uri, tuple(idle_imports)))
         self._slots = itertools.count()
         self._group: int | None = None
         self._held: list[Ack] = []  # taken off the queue by `check`, for `acks`
@@ -214,11 +201,7 @@ class TrackingWriter:
 
     def discard(self) -> None:
         """Stop a writer that was given nothing to write, now (not after its imports)."""
-        self._proc.kill()
-        self._proc.join(5)
-        self._ops.cancel_join_thread()
-        self._ops.close()
-        self._acks.close()
+        _kill(self._proc, self._ops, self._acks)
 
     @property
     def alive(self) -> bool:
@@ -238,6 +221,62 @@ class TrackingWriter:
         self._acks.close()
 
 
+_Process = tuple[Any, Any, Any]  # a writer process, its op queue and its ack queue
+_prestarted: _Process | None = None
+
+
+def prestart() -> None:
+    """Start a writer process now, for the next `TrackingWriter` of this process to take
+    over. A command that will likely need one (a sweep) calls this before its own imports:
+    the writer's start-up (importing MLflow, about two seconds) then runs on another core
+    meanwhile, not after them. Stopped at exit if no writer took it over."""
+    global _prestarted
+    if _prestarted is None:
+        _prestarted = _start()
+        atexit.register(discard_prestarted)  # before multiprocessing's: it would wait on it
+
+
+def discard_prestarted() -> None:
+    """Stop the writer `prestart` started, if no `TrackingWriter` took it over (a sweep
+    that logs from its trials' processes: on Dask, or with sweep.writer=inline)."""
+    started = _take_prestarted()
+    if started is not None:
+        _kill(*started)
+
+
+def _take_prestarted() -> _Process | None:
+    global _prestarted
+    started, _prestarted = _prestarted, None
+    return started
+
+
+def _start() -> _Process:
+    ctx = mp.get_context("spawn")  # the caller may hold threads and locks: no fork
+    ops, acks = ctx.Queue(), ctx.Queue()
+    proc = ctx.Process(target=_serve, args=(ops, acks), name="sweeplab-tracking-writer",
+                       daemon=True)
+    # Born ignoring Ctrl-C and SIGTERM (an ignored signal stays ignored across exec, and
+    # Python then leaves it so): a Ctrl-C to the process group while the writer still
+    # imports MLflow would print a traceback from it. The caller stops it with `close`.
+    previous = {sig: signal.signal(sig, signal.SIG_IGN)
+                for sig in (signal.SIGINT, signal.SIGTERM)} \
+        if threading.current_thread() is threading.main_thread() else {}
+    try:
+        proc.start()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return proc, ops, acks
+
+
+def _kill(proc: Any, ops: Any, acks: Any) -> None:
+    proc.kill()
+    proc.join(5)
+    ops.cancel_join_thread()
+    ops.close()
+    acks.close()
+
+
 def _resolve(value: Any, results: dict[int, Any]) -> Any:
     if isinstance(value, Ref):
         got = results[value.slot]
@@ -245,10 +284,11 @@ def _resolve(value: Any, results: dict[int, Any]) -> Any:
     return value
 
 
-def _serve(uri: str, ops: Any, acks: Any, idle_imports: tuple[str, ...] = ()) -> None:
-    """The writer process: run ops until told to stop, or until the caller is gone (then
-    close the runs it left RUNNING as KILLED, so none claims to be running). While no op
-    waits, it imports `idle_imports`, one by one."""
+def _serve(ops: Any, acks: Any) -> None:
+    """The writer process: told its store and what to import while idle (``setup``), run
+    ops until told to stop, or until the caller is gone (then close the runs it left
+    RUNNING as KILLED, so none claims to be running). While no op waits, it imports those
+    modules, one by one."""
     # A Ctrl-C or SIGTERM reaches the whole process group; the caller stops its trials and
     # then this writer, which must first write what it was handed.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -268,6 +308,7 @@ def _serve(uri: str, ops: Any, acks: Any, idle_imports: tuple[str, ...] = ()) ->
 
     quiet_store_tracebacks()
     _warm_up()
+    uri = ""  # the store's, from the caller's ``setup``, its first message
     served = _Served()  # the store is opened when the caller says it exists
     results = served.results
     parent = mp.parent_process()
@@ -276,7 +317,7 @@ def _serve(uri: str, ops: Any, acks: Any, idle_imports: tuple[str, ...] = ()) ->
                          name="sweeplab-writer-watch").start()
     slots: dict[int | None, list[int]] = {}
     failed: dict[int | None, Failure] = {}
-    idle = list(idle_imports)
+    idle: list[str] = []
     while True:
         # One module at most between two looks at the queue: an op that comes meanwhile
         # waits for that one only.
@@ -295,6 +336,12 @@ def _serve(uri: str, ops: Any, acks: Any, idle_imports: tuple[str, ...] = ()) ->
             served.read_since = None
         if msg[0] == "stop":
             return
+        if msg[0] == "setup":
+            _, uri, idle_imports = msg
+            # MLflow's database store first (0.7 s): opening the store would import it
+            database = "://" in uri and not uri.startswith(("http://", "https://", "file:"))
+            idle = ["mlflow.store.tracking.sqlalchemy_store"] * database + list(idle_imports)
+            continue
         if msg[0] == "open":
             served.inline = served.inline or _open(uri)
             continue

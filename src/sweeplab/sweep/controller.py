@@ -132,6 +132,7 @@ def _sweep(cfg: DictConfig, typed: Config, base: DictConfig, space: dict[str, An
         study.sampler = st.make_sampler(s, space, seed_salt=(len(study.trials),))
     client = prepare_store(uri)
     experiment_id = get_experiment_id(client, typed.tracking.experiment, uri)
+    resumed = TrialAttr.PARENT_RUN_ID in study.user_attrs
     parent_run_id = _parent_run(client, study, experiment_id, cfg, s, storage_url, run_tags)
     generation = int(study.user_attrs.get(TrialAttr.GENERATION, 1))
     # the UI's table of this sweep's trials (of this generation only)
@@ -143,7 +144,8 @@ def _sweep(cfg: DictConfig, typed: Config, base: DictConfig, space: dict[str, An
         close_trial_runs(client, parent_run_id, t.number, "its controller was killed "
                          "before the sweep recorded it; the trial was queued again",
                          statuses=("FINISHED",))
-    close_orphan_runs(client, study, parent_run_id, experiment_id)
+    if resumed:  # a parent run made just now has no child runs yet (a query saved)
+        close_orphan_runs(client, study, parent_run_id, experiment_id)
     before = st.tally(study)
     print(f"sweep {s.name!r}: {before.done} of {s.n_trials} trials done"
           + (f", {len(orphans)} interrupted trial(s) queued again" if orphans else "")

@@ -5,6 +5,7 @@ Usage: python -m sweeplab.sweep [overrides]   (or: make sweep ARGS="sweep.n_tria
 
 from __future__ import annotations
 
+import gc
 import sys
 from typing import TYPE_CHECKING
 
@@ -21,8 +22,15 @@ def main() -> None:
     # imports and composes its config, instead of after. A sweep that does not use it
     # stops it (sweep/controller.py).
     prestart()
+    # No collector passes over what the imports build (five passes, a quarter second):
+    # modules live as long as the process, and `settle` then freezes them.
+    gc.disable()
     from sweeplab.cli.common import hydra_app, quote_space_overrides
+    from sweeplab.tracking.quick_exit import settle, skip_final_collection
 
+    skip_final_collection()
+    settle()
+    gc.enable()
     sys.argv = quote_space_overrides(sys.argv)
     hydra_app("sweep_app", _sweep_cli)()
 

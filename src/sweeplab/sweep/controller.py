@@ -49,6 +49,7 @@ from sweeplab.sweep.worker import (
 )
 from sweeplab.tracking import get_experiment_id, prepare_store, resolve_uri
 from sweeplab.tracking.errors import no_space, unavailable_reason
+from sweeplab.tracking.quick_exit import settle
 from sweeplab.tracking.writer import TrackingWriter, discard_prestarted
 from sweeplab.train import load_data
 from sweeplab.train.interrupt import StopRequest, Terminated, deferred_interrupt
@@ -92,6 +93,7 @@ def sweep_job(cfg: DictConfig, run_tags: dict[str, str] | None = None) -> int:
         # cannot be opened or written.
         st.check_storage(st.storage_url(s))
         prepare_store(uri)
+        settle()  # MLflow's store and Optuna's storage imported
     except BaseException:
         if writer is not None:
             writer.discard()
@@ -253,6 +255,7 @@ class Controller:
 
     def run(self, stop: StopRequest, started: float) -> str:
         """Run trials until the sweep has enough; returns why it stopped."""
+        settle()  # the sweep's start-up: its study, parent run and first imports
         try:
             while True:
                 stop.check()

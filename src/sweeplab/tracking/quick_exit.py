@@ -1,4 +1,5 @@
-"""A process's exit without the interpreter's last garbage collections.
+"""A command's process without needless garbage collections: at its exit, and over what
+its start-up built.
 
 A Python process ends by collecting every object it built. For a sweep's processes (MLflow,
 Optuna, matplotlib and plotly imported, a sweep's worth of objects) that took 0.7 to 1.3 s
@@ -9,6 +10,14 @@ write-ahead log into the database file and removes it) and freezes every object,
 final collections then pass by. From then on the process ignores Ctrl-C and SIGTERM: it is
 ending already. Other exit handlers run as before; and all of this happens only at exit,
 so a test or a notebook that calls an entry point keeps collecting as usual.
+
+The same process, while it starts, runs the collector's full (oldest-generation) pass
+again and again: each import of MLflow, SQLAlchemy or Optuna leaves hundreds of thousands
+of long-lived objects, and each pass scans them all (100 to 230 ms a pass on this machine;
+eight passes, about a second, before a default sweep's first trial). `settle`, called by
+the command after such steps, freezes what exists then: later passes scan only newer
+objects. It does nothing outside a command (no `skip_final_collection` before), for the
+same reason as above.
 """
 
 from __future__ import annotations
@@ -19,11 +28,25 @@ import gc
 import signal
 import sys
 
+_command = False  # whether this process is a command's (skip_final_collection was called)
+
 
 def skip_final_collection() -> None:
     """At this process's exit, after the exit handlers registered later (MLflow's, Dask's):
     close the stores' connections, then let the interpreter end without collecting."""
-    atexit.register(_at_exit)
+    global _command
+    if not _command:
+        _command = True
+        atexit.register(_at_exit)
+
+
+def settle() -> None:
+    """In a command's process: leave every object that exists now out of the collector's
+    passes (`gc.freeze`), after a step that built many long-lived ones (imports, a store
+    opened). What of it becomes garbage later is freed by reference counting as usual;
+    only cycles among it stay until exit."""
+    if _command:
+        gc.freeze()
 
 
 def _at_exit() -> None:
@@ -32,6 +55,7 @@ def _at_exit() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(ValueError):  # not the main thread
             signal.signal(sig, signal.SIG_IGN)
+    gc.unfreeze()  # what `settle` froze, its engines among it, is seen again
     engine = sys.modules.get("sqlalchemy.engine")
     if engine is not None:
         # MLflow and Optuna keep their engines in caches of their own for the process's

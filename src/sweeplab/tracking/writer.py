@@ -301,13 +301,14 @@ def _serve(ops: Any, acks: Any) -> None:
     from threadpoolctl import threadpool_limits
 
     from sweeplab.tracking.errors import quiet_store_tracebacks
-    from sweeplab.tracking.quick_exit import skip_final_collection
+    from sweeplab.tracking.quick_exit import settle, skip_final_collection
 
     skip_final_collection()
     threadpool_limits(1)  # the trials' BLAS has the other cores
 
     quiet_store_tracebacks()
     _warm_up()
+    settle()  # MLflow imported: its objects out of the collector's passes
     uri = ""  # the store's, from the caller's ``setup``, its first message
     served = _Served()  # the store is opened when the caller says it exists
     results = served.results
@@ -323,6 +324,7 @@ def _serve(ops: Any, acks: Any) -> None:
         # waits for that one only.
         if idle and ops.empty():
             _import_quietly(idle.pop(0))
+            settle()
             continue
         served.read_since = time.monotonic()
         try:

@@ -134,3 +134,34 @@ def test_a_signal_to_a_dask_sweep_stops_it_cleanly_and_the_resume_finishes(
     assert again.returncode == 0, again.stderr[-2000:]
     assert sum(t.state == TrialState.COMPLETE for t in study().trials) == 5
     assert not runs(uri, "RUNNING")
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_while_the_sweep_starts_ends_it_quietly_with_its_writer(
+        tmp_path: Path, sig: signal.Signals, code: int) -> None:
+    """The sweep command starts its tracking writer before its own imports: a SIGTERM or
+    Ctrl-C in those first seconds ends the command with its exit code, no traceback, and
+    the writer stopped with it (it used to outlive it by seconds, and the semaphores of its
+    queues were reported leaked)."""
+    import psutil
+
+    _, journal, env = stores(tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sweeplab.sweep", *FAST, "sweep.n_trials=2",
+         f"sweep.storage={journal}", f"hydra.run.dir={tmp_path / 'hydra'}"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    children: list[psutil.Process] = []
+    while not children and time.monotonic() < deadline:
+        time.sleep(0.05)
+        children = [c for c in psutil.Process(proc.pid).children()
+                    if "resource_tracker" not in " ".join(c.cmdline())]
+    assert children, "the sweep started no writer"
+    time.sleep(0.3)  # within its imports: its first line comes after about two seconds
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err[-2000:]
+    assert "sweep 'digits" not in out and "trial " not in out  # it was still starting
+    assert "Traceback" not in err and "leaked" not in err, err[-2000:]
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, f"left running: {[p.pid for p in alive]}"

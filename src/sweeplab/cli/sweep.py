@@ -6,6 +6,7 @@ Usage: python -m sweeplab.sweep [overrides]   (or: make sweep ARGS="sweep.n_tria
 from __future__ import annotations
 
 import gc
+import signal
 import sys
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,11 @@ def main() -> None:
     # imports and composes its config, instead of after. A sweep that does not use it
     # stops it (sweep/controller.py).
     prestart()
+    # Until the job starts, a Ctrl-C or SIGTERM ends the command quietly with its usual
+    # exit code, through the exit handlers (which stop the early writer), not with a
+    # traceback from an import or by the signal itself (which would leave the writer).
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _end_quietly)
     # No collector passes over what the imports build (five passes, a quarter second):
     # modules live as long as the process, and `settle` then freezes them.
     gc.disable()
@@ -35,7 +41,14 @@ def main() -> None:
     hydra_app("sweep_app", _sweep_cli)()
 
 
+def _end_quietly(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def _sweep_cli(cfg: DictConfig) -> None:
+    # The job's own handling from here: Ctrl-C as KeyboardInterrupt (SIGTERM is already
+    # hydra_app's), so a sweep stops between trials and says how to resume.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from sweeplab.cli.common import hydra_run_tags
     from sweeplab.sweep.controller import sweep_job
 

@@ -298,6 +298,11 @@ def _serve(ops: Any, acks: Any) -> None:
     # commands set it already (cli/common.py); a sweep run in-process (a test, a
     # notebook calling sweep_job) does not.
     os.environ["MPLBACKEND"] = "Agg"
+    served = _Served()  # the store is opened when the caller says it exists
+    parent = mp.parent_process()
+    if parent is not None:  # watched from now: a caller gone while this imports ends it
+        threading.Thread(target=_watch, args=(parent, served), daemon=True,
+                         name="sweeplab-writer-watch").start()
     from threadpoolctl import threadpool_limits
 
     from sweeplab.tracking.errors import quiet_store_tracebacks
@@ -310,12 +315,7 @@ def _serve(ops: Any, acks: Any) -> None:
     _warm_up()
     settle()  # MLflow imported: its objects out of the collector's passes
     uri = ""  # the store's, from the caller's ``setup``, its first message
-    served = _Served()  # the store is opened when the caller says it exists
     results = served.results
-    parent = mp.parent_process()
-    if parent is not None:
-        threading.Thread(target=_watch, args=(parent, served), daemon=True,
-                         name="sweeplab-writer-watch").start()
     slots: dict[int | None, list[int]] = {}
     failed: dict[int | None, Failure] = {}
     idle: list[str] = []
@@ -389,8 +389,11 @@ def _watch(parent: Any, served: _Served) -> None:
     sending an op leaves part of it in the pipe; the read of the rest never returns (this
     process holds the pipe's write end too, so no end of file comes) and the main loop
     never sees that its caller is gone. Once the caller is gone and a read has lasted
-    `ORPHAN_READ` seconds, close the runs left open as KILLED and exit."""
+    `ORPHAN_READ` seconds, close the runs left open as KILLED and exit. A caller gone
+    before the store was opened (killed while the writer still imports) ends it at once."""
     parent.join()  # returns when the caller's process has ended
+    if served.inline is None and not served.results:
+        os._exit(0)  # nothing opened, nothing to close: not after seconds of imports
     while True:
         since = served.read_since
         if since is not None and time.monotonic() - since > ORPHAN_READ:

@@ -100,3 +100,51 @@ def test_without_a_cache_folder_mlflow_creates_the_store(tmp_path: Path,
     client = prepare_store(f"sqlite:///{db}")
     assert client.get_experiment("0").name == "Default"
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".new")]  # no scratch
+
+
+def test_a_cached_store_at_another_revision_is_made_again(tmp_path: Path, cache: Path) -> None:
+    """MLflow refuses a store at an older schema revision rather than migrate it: such a
+    template is made again before it is copied."""
+    assert seed_sqlite_store(tmp_path / "a.db")
+    with contextlib.closing(sqlite3.connect(template_path())) as con:
+        con.execute("UPDATE alembic_version SET version_num = '451aebb31d03'")
+        con.commit()
+    client = prepare_store(f"sqlite:///{tmp_path / 'b.db'}")
+    assert client.get_experiment("0").name == "Default"
+    revision = "SELECT version_num FROM alembic_version"
+    assert _rows(template_path(), revision) == _rows(tmp_path / "a.db", revision)
+
+
+@pytest.mark.parametrize("name", ["q?x", "h#y", "p%20z"])
+def test_a_cache_folder_with_url_characters_in_its_name(tmp_path: Path, name: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """'?', '#' and '%' mean something in a database URL: the template is made where it
+    is asked for, once, and nothing is written beside the cache folder."""
+    cache = tmp_path / "c" / name
+    monkeypatch.setenv("SWEEPLAB_CACHE_DIR", str(cache))
+    assert seed_sqlite_store(tmp_path / "a.db")
+    made = template_path().stat().st_mtime_ns
+    assert seed_sqlite_store(tmp_path / "b.db")
+    assert template_path().stat().st_mtime_ns == made  # found sound: not made again
+    assert [p.name for p in (tmp_path / "c").iterdir()] == [name]
+    assert [p.name for p in cache.iterdir()] == [template_path().name]
+
+
+def test_a_relative_xdg_cache_home_is_ignored(monkeypatch: pytest.MonkeyPatch,
+                                              tmp_path: Path) -> None:
+    from sweeplab.tracking.fresh_store import cache_dir
+
+    monkeypatch.delenv("SWEEPLAB_CACHE_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", "relcache")
+    assert cache_dir() == tmp_path / ".cache" / "sweeplab"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "sweeplab"
+
+
+def test_a_folder_where_the_cached_store_goes_is_left_alone(tmp_path: Path,
+                                                            cache: Path) -> None:
+    template_path().mkdir(parents=True)
+    assert not seed_sqlite_store(tmp_path / "a.db")
+    assert template_path().is_dir() and not (tmp_path / "a.db").exists()
+    assert [p.name for p in cache.iterdir()] == [template_path().name]  # no scratch left

@@ -18,16 +18,20 @@ import contextlib
 import os
 import shutil
 import sqlite3
+import urllib.parse
 import uuid
 from pathlib import Path
 
 
 def cache_dir() -> Path:
-    """$SWEEPLAB_CACHE_DIR, else $XDG_CACHE_HOME/sweeplab, else ~/.cache/sweeplab."""
+    """$SWEEPLAB_CACHE_DIR, else $XDG_CACHE_HOME/sweeplab (when absolute), else
+    ~/.cache/sweeplab."""
     if os.environ.get("SWEEPLAB_CACHE_DIR"):
         return Path(os.environ["SWEEPLAB_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "sweeplab"
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    # the XDG spec: a relative path there is invalid and to be ignored
+    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "sweeplab"
 
 
 def template_path() -> Path:
@@ -64,11 +68,16 @@ def seed_sqlite_store(db: Path) -> bool:
 
 def _template() -> Path:
     """The empty migrated store in the cache folder, made now if it is missing or damaged."""
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
     path = template_path()
     if path.is_file():
-        if _sound(path):
+        # at MLflow's current revision too: MLflow refuses an older one rather than migrate
+        if _sound(path, _get_latest_schema_revision()):
             return path
         path.unlink(missing_ok=True)
+    elif path.exists():  # a folder or other such: not ours to remove, and no template
+        raise FileExistsError(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _scratch(path)
     try:
@@ -93,7 +102,8 @@ def _migrate(db: Path) -> None:
     import sqlalchemy
     from mlflow.store.db.utils import _initialize_tables, _verify_schema
 
-    engine = sqlalchemy.create_engine(f"sqlite:///{db}")
+    # a URL object, not a string: a path may hold "?" or "#"
+    engine = sqlalchemy.create_engine(sqlalchemy.URL.create("sqlite", database=str(db)))
     try:
         _initialize_tables(engine)
         _verify_schema(engine)  # raises unless the tables are at MLflow's current revision
@@ -101,14 +111,15 @@ def _migrate(db: Path) -> None:
         engine.dispose()  # a closed file, with no journal beside it, is what gets copied
 
 
-def _sound(path: Path) -> bool:
-    """Whether `path` is an intact SQLite database with an Alembic revision and no
+def _sound(path: Path, revision: str) -> bool:
+    """Whether `path` is an intact SQLite database at Alembic revision `revision` with no
     experiment in it (a few milliseconds for its 1 MB)."""
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as con:
+        read_only = f"file:{urllib.parse.quote(str(path))}?mode=ro"  # "?", "#" and "%" quoted
+        with contextlib.closing(sqlite3.connect(read_only, uri=True)) as con:
             ok = con.execute("PRAGMA quick_check").fetchone()[0] == "ok"
-            revision = con.execute("SELECT version_num FROM alembic_version").fetchone()
+            found = con.execute("SELECT version_num FROM alembic_version").fetchall()
             experiments = con.execute("SELECT count(*) FROM experiments").fetchone()[0]
     except sqlite3.Error:
         return False
-    return ok and revision is not None and experiments == 0
+    return ok and found == [(revision,)] and experiments == 0

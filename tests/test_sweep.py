@@ -1070,3 +1070,25 @@ def test_a_sweep_that_cannot_learn_fails_and_crowns_no_champion(sweep_env) -> No
     assert {(r.info.status, r.data.tags["sweeplab.status"]) for r in runs} == \
         {("FAILED", "not_learning")}
     assert client.search_registered_models(filter_string="name = 'nolearn-model'") == []
+
+
+def test_a_sweep_given_tracking_uri_registers_its_champion_in_that_store(
+        in_data_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow's registry looks a models:/ source up in the process-wide store, not the
+    client's: a sweep whose tracking.uri differs from it ($MLFLOW_TRACKING_URI here) failed
+    to register its champion, after making a store of its own there."""
+    elsewhere = tmp_path / "elsewhere.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{elsewhere}")
+    uri = f"sqlite:///{tmp_path / 'given.db'}"
+    cfg = compose_config(*[o for o in FAST if not o.startswith("sweep.register_model")],
+                         f"tracking.uri={uri}", "tracking.log_model=true",
+                         f"sweep.storage=journal:{tmp_path / 'optuna.journal'}",
+                         "sweep.name=given", "sweep.n_trials=2",
+                         "sweep.register_model=given-model", config_name="sweep_app")
+    assert sweep_job(cfg) == 0
+    client = MlflowClient(uri)
+    version = client.get_model_version_by_alias("given-model", "champion")
+    trials = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                f"tags.`{Tag.ROLE}` = 'trial'")
+    assert version.run_id in {r.info.run_id for r in trials}
+    assert not elsewhere.exists()

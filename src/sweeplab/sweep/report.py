@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import mlflow
 import optuna
 from mlflow.entities import Metric as MetricPoint
 from mlflow.entities import RunTag
@@ -179,12 +180,20 @@ def register_champion(client: MlflowClient, name: str, run_id: str, description:
     # MLflow 3 keeps a model as a LoggedModel (models:/<model id>), not in run artifacts.
     uri = client.get_run(run_id).data.tags.get(Tag.MODEL_URI, f"runs:/{run_id}/model")
     model_id = uri.removeprefix("models:/") if uri.startswith("models:/") else None
+    source = uri
+    if model_id is not None and client.tracking_uri != mlflow.get_tracking_uri():
+        # MLflow's registry looks a models:/ source up through the process-wide tracking
+        # URI, not this client's (a TODO in its SqlAlchemyStore, MLflow 3.17): a sweep given
+        # tracking.uri failed here, and made a store in the working folder. The model's own
+        # location registers the same model (the version's source is then the model's
+        # folder rather than its models:/ URI).
+        source = client.get_logged_model(model_id).artifact_location
     try:
         client.create_registered_model(name)
     except MlflowException as err:
         if err.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-    version = client.create_model_version(name, source=uri, run_id=run_id, model_id=model_id,
+    version = client.create_model_version(name, source=source, run_id=run_id, model_id=model_id,
                                           description=description or None, tags=tags)
     client.set_registered_model_alias(name, CHAMPION, version.version)
     return str(version.version)

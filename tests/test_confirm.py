@@ -302,9 +302,12 @@ def test_sigkill_during_confirmation_resumes_each_replicate_once(tmp_path: Path,
            f"sweep.storage=journal:{tmp_path / 'optuna.journal'}", "sweep.name=killed",
            "++sweep.params.model.width='choice(2, 16)'", "++sweep.params.model.depth=null",
            "++sweep.params.optim.lr=null", "sweep.confirm.top_k=2", "sweep.confirm.seeds=3"]
+    # the store made before the sweep starts: two processes creating one SQLite store at
+    # once (this client's migrations and the sweep's) break each other's
+    client = MlflowClient(uri)
+    client.search_experiments(max_results=1)
     proc = subprocess.Popen(cmd, cwd=data_cache, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
-    client = MlflowClient(uri)
     deadline = time.time() + 300
     try:
         while time.time() < deadline and proc.poll() is None:

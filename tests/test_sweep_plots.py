@@ -9,10 +9,12 @@ plots go to a temporary MLflow store and are read back with MlflowClient.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 import numpy as np
 import optuna
+import pytest
 from mlflow.tracking import MlflowClient
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import create_trial
@@ -145,3 +147,114 @@ def test_a_study_the_plots_op_cannot_rebuild_is_a_line_in_skipped_txt(
     text = Path(client.download_artifacts(run_id, plots.SKIPPED_ARTIFACT, str(tmp_path))
                 ).read_text()
     assert text.startswith("plots: ValueError: ")
+
+
+def _record_drawers(monkeypatch: pytest.MonkeyPatch, log: Path,
+                    child_does: Callable[[], object] | None = None) -> None:
+    """plots.draw_pngs, noting which process drew which plots in `log`; in the copy (a
+    process other than this one), `child_does` first, if given."""
+    import os
+
+    draw, here = plots.draw_pngs, os.getpid()
+
+    def noted(study: optuna.Study, objectives: Sequence[str], log_axis: bool,
+              names: Collection[str], folder: Path) -> None:
+        if os.getpid() != here and child_does is not None:
+            child_does()
+        draw(study, objectives, log_axis, names, folder)
+        with open(log, "a") as f:
+            f.writelines(f"{os.getpid()} {n}\n" for n in names)
+
+    monkeypatch.setattr(plots, "draw_pngs", noted)
+
+
+def _drawers(log: Path) -> dict[str, list[int]]:
+    who: dict[str, list[int]] = {}
+    for line in log.read_text().splitlines():
+        pid, name = line.split(" ", 1)
+        who.setdefault(name, []).append(int(pid))
+    return who
+
+
+PNGS = {"optimization_history", "param_importances", "parallel_coordinate",
+        "objective_vs_model.depth", "objective_vs_model.width", "objective_vs_optim.lr"}
+
+
+def test_a_copy_of_the_process_draws_half_of_the_pngs(
+        tmp_mlflow: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On Linux the PNGs are drawn by two processes, each plot once, and all are logged."""
+    import os
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the PNGs are drawn in two processes on Linux only")
+    client = MlflowClient(tmp_mlflow)
+    run_id = client.create_run(client.create_experiment("plots")).info.run_id
+    _record_drawers(monkeypatch, tmp_path / "who")
+    assert plots.log_plots(client, run_id, study_with_diverged_trials(), ["val_cost"]) == []
+    who = _drawers(tmp_path / "who")
+    assert set(who) == PNGS and all(len(p) == 1 for p in who.values()), who
+    pids = {p[0] for p in who.values()}
+    assert len(pids) == 2 and os.getpid() in pids, who
+    logged = {a.path for a in client.list_artifacts(run_id, "plots")}
+    assert {f"plots/{n}.png" for n in PNGS} | {"plots/study.html"} == logged
+
+
+def test_what_the_copy_does_not_draw_is_drawn_here(
+        tmp_mlflow: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copy that dies before drawing, and one that hangs (killed after FORK_TIMEOUT):
+    every PNG is logged all the same, drawn by this process."""
+    import os
+    import time
+
+    client = MlflowClient(tmp_mlflow)
+    exp = client.create_experiment("plots")
+    monkeypatch.setattr(plots, "FORK_TIMEOUT", 1.0)
+    draw = plots.draw_pngs
+    for name, child_does in (("died", lambda: os._exit(3)), ("hung", lambda: time.sleep(600))):
+        run_id = client.create_run(exp).info.run_id
+        log = tmp_path / name
+        monkeypatch.setattr(plots, "draw_pngs", draw)
+        _record_drawers(monkeypatch, log, child_does)
+        assert plots.log_plots(client, run_id, study_with_diverged_trials(),
+                               ["val_cost"]) == []
+        who = _drawers(log)
+        assert set(who) == PNGS and {p for ps in who.values() for p in ps} == {os.getpid()}
+        logged = {a.path for a in client.list_artifacts(run_id, "plots")}
+        assert {f"plots/{n}.png" for n in PNGS} | {"plots/study.html"} == logged, name
+
+
+def test_a_plot_that_cannot_be_drawn_in_the_copy_is_said_once(
+        tmp_mlflow: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plot that fails in the copy is returned once with its reason, and the other plots
+    are logged."""
+    from optuna.visualization import matplotlib as ovm
+
+    study = study_with_diverged_trials()
+    _, aside = plots._halves(study, plots._png_plots(study, ["val_cost"], True))
+    makers = {"optimization_history": "plot_optimization_history",
+              "param_importances": "plot_param_importances",
+              "parallel_coordinate": "plot_parallel_coordinate"}
+    failing = next(n for n in aside if n in makers)  # one the copy draws
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise ValueError("not drawn here")
+
+    monkeypatch.setattr(ovm, makers[failing], refuse)
+    client = MlflowClient(tmp_mlflow)
+    run_id = client.create_run(client.create_experiment("plots")).info.run_id
+    skipped = plots.log_plots(client, run_id, study, ["val_cost"])
+    assert skipped == [f"{failing}: not drawn here"]
+    logged = {a.path for a in client.list_artifacts(run_id, "plots")}
+    assert logged == {f"plots/{n}.png" for n in PNGS - {failing}} | {"plots/study.html"}
+
+
+def test_the_two_halves_take_about_as_long() -> None:
+    """The default sweep's plots split as measured: the copy gets the slice over the
+    learning rate (four decades) and no more than three plots; this process, the page
+    and the parallel coordinates."""
+    study = study_with_diverged_trials()
+    mine, aside = plots._halves(study, plots._png_plots(study, ["val_cost"], True))
+    assert sorted(mine + aside) == sorted(PNGS)
+    assert "objective_vs_optim.lr" in aside and "parallel_coordinate" in mine
+    assert len(aside) == 3

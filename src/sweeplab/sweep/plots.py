@@ -8,14 +8,23 @@ line. So, for costs, the optimisation history and the objective against each sea
 use a log axis, and the parallel coordinates are coloured by log10 of the cost, without
 the trials far above the others (`without_outliers`), which spends the colour scale on the
 good trials instead of on the outliers.
+
+On Linux the PNGs are drawn by two processes, this one and a copy of it (`log_plots`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
+import signal
+import sys
+import tempfile
+import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -35,6 +44,15 @@ PLOT_MODULES = ("matplotlib", "matplotlib.figure", "matplotlib.pyplot",
                 "optuna.visualization.matplotlib", "scipy.optimize", "scipy.interpolate",
                 "scipy.stats", "sklearn.ensemble", "optuna.importance", "plotly.offline")
 SKIPPED_ARTIFACT = "plots/skipped.txt"  # what could not be drawn, and why
+# In the folder `log_plots` draws into: the PNGs, and why a plot was not drawn.
+PNG, WHY = "png", "why"
+# How long the process drawing half of the PNGs may take before it is killed (and its
+# share drawn by the one that started it).
+FORK_TIMEOUT = 120.0
+# What a plot costs to draw, relative to the optimisation history (`_halves`), measured
+# on the default sweep's 40 trials; "page" is study.html.
+PLOT_COSTS = {"optimization_history": 1.0, "param_importances": 0.5,
+              "parallel_coordinate": 1.7, "pareto_front": 1.5, "page": 1.2}
 
 
 def log_axis(study: optuna.Study, objectives: Sequence[str]) -> bool:
@@ -79,12 +97,40 @@ def _target(objectives: Sequence[str], log: bool
 
 def log_plots(client: MlflowClient, run_id: str, study: optuna.Study,
               objectives: Sequence[str]) -> list[str]:
-    """The PNGs under plots/ and the interactive page; returns what was skipped, and why."""
+    """The PNGs under plots/ and the interactive page; returns what was skipped, and why.
+
+    Where the system can fork (Linux), a copy of this process draws every other PNG while
+    this one draws the rest and the page: matplotlib holds the GIL throughout, and at the
+    end of a sweep its plots are what the command waits for (0.9 s for the default sweep's
+    in one process, 0.4 s in two). The copy only draws into files; this process logs them,
+    and draws what the copy did not (it died, or took too long)."""
     log = log_axis(study, objectives)
-    skipped = log_png_plots(client, run_id, study, objectives, log)
+    names = _png_plots(study, objectives, log)
+    html: str | Exception
+    with tempfile.TemporaryDirectory(prefix="sweeplab-plots-") as tmp:
+        folder = Path(tmp)
+        mine, aside = _halves(study, names)
+        child = _fork(lambda: draw_pngs(study, objectives, log, aside, folder)) \
+            if aside else None
+        draw_pngs(study, objectives, log, names if child is None else mine, folder)
+        try:
+            html = study_html(study, objectives, log)
+        except Exception as err:  # plotly missing or a plot it cannot draw: PNGs still stand
+            html = err
+        if child is not None:
+            _reap(child)
+            draw_pngs(study, objectives, log, [n for n in aside if not _drawn(folder, n)],
+                      folder)
+        skipped = [f"{n}: {(folder / WHY / n).read_text()}" for n in names
+                   if (folder / WHY / n).exists()]
+        if any((folder / PNG).glob("*.png")):
+            client.log_artifacts(run_id, str(folder / PNG), "plots")
+    if isinstance(html, Exception):
+        skipped.append(f"{HTML_ARTIFACT}: {type(html).__name__}: {html}")
+        return skipped
     try:
-        client.log_text(run_id, study_html(study, objectives, log), HTML_ARTIFACT)
-    except Exception as err:  # plotly missing or a plot it cannot draw: PNGs still stand
+        client.log_text(run_id, html, HTML_ARTIFACT)
+    except Exception as err:
         skipped.append(f"{HTML_ARTIFACT}: {type(err).__name__}: {err}")
     return skipped
 
@@ -112,57 +158,106 @@ def op_study_plots(client: MlflowClient, run_id: str, study_name: str,
         client.log_text(run_id, "\n".join(skipped) + "\n", SKIPPED_ARTIFACT)
 
 
-def log_png_plots(client: MlflowClient, run_id: str, study: optuna.Study,
-                  objectives: Sequence[str], log: bool) -> list[str]:
-    """Optuna's matplotlib plots as PNG artifacts under plots/; returns what was skipped."""
+def draw_pngs(study: optuna.Study, objectives: Sequence[str], log: bool,
+              names: Collection[str], folder: Path) -> None:
+    """Draw the plots `names` of `png_figures` into ``folder/png/NAME.png``; why a plot
+    could not be drawn goes to ``folder/why/NAME``."""
     import matplotlib.pyplot as plt
 
-    skipped = []
-    for fname, fig in png_figures(study, objectives, log):
+    (folder / PNG).mkdir(exist_ok=True)
+    (folder / WHY).mkdir(exist_ok=True)
+    if not names:
+        return
+    for fname, fig in png_figures(study, objectives, log, only=names):
         if isinstance(fig, Exception):  # e.g. importances need two completed trials
-            skipped.append(f"{fname}: {fig}")
+            (folder / WHY / fname).write_text(str(fig))
             continue
-        client.log_figure(run_id, fig, f"plots/{fname}.png")
+        # under a hidden name until complete: a PNG half written is never taken as drawn
+        scratch = folder / PNG / f".{fname}.png"
+        fig.savefig(scratch, format="png")
         plt.close(fig)
-    return skipped
+        scratch.rename(folder / PNG / f"{fname}.png")
 
 
-def png_figures(study: optuna.Study, objectives: Sequence[str], log: bool
+def _halves(study: optuna.Study, names: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(the PNGs this process draws besides the page, those its copy draws), about equal in
+    time: each plot goes, largest first, to the one with less to draw so far."""
+    decades = {k: math.log10(d.high / d.low) for t in study.trials
+               for k, d in t.distributions.items()
+               if getattr(d, "log", False) and d.low > 0}  # type: ignore[attr-defined]
+
+    def cost(name: str) -> float:
+        key = name.removeprefix("objective_vs_")
+        if key != name:  # a slice: one over many decades lays out many more ticks
+            return max(1.0, decades.get(key, 0.0) / 1.6)
+        return PLOT_COSTS.get(name, 1.0)
+
+    halves: tuple[list[str], list[str]] = ([], [])
+    load = [PLOT_COSTS["page"], 0.0]
+    for name in sorted(names, key=cost, reverse=True):
+        i = 0 if load[0] <= load[1] else 1
+        halves[i].append(name)
+        load[i] += cost(name)
+    return halves
+
+
+def _drawn(folder: Path, name: str) -> bool:
+    return (folder / PNG / f"{name}.png").exists() or (folder / WHY / name).exists()
+
+
+def _fork(work: Callable[[], None]) -> int | None:
+    """A copy of this process (os.fork) that runs `work` and exits at once, without this
+    process's exit handlers or buffered output; its pid, or None if there is no copy (not
+    Linux, or the fork failed), and the caller does all the work itself. Linux only: on
+    macOS a fork that does not exec may crash in the system's libraries."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        # Python 3.12+ warns of a fork beside other threads: the copy runs none of them and
+        # uses nothing they hold (stores, sockets); it only draws into files.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+    except OSError:
+        return None
+    if pid == 0:
+        try:
+            work()
+        finally:
+            os._exit(0)  # what it did not draw, the parent draws
+    return pid
+
+
+def _reap(pid: int) -> None:
+    """Wait for the copy `pid` to exit, at most FORK_TIMEOUT seconds; then kill it."""
+    deadline = time.monotonic() + FORK_TIMEOUT
+    while time.monotonic() < deadline:
+        if os.waitpid(pid, os.WNOHANG)[0]:
+            return
+        time.sleep(0.005)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+
+
+def png_figures(study: optuna.Study, objectives: Sequence[str], log: bool,
+                only: Collection[str] | None = None
                 ) -> Iterator[tuple[str, Figure | Exception]]:
-    """(file name, figure) of each of Optuna's matplotlib plots, or (name, why not)."""
+    """(file name, figure) of each of Optuna's matplotlib plots (of those named in `only`,
+    if given), or (name, why not)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from optuna.visualization import matplotlib as ovm
 
     # A slice plot of a categorical parameter with numeric choices (train.epochs: 500,
     # 1000, ...) makes matplotlib log a note at INFO, which Hydra's logging would print.
     logging.getLogger("matplotlib.category").setLevel(logging.WARNING)
 
-    plain = None if len(objectives) == 1 else (lambda t: t.values[0])
-    name = objectives[0]
-    colour, colour_name = _target(objectives, log)
-    shown, left_out = without_outliers(study, log)
-    titles = {"parallel_coordinate": f"Parallel Coordinate Plot ({left_out} outlier trial"
-                                     f"{'s' if left_out > 1 else ''} left out: see the "
-                                     f"history)"} if left_out else {}
-    # name -> (draw it, whether its y axis is the objective)
-    plots: dict[str, tuple[Callable[[], Any], bool]] = {
-        "optimization_history": (lambda: ovm.plot_optimization_history(
-            study, target=plain, target_name=name), True),
-        "param_importances": (lambda: ovm.plot_param_importances(
-            study, target=plain, target_name=name), False),
-        "parallel_coordinate": (lambda: ovm.plot_parallel_coordinate(
-            shown, target=colour, target_name=colour_name), False),
-    }
-    for param in sorted({k for t in study.trials for k in t.params}):
-        plots[f"objective_vs_{param}"] = (lambda p=param: ovm.plot_slice(
-            study, params=[p], target=plain, target_name=name), True)
-    if len(objectives) > 1:
-        plots["pareto_front"] = (lambda: ovm.plot_pareto_front(
-            study, target_names=objectives), False)
+    titles, plots = _titled_png_plots(study, objectives, log)
     for fname, (make, y_is_objective) in plots.items():
+        if only is not None and fname not in only:
+            continue
         try:
             with warnings.catch_warnings():  # matplotlib's remarks on degenerate axes
                 warnings.simplefilter("ignore", UserWarning)
@@ -187,6 +282,42 @@ def png_figures(study: optuna.Study, objectives: Sequence[str], log: bool
             yield fname, err
             continue
         yield fname, fig
+
+
+def _png_plots(study: optuna.Study, objectives: Sequence[str], log: bool) -> list[str]:
+    """The names of the PNGs `png_figures` draws, in its order."""
+    return list(_titled_png_plots(study, objectives, log)[1])
+
+
+def _titled_png_plots(study: optuna.Study, objectives: Sequence[str], log: bool
+                      ) -> tuple[dict[str, str], dict[str, tuple[Callable[[], Any], bool]]]:
+    """(the titles that replace Optuna's, {file name: (draw it, whether its y axis is the
+    objective)}) of the PNG plots."""
+    from optuna.visualization import matplotlib as ovm
+
+    plain = None if len(objectives) == 1 else (lambda t: t.values[0])
+    name = objectives[0]
+    colour, colour_name = _target(objectives, log)
+    shown, left_out = without_outliers(study, log)
+    titles = {"parallel_coordinate": f"Parallel Coordinate Plot ({left_out} outlier trial"
+                                     f"{'s' if left_out > 1 else ''} left out: see the "
+                                     f"history)"} if left_out else {}
+    # name -> (draw it, whether its y axis is the objective)
+    plots: dict[str, tuple[Callable[[], Any], bool]] = {
+        "optimization_history": (lambda: ovm.plot_optimization_history(
+            study, target=plain, target_name=name), True),
+        "param_importances": (lambda: ovm.plot_param_importances(
+            study, target=plain, target_name=name), False),
+        "parallel_coordinate": (lambda: ovm.plot_parallel_coordinate(
+            shown, target=colour, target_name=colour_name), False),
+    }
+    for param in sorted({k for t in study.trials for k in t.params}):
+        plots[f"objective_vs_{param}"] = (lambda p=param: ovm.plot_slice(
+            study, params=[p], target=plain, target_name=name), True)
+    if len(objectives) > 1:
+        plots["pareto_front"] = (lambda: ovm.plot_pareto_front(
+            study, target_names=objectives), False)
+    return titles, plots
 
 
 def _label_boxes(fig: Figure) -> None:

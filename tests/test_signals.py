@@ -165,3 +165,49 @@ def test_a_signal_while_the_sweep_starts_ends_it_quietly_with_its_writer(
     assert "Traceback" not in err and "leaked" not in err, err[-2000:]
     _, alive = psutil.wait_procs(children, timeout=10)
     assert not alive, f"left running: {[p.pid for p in alive]}"
+
+
+@pytest.mark.parametrize("streams", ["stdout", "both"])
+def test_a_sweep_whose_reader_goes_away_stops_like_ctrl_c(tmp_path: Path, data_cache: Path,
+                                                          streams: str) -> None:
+    """`make sweep | head -1` (and `2>&1 | head -1`): after the first line, nothing reads the
+    pipe. The sweep stops at its next safe point with exit code 141, without a traceback,
+    its runs closed (the parent's reason says why) and its trials queued again; the same
+    command then resumes it."""
+    uri, journal, env = stores(tmp_path)
+    cmd = [sys.executable, "-m", "sweeplab.sweep", *FAST, "train.epochs=300",
+           "sweep.n_trials=40", "sweep.name=piped", "sweep.register_model=null",
+           "sweep.confirm.top_k=0", f"sweep.storage={journal}"]
+    err_to = subprocess.STDOUT if streams == "both" else subprocess.PIPE
+    proc = subprocess.Popen(cmd, cwd=data_cache, env=env, stdout=subprocess.PIPE,
+                            stderr=err_to, text=True, start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        proc.stdout.close()  # what `head -1` does
+        err = proc.stderr.read() if proc.stderr is not None else ""
+        proc.wait(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert first.startswith("sweep 'piped'"), first
+    assert proc.returncode == 141, err[-3000:]
+    assert "Traceback" not in err and "BrokenPipe" not in err, err[-3000:]
+    if streams == "stdout":  # the terminal still has stderr: why it stopped
+        assert "sweep 'piped' stopped: its output was closed" in err.splitlines()[-1]
+    study = optuna.load_study(study_name="piped", storage=open_storage(journal))
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    done = sum(t.state.is_finished() for t in study.trials)
+    assert done < 40  # it stopped, rather than run on with nowhere to print
+    assert not runs(uri, "RUNNING")
+    (parent,) = [r for r in runs(uri) if r.data.tags.get("sweeplab.role") == "sweep"]
+    assert parent.info.status == "KILLED"
+    assert "its output was closed" in parent.data.tags["sweeplab.stopped_because"]
+
+    again = subprocess.run(cmd, cwd=data_cache, env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    study = optuna.load_study(study_name="piped", storage=open_storage(journal))
+    assert sum(t.state == TrialState.COMPLETE for t in study.trials) \
+        + sum(t.state == TrialState.PRUNED for t in study.trials) >= 40
+    assert not runs(uri, "RUNNING")

@@ -200,3 +200,4 @@ class ExitCode:
     ABORT = 3  # a sweep worker found a trial whose config is invalid: the sweep stops
     INTERRUPTED = 130  # Ctrl-C
     TERMINATED = 143  # SIGTERM
+    OUTPUT_CLOSED = 141  # the reader of its output went away (128 + SIGPIPE)

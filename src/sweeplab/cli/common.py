@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig
@@ -27,7 +29,12 @@ from sweeplab.tracking.store import (
     check_server,
     default_uri,
 )
-from sweeplab.train.interrupt import Terminated, sigterm_as_interrupt
+from sweeplab.train.interrupt import (
+    exit_code,
+    interruption,
+    request_stop,
+    sigterm_as_interrupt,
+)
 
 if TYPE_CHECKING:
     from sweeplab.tracking import MlflowTracker
@@ -72,17 +79,15 @@ def hydra_app(config_name: str, job: Callable[[DictConfig], Any]) -> Callable[[]
             # MLflow's client gave up retrying (within about a minute: tracking/store.py).
             print(f"error: the tracking server stopped answering: {gone}", file=sys.stderr)
             raise SystemExit(ExitCode.USAGE) from None
-        except Terminated:
-            print("terminated (SIGTERM)", file=sys.stderr)
-            raise SystemExit(ExitCode.TERMINATED) from None
-        except KeyboardInterrupt:
-            print("interrupted (Ctrl-C)", file=sys.stderr)
-            raise SystemExit(ExitCode.INTERRUPTED) from None
+        except KeyboardInterrupt as err:
+            print(interruption(err), file=sys.stderr)
+            raise SystemExit(exit_code(err)) from None
 
     def main() -> Any:
         skip_final_collection()
         draw_into_files()
         line_buffered_stdout()
+        guard_output()
         sys.argv = absolute_config_path(sys.argv)
         # Hydra's own composition errors (an unknown key or option, a wrong type) end in
         # several lines and exit code 1 before the job runs: compose once first.
@@ -108,6 +113,54 @@ def line_buffered_stdout() -> None:
     reconfigure = getattr(sys.stdout, "reconfigure", None)  # absent on a notebook's stream
     if reconfigure is not None:
         reconfigure(line_buffering=True)
+
+
+class _Guarded:
+    """A standard stream whose reader may go away (`make sweep | head -1`): then what is
+    written after is dropped instead of raising BrokenPipeError at every print (a traceback,
+    and a sweep left with its parent run RUNNING), and a sweep stops at its next safe point
+    as for Ctrl-C (`request_stop`), with its runs closed and its summary logged. Anything
+    else is the stream's own."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._gone = False
+
+    def write(self, text: str) -> int:
+        if not self._gone:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._reader_gone()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._reader_gone()
+
+    def _reader_gone(self) -> None:
+        self._gone = True
+        # What the stream still buffers goes nowhere, also at exit (as Python's signal
+        # documentation advises for a closed pipe), rather than failing there again.
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        request_stop(signal.SIGPIPE)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def guard_output() -> None:
+    """Guard stdout and stderr (`_Guarded`), once."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None and not isinstance(stream, _Guarded):
+            setattr(sys, name, _Guarded(stream))
 
 
 def _server_gone(cfg: DictConfig) -> TrackingServerError | None:

@@ -52,7 +52,7 @@ from sweeplab.tracking.errors import no_space, unavailable_reason
 from sweeplab.tracking.quick_exit import settle
 from sweeplab.tracking.writer import TrackingWriter, discard_prestarted
 from sweeplab.train import load_data
-from sweeplab.train.interrupt import StopRequest, Terminated, deferred_interrupt
+from sweeplab.train.interrupt import StopRequest, deferred_interrupt, exit_code, interruption
 
 
 def sweep_job(cfg: DictConfig, run_tags: dict[str, str] | None = None) -> int:
@@ -178,10 +178,8 @@ def _sweep(cfg: DictConfig, typed: Config, base: DictConfig, space: dict[str, An
     except SweepAborted as err:
         code, why, error = ExitCode.USAGE, str(err), str(err)
     except KeyboardInterrupt as err:
-        term = isinstance(err, Terminated)
-        code = ExitCode.TERMINATED if term else ExitCode.INTERRUPTED
-        why = (f"{'terminated (SIGTERM)' if term else 'interrupted (Ctrl-C)'}; run the same "
-               f"command again to resume")
+        code = exit_code(err)
+        why = f"{interruption(err)}; run the same command again to resume"
     except Exception as err:  # a bug or an unforeseen fault: the parent run says so
         code, why = ExitCode.FAILED, f"stopped on {type(err).__name__}: {err}"
         raise
@@ -190,6 +188,8 @@ def _sweep(cfg: DictConfig, typed: Config, base: DictConfig, space: dict[str, An
         printer.close()
         if error is not None:  # on a line of its own, after the progress bar
             print(f"error: {error}", file=sys.stderr, flush=True)
+        elif code == ExitCode.OUTPUT_CLOSED:  # the summary's lines go nowhere: why, here
+            print(f"sweep {s.name!r} {why}", file=sys.stderr, flush=True)
         try:
             summarize(study, client, parent_run_id, typed, experiment_id, uri, why,
                       confirmed=confirmed, plots_writer=plots_writer, register=ended,
@@ -281,8 +281,7 @@ class Controller:
                                f"{st.storage_url(self.s)}); free space, then run the same "
                                f"command to resume") from None
         except BaseException as err:
-            self.interrupt_all("terminated (SIGTERM)" if isinstance(err, Terminated)
-                               else "interrupted (Ctrl-C)")
+            self.interrupt_all(interruption(err))
             raise
 
     def why_stop(self, started: float) -> str | None:

@@ -8,6 +8,10 @@ for the rest of the process, and the sweep's summary then fails with "database i
 instead of being written. So the first Ctrl-C only sets `requested`; the sweep raises
 KeyboardInterrupt itself at the next log point of the running trial or between trials. A
 second Ctrl-C raises at once, for a user who does not want to wait.
+
+A standard stream whose reader went away (`make sweep | head`) asks to stop the same way
+(`request_stop`, from the stream's guard in cli/common.py), with its own reason and exit
+code.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from types import FrameType
 
+from sweeplab.names import ExitCode
 from sweeplab.train.callbacks import Callback
 
 
@@ -26,12 +31,52 @@ class Terminated(KeyboardInterrupt):
     run stops at a safe point and is closed as KILLED; the command exits with 143."""
 
 
+class OutputClosed(KeyboardInterrupt):
+    """The reader of this process's output went away (a pipe into `head`): handled as
+    Ctrl-C is, with exit code 141 (128 + SIGPIPE, as for a command a closed pipe kills)."""
+
+
 def _raise_for(signum: int) -> None:
-    raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+    if signum == signal.SIGTERM:
+        raise Terminated
+    if signum == signal.SIGPIPE:
+        raise OutputClosed
+    raise KeyboardInterrupt
+
+
+def interruption(err: BaseException) -> str:
+    """What stopped the program, for a run's reason and the command's last line."""
+    if isinstance(err, Terminated):
+        return "terminated (SIGTERM)"
+    if isinstance(err, OutputClosed):
+        return "stopped: its output was closed (the reader of a pipe went away)"
+    return "interrupted (Ctrl-C)"
+
+
+def exit_code(err: BaseException) -> int:
+    """The command's exit code for what stopped it: 143 (SIGTERM), 141 (its output closed),
+    130 (Ctrl-C)."""
+    if isinstance(err, Terminated):
+        return ExitCode.TERMINATED
+    if isinstance(err, OutputClosed):
+        return ExitCode.OUTPUT_CLOSED
+    return ExitCode.INTERRUPTED
+
+
+# The StopRequests of the `deferred_interrupt` blocks open now, innermost last.
+_open: list[StopRequest] = []
+
+
+def request_stop(signum: int) -> None:
+    """Ask the innermost open `deferred_interrupt` to stop as if signal `signum` came, unless
+    a stop was asked already; nothing outside one."""
+    if _open and _open[-1].signum is None:
+        _open[-1].signum = signum
 
 
 class StopRequest:
-    """Whether Ctrl-C or SIGTERM arrived since `deferred_interrupt()` began, and which."""
+    """Whether Ctrl-C or SIGTERM arrived since `deferred_interrupt()` began, and which (or
+    SIGPIPE's number for an output closed: `request_stop`)."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -41,8 +86,8 @@ class StopRequest:
         return self.signum is not None
 
     def check(self) -> None:
-        """Raise KeyboardInterrupt (Terminated for SIGTERM) if a stop was requested: call it
-        where stopping is safe."""
+        """Raise KeyboardInterrupt (Terminated for SIGTERM, OutputClosed for a closed
+        output) if a stop was requested: call it where stopping is safe."""
         if self.signum is not None:
             _raise_for(self.signum)
 
@@ -60,16 +105,20 @@ def deferred_interrupt() -> Iterator[StopRequest]:
     Outside the main thread (where Python cannot install handlers) signals are left as is.
     """
     stop = StopRequest()
-    if threading.current_thread() is not threading.main_thread():
-        yield stop
-        return
-    previous = {sig: signal.signal(sig, stop._on_signal)
-                for sig in (signal.SIGINT, signal.SIGTERM)}
+    _open.append(stop)
     try:
-        yield stop
+        if threading.current_thread() is not threading.main_thread():
+            yield stop
+            return
+        previous = {sig: signal.signal(sig, stop._on_signal)
+                    for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield stop
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        _open.remove(stop)
 
 
 @contextmanager

@@ -148,3 +148,35 @@ def test_a_folder_where_the_cached_store_goes_is_left_alone(tmp_path: Path,
     assert not seed_sqlite_store(tmp_path / "a.db")
     assert template_path().is_dir() and not (tmp_path / "a.db").exists()
     assert [p.name for p in cache.iterdir()] == [template_path().name]  # no scratch left
+
+
+def test_scratch_files_a_killed_process_left_are_removed(tmp_path: Path, cache: Path) -> None:
+    """A SIGKILL while the cached store is made, or while it is copied, leaves its scratch
+    file; the next copy removes those of processes that are gone, once a minute old, and
+    leaves the others alone."""
+    import os
+    import subprocess
+    import time
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    old = time.time() - 120
+    template, db = template_path(), tmp_path / "work" / "mlflow.db"
+    cache.mkdir()
+    db.parent.mkdir()
+    left: dict[str, Path] = {}
+    for where, beside in (("cache", template), ("work", db)):
+        for kind, pid, age in (("stale", gone.pid, old), ("recent", gone.pid, None),
+                               ("alive", os.getpid(), old)):
+            f = beside.with_name(f".{beside.name}.{pid}.{kind}.new")
+            f.write_bytes(b"half a store")
+            if age is not None:
+                os.utime(f, (age, age))
+            left[f"{where}-{kind}"] = f
+    other = cache / "notes.txt"
+    other.write_text("not ours")
+    os.utime(other, (old, old))
+    assert seed_sqlite_store(db)  # makes the cached store, then copies it
+    assert {k for k, f in left.items() if f.exists()} == {
+        "cache-recent", "cache-alive", "work-recent", "work-alive"}
+    assert other.exists()

@@ -18,9 +18,13 @@ import contextlib
 import os
 import shutil
 import sqlite3
+import time
 import urllib.parse
 import uuid
 from pathlib import Path
+
+# A scratch file older than this, of a process that is gone, was left by a kill.
+STALE_SCRATCH_SECONDS = 60.0
 
 
 def cache_dir() -> Path:
@@ -54,6 +58,7 @@ def seed_sqlite_store(db: Path) -> bool:
         return False
     # Copy beside `db`, then link: the link fails if another process made `db` meanwhile,
     # so a store someone has started writing to is never replaced.
+    _remove_stale_scratch(db)
     tmp = _scratch(db)
     try:
         shutil.copyfile(template, tmp)
@@ -79,6 +84,7 @@ def _template() -> Path:
     elif path.exists():  # a folder or other such: not ours to remove, and no template
         raise FileExistsError(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_scratch(path)
     tmp = _scratch(path)
     try:
         _migrate(tmp)
@@ -94,6 +100,32 @@ def _scratch(beside: Path) -> Path:
     """A name for a file to be made next to `beside`, unique to this process and call. (Not
     `mkstemp`: its file is private to the user, and the store should get the usual mode.)"""
     return beside.with_name(f".{beside.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.new")
+
+
+def _remove_stale_scratch(beside: Path, age: float = STALE_SCRATCH_SECONDS) -> None:
+    """Remove the `_scratch` files next to `beside` that a process killed while it copied
+    or migrated left: its pid is gone, and the file is older than `age` seconds (a pid is
+    only this host's: on a folder that other hosts share, the age keeps their files)."""
+    prefix = f".{beside.name}."
+    now = time.time()
+    with contextlib.suppress(OSError):
+        for f in beside.parent.iterdir():
+            pid = f.name.removeprefix(prefix).split(".", 1)[0]
+            if not (f.name.startswith(prefix) and f.name.endswith(".new") and pid.isdigit()):
+                continue
+            with contextlib.suppress(OSError):
+                if now - f.stat().st_mtime > age and not _alive(int(pid)):
+                    f.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _migrate(db: Path) -> None:

@@ -63,11 +63,18 @@ def data_cache(tmp_path_factory: pytest.TempPathFactory,
     its data/builtin/ once, and whatever a test writes to a relative path (MLflow's default
     ./mlruns, Hydra's outputs/) lands here, never in the repository. sweeplab's cache
     (the empty MLflow store new stores are copied from) is a session folder too, not the
-    user's ~/.cache."""
+    user's ~/.cache; and so is the temporary folder of this process and the ones it starts
+    (what a killed process leaves there, MLflow's downloads of a model it loads, Dask's
+    scratch space go with pytest's own folders)."""
+    import tempfile
+
     folder = tmp_path_factory.mktemp("workdir")
+    scratch = tmp_path_factory.mktemp("tmp")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(folder)
         mp.setenv("SWEEPLAB_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        mp.setenv("TMPDIR", str(scratch))
+        mp.setattr(tempfile, "tempdir", str(scratch))
         yield folder
 
 

@@ -407,3 +407,58 @@ def test_a_writer_orphaned_in_the_middle_of_an_op_closes_its_runs_and_exits(
         [MlflowClient(uri).get_experiment_by_name("orphans").experiment_id])
     assert run.info.status == "KILLED"
     assert run.data.tags["sweeplab.status"] == "interrupted"
+
+
+STOP_SCRIPT = """
+import sys
+from pathlib import Path
+from sweeplab.tracking import prepare_store
+from sweeplab.tracking.writer import TrackingWriter
+import writer_ops
+
+uri = "sqlite:///" + sys.argv[1]
+client = prepare_store(uri)  # write-ahead logging on
+run_id = client.create_run(client.create_experiment("e")).info.run_id
+client._tracking_client.store.engine.dispose()  # the writer's the only connection left
+writer = TrackingWriter(uri)
+writer.barrier(1, writer.call(writer_ops.log_and_mark, run_id, sys.argv[2]))
+print("acked", [(a.group, a.value) for a in writer.acks(timeout=120)], flush=True)
+writer.close()
+print("exit code", writer._proc.exitcode, flush=True)
+"""
+
+WRITER_OPS = '''
+import atexit
+from pathlib import Path
+
+
+def log_and_mark(client, run_id, marker):
+    """In the writer: a param on the run, and an exit handler that leaves `marker`."""
+    client.log_param(run_id, "p", "1")
+    atexit.register(Path(marker).write_text, "exit handlers ran")
+    return "logged"
+'''
+
+
+def test_a_stopped_writer_runs_its_exit_handlers_and_leaves_the_store_closed(
+        tmp_path: Path) -> None:
+    """Told to stop, the writer ends at once (the interpreter's teardown skipped), yet as a
+    clean exit ends: its acks reach the caller, every exit handler runs (one an op
+    registered, and the one that closes the store, whose -wal file is then folded into
+    the database), and its exit code is 0."""
+    import sqlite3
+
+    db, marker = tmp_path / "mlflow.db", tmp_path / "marker"
+    (tmp_path / "writer_ops.py").write_text(WRITER_OPS)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    proc = subprocess.run([sys.executable, "-c", STOP_SCRIPT, str(db), str(marker)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "acked [(1, 'logged')]" in proc.stdout, proc.stdout
+    assert "exit code 0" in proc.stdout, proc.stdout
+    assert marker.read_text() == "exit handlers ran"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("mlflow.db")) \
+        == ["mlflow.db"]
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+        assert con.execute("select key, value from params").fetchall() == [("p", "1")]

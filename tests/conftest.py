@@ -56,6 +56,10 @@ def repository_stays_clean() -> Iterator[None]:
                     pytrace=False)
 
 
+# The environment variable naming the system's temporary folder while the tests run.
+SHARED_TMP = "SWEEPLAB_TESTS_SHARED_TMP"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def data_cache(tmp_path_factory: pytest.TempPathFactory,
                repository_stays_clean: None) -> Iterator[Path]:
@@ -73,6 +77,9 @@ def data_cache(tmp_path_factory: pytest.TempPathFactory,
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(folder)
         mp.setenv("SWEEPLAB_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        # where a folder for another user goes (PostgreSQL's, `nobody`'s): this session's
+        # folders are root's alone
+        mp.setenv(SHARED_TMP, tempfile.gettempdir())
         mp.setenv("TMPDIR", str(scratch))
         mp.setattr(tempfile, "tempdir", str(scratch))
         yield folder

@@ -3,6 +3,7 @@ conftest.py. tests/ is on sys.path through pytest's `pythonpath` setting (pyproj
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -14,6 +15,12 @@ import sweeplab.conf
 REPO = Path(__file__).resolve().parents[1]
 # The configs the app reads (pkg://sweeplab.conf): src/sweeplab/conf/ in the checkout.
 CONF_DIR = Path(sweeplab.conf.__file__).parent
+
+
+def shared_tmp() -> str | None:
+    """The system's temporary folder, where a folder another user must reach goes (a
+    PostgreSQL cluster's, `nobody`'s): the session's own (conftest.py) is root's alone."""
+    return os.environ.get("SWEEPLAB_TESTS_SHARED_TMP")
 
 
 def compose_config(*overrides: str, config_name: str = "config") -> DictConfig:

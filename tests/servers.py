@@ -29,6 +29,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import shared_tmp
+
 LOOPBACK = "127.0.0.1"
 PG_USER = "postgres"  # the cluster's superuser; as root, also the OS user it runs as
 
@@ -127,7 +129,7 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
         pytest.skip("PostgreSQL's initdb/pg_ctl not found (apt-get install postgresql; "
                     ".ci/run does)")
     run_as = _run_as()
-    folder = Path(tempfile.mkdtemp(prefix="sweeplab-pg-"))
+    folder = Path(tempfile.mkdtemp(prefix="sweeplab-pg-", dir=shared_tmp()))
     if run_as:
         import pwd
 

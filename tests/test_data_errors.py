@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import REPO, compose_config
+from helpers import REPO, compose_config, shared_tmp
 from sweeplab.data.h5 import write_course_h5
 from test_input_errors import _env, assert_no_run, one_error_line, run_cli
 
@@ -59,7 +59,7 @@ def nobody_folder() -> Iterator[Path]:
     if probe.returncode != 0:
         pytest.skip(f"user 'nobody' cannot import sweeplab from {sys.executable} and "
                     f"{REPO / 'src'}: {probe.stderr.strip()[-200:]}")
-    folder = Path(tempfile.mkdtemp(prefix="sweeplab-nobody-"))
+    folder = Path(tempfile.mkdtemp(prefix="sweeplab-nobody-", dir=shared_tmp()))
     os.chown(folder, nobody.pw_uid, nobody.pw_gid)
     try:
         yield folder

@@ -258,3 +258,25 @@ def test_the_two_halves_take_about_as_long() -> None:
     assert sorted(mine + aside) == sorted(PNGS)
     assert "objective_vs_optim.lr" in aside and "parallel_coordinate" in mine
     assert len(aside) == 3
+
+
+def test_the_copy_never_reads_the_studys_storage(tmp_mlflow: str, tmp_path: Path) -> None:
+    """The plots are drawn from the trials read once, here: a forked process reading the
+    study's storage would share this process's database connection (a sweep on PostgreSQL
+    failed with a broken connection)."""
+    import os
+
+    class Recording(optuna.storages.InMemoryStorage):
+        def get_all_trials(self, *args: object, **kwargs: object) -> list:  # type: ignore[override]
+            with open(tmp_path / "readers", "a") as f:
+                f.write(f"{os.getpid()}\n")
+            return super().get_all_trials(*args, **kwargs)  # type: ignore[arg-type]
+
+    study = optuna.create_study(study_name="recorded", storage=Recording())
+    study.add_trials(study_with_diverged_trials().trials)
+    client = MlflowClient(tmp_mlflow)
+    run_id = client.create_run(client.create_experiment("plots")).info.run_id
+    assert plots.log_plots(client, run_id, study, ["val_cost"]) == []
+    readers = set((tmp_path / "readers").read_text().split())
+    assert readers == {str(os.getpid())}
+    assert len({a.path for a in client.list_artifacts(run_id, "plots")}) == len(PNGS) + 1

@@ -49,6 +49,7 @@ PNG, WHY = "png", "why"
 # How long the process drawing half of the PNGs may take before it is killed (and its
 # share drawn by the one that started it).
 FORK_TIMEOUT = 120.0
+FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 # What a plot costs to draw, relative to the optimisation history (`_halves`), measured
 # on the default sweep's 40 trials; "page" is study.html.
 PLOT_COSTS = {"optimization_history": 1.0, "param_importances": 0.5,
@@ -104,6 +105,7 @@ def log_plots(client: MlflowClient, run_id: str, study: optuna.Study,
     end of a sweep its plots are what the command waits for (0.9 s for the default sweep's
     in one process, 0.4 s in two). The copy only draws into files; this process logs them,
     and draws what the copy did not (it died, or took too long)."""
+    study = finished_in_memory(study)
     log = log_axis(study, objectives)
     names = _png_plots(study, objectives, log)
     html: str | Exception
@@ -133,6 +135,15 @@ def log_plots(client: MlflowClient, run_id: str, study: optuna.Study,
     except Exception as err:
         skipped.append(f"{HTML_ARTIFACT}: {type(err).__name__}: {err}")
     return skipped
+
+
+def finished_in_memory(study: optuna.Study) -> optuna.Study:
+    """The study's finished trials, in a study in memory. The plots are drawn from it: a
+    forked process must not use the study's storage (a database connection it shares with
+    this process breaks in both), and no plot reads the storage again."""
+    copy = optuna.create_study(study_name=study.study_name, directions=study.directions)
+    copy.add_trials(study.get_trials(deepcopy=False, states=FINISHED_STATES))
+    return copy
 
 
 def op_study_plots(client: MlflowClient, run_id: str, study_name: str,

@@ -189,7 +189,7 @@ def _sweep(cfg: DictConfig, typed: Config, base: DictConfig, space: dict[str, An
         if error is not None:  # on a line of its own, after the progress bar
             print(f"error: {error}", file=sys.stderr, flush=True)
         elif code == ExitCode.OUTPUT_CLOSED:  # the summary's lines go nowhere: why, here
-            print(f"sweep {s.name!r} {why}", file=sys.stderr, flush=True)
+            print(f"sweep {s.name!r} stopped: {why}", file=sys.stderr, flush=True)
         try:
             summarize(study, client, parent_run_id, typed, experiment_id, uri, why,
                       confirmed=confirmed, plots_writer=plots_writer, register=ended,

@@ -103,7 +103,7 @@ def log_plots(client: MlflowClient, run_id: str, study: optuna.Study,
     Where the system can fork (Linux), a copy of this process draws every other PNG while
     this one draws the rest and the page: matplotlib holds the GIL throughout, and at the
     end of a sweep its plots are what the command waits for (0.9 s for the default sweep's
-    in one process, 0.4 s in two). The copy only draws into files; this process logs them,
+    in one process, 0.5 s in two). The copy only draws into files; this process logs them,
     and draws what the copy did not (it died, or took too long)."""
     study = finished_in_memory(study)
     log = log_axis(study, objectives)

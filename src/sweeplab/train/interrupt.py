@@ -49,7 +49,7 @@ def interruption(err: BaseException) -> str:
     if isinstance(err, Terminated):
         return "terminated (SIGTERM)"
     if isinstance(err, OutputClosed):
-        return "stopped: its output was closed (the reader of a pipe went away)"
+        return "its output was closed (the reader of a pipe went away)"
     return "interrupted (Ctrl-C)"
 
 

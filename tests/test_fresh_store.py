@@ -153,7 +153,8 @@ def test_a_folder_where_the_cached_store_goes_is_left_alone(tmp_path: Path,
 def test_scratch_files_a_killed_process_left_are_removed(tmp_path: Path, cache: Path) -> None:
     """A SIGKILL while the cached store is made, or while it is copied, leaves its scratch
     file; the next copy removes those of processes that are gone, once a minute old, and
-    leaves the others alone."""
+    leaves the others alone: recent ones, a live process's, and anything not named as a
+    scratch file is (even if it looks close), without failing on odd names."""
     import os
     import subprocess
     import time
@@ -166,17 +167,17 @@ def test_scratch_files_a_killed_process_left_are_removed(tmp_path: Path, cache: 
     db.parent.mkdir()
     left: dict[str, Path] = {}
     for where, beside in (("cache", template), ("work", db)):
-        for kind, pid, age in (("stale", gone.pid, old), ("recent", gone.pid, None),
-                               ("alive", os.getpid(), old)):
-            f = beside.with_name(f".{beside.name}.{pid}.{kind}.new")
+        for kind, tail, age in (
+                ("stale", f"{gone.pid}.0123abcd", old), ("recent", f"{gone.pid}.89abcdef", None),
+                ("alive", f"{os.getpid()}.0123abcd", old),
+                ("no-hex", f"{gone.pid}", old), ("long-pid", "9" * 20 + ".0123abcd", old),
+                ("unicode-digit", "\u00b2.0123abcd", old),
+                ("upper-hex", f"{gone.pid}.0123ABCD", old)):
+            f = beside.with_name(f".{beside.name}.{tail}.new")
             f.write_bytes(b"half a store")
             if age is not None:
                 os.utime(f, (age, age))
             left[f"{where}-{kind}"] = f
-    other = cache / "notes.txt"
-    other.write_text("not ours")
-    os.utime(other, (old, old))
     assert seed_sqlite_store(db)  # makes the cached store, then copies it
-    assert {k for k, f in left.items() if f.exists()} == {
-        "cache-recent", "cache-alive", "work-recent", "work-alive"}
-    assert other.exists()
+    assert {k for k, f in left.items() if not f.exists()} == {"cache-stale", "work-stale"}
+    assert template.is_file()

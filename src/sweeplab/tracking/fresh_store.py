@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import sqlite3
 import time
@@ -104,17 +105,18 @@ def _scratch(beside: Path) -> Path:
 
 def _remove_stale_scratch(beside: Path, age: float = STALE_SCRATCH_SECONDS) -> None:
     """Remove the `_scratch` files next to `beside` that a process killed while it copied
-    or migrated left: its pid is gone, and the file is older than `age` seconds (a pid is
-    only this host's: on a folder that other hosts share, the age keeps their files)."""
-    prefix = f".{beside.name}."
+    or migrated left: named exactly as `_scratch` names them, their pid gone, and older
+    than `age` seconds (a pid is only this host's: on a folder that other hosts share, the
+    age keeps their files). Housekeeping: nothing here fails the caller."""
+    name = re.compile(rf"\.{re.escape(beside.name)}\.([0-9]{{1,9}})\.[0-9a-f]{{8}}\.new")
     now = time.time()
     with contextlib.suppress(OSError):
         for f in beside.parent.iterdir():
-            pid = f.name.removeprefix(prefix).split(".", 1)[0]
-            if not (f.name.startswith(prefix) and f.name.endswith(".new") and pid.isdigit()):
+            match = name.fullmatch(f.name)
+            if match is None:
                 continue
             with contextlib.suppress(OSError):
-                if now - f.stat().st_mtime > age and not _alive(int(pid)):
+                if now - f.stat().st_mtime > age and not _alive(int(match[1])):
                     f.unlink()
 
 

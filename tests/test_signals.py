@@ -211,3 +211,44 @@ def test_a_sweep_whose_reader_goes_away_stops_like_ctrl_c(tmp_path: Path, data_c
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) \
         + sum(t.state == TrialState.PRUNED for t in study.trials) >= 40
     assert not runs(uri, "RUNNING")
+
+
+def test_a_second_ctrl_c_while_the_sweep_reports_closes_its_parent_run(
+        in_data_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once the search has ended, a first Ctrl-C is let be (the summary takes a second); a
+    second one raises inside the summary. The parent run is then closed as KILLED with
+    the reason, not left RUNNING; the exit code is 130; the same command logs the summary
+    (the parent FINISHED). The second Ctrl-C is simulated: the summary raises it."""
+    from mlflow.entities import Run
+
+    from helpers import compose_config, use_mlflow_store
+    from sweeplab.sweep import controller
+
+    uri = use_mlflow_store(tmp_path, monkeypatch)
+    cfg = compose_config(
+        "sweep.confirm.top_k=0", "data=moons", "data.n_samples=200", "train.epochs=12",
+        "train.log_every=3", "train.batch_size=null", "tracking.log_model=false",
+        "sweep.register_model=null", "sweep.n_trials=3", "sweep.name=cut",
+        f"sweep.storage=journal:{tmp_path / 'optuna.journal'}", config_name="sweep_app")
+    real = controller.summarize
+    calls: list[int] = []
+
+    def cut_short(*args: object, **kwargs: object) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(controller, "summarize", cut_short)
+    assert controller.sweep_job(cfg) == 130
+
+    def parent() -> Run:
+        (p,) = [r for r in runs(uri) if r.data.tags.get("sweeplab.role") == "sweep"]
+        return p
+
+    assert parent().info.status == "KILLED"
+    assert "interrupted (Ctrl-C) while the sweep reported" in \
+        parent().data.tags["sweeplab.stopped_because"]
+    assert not runs(uri, "RUNNING")
+    assert controller.sweep_job(cfg) == 0
+    assert parent().info.status == "FINISHED"

@@ -195,6 +195,14 @@ def _sweep(cfg: DictConfig, typed: Config, base: DictConfig, space: dict[str, An
                       confirmed=confirmed, plots_writer=plots_writer, register=ended,
                       status={ExitCode.OK: "FINISHED", ExitCode.FAILED: "FAILED"}.get(
                           code, "KILLED"))
+        except KeyboardInterrupt as err:  # a second Ctrl-C (or SIGTERM) while it reports
+            code = exit_code(err)
+            cut = (f"{interruption(err)} while the sweep reported; run the same command to "
+                   f"log its summary")
+            with contextlib.suppress(Exception):  # no parent run left claiming to run
+                client.set_tag(parent_run_id, Tag.STOPPED_BECAUSE, cut)
+                client.set_terminated(parent_run_id, "KILLED")
+            print(f"sweep {s.name!r} stopped: {cut}", file=sys.stderr, flush=True)
         except Exception as err:
             down = unavailable_reason(err) or no_space(err)
             if down is None:

@@ -100,11 +100,11 @@ def log_plots(client: MlflowClient, run_id: str, study: optuna.Study,
               objectives: Sequence[str]) -> list[str]:
     """The PNGs under plots/ and the interactive page; returns what was skipped, and why.
 
-    Where the system can fork (Linux), a copy of this process draws every other PNG while
-    this one draws the rest and the page: matplotlib holds the GIL throughout, and at the
-    end of a sweep its plots are what the command waits for (0.9 s for the default sweep's
-    in one process, 0.5 s in two). The copy only draws into files; this process logs them,
-    and draws what the copy did not (it died, or took too long)."""
+    Where the system can fork (Linux), a copy of this process draws about half of the
+    PNGs (`_halves`) while this one draws the rest and the page: matplotlib holds the GIL,
+    and at the end of a sweep its plots are what the command waits for (0.9 s for the
+    default sweep's in one process, 0.5 s in two). The copy only draws into files; this
+    process logs them, and draws what the copy did not (it died, or took too long)."""
     study = finished_in_memory(study)
     log = log_axis(study, objectives)
     names = _png_plots(study, objectives, log)

@@ -1,6 +1,6 @@
 """The package's shape: imports only point down its layers, and the NumPy core stays pure.
 
-    conf (YAML only), names <- nn <- config <- data <- train <- tracking <- sweep
+    conf (YAML only), names <- pids <- nn <- config <- data <- train <- tracking <- sweep
     <- cli, bench, __main__
 
 A module may import its own layer and those below it, never one above (type-only imports
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "sweeplab"
-LAYERS = ["conf", "names", "nn", "config", "data", "train", "tracking", "sweep", "cli"]
+LAYERS = ["conf", "names", "pids", "nn", "config", "data", "train", "tracking", "sweep", "cli"]
 ENTRY = len(LAYERS) - 1
 # Third-party packages a layer may not import at all.
 FORBIDDEN = {"nn": {"mlflow", "optuna", "hydra", "omegaconf"},

@@ -49,7 +49,8 @@ PNG, WHY = "png", "why"
 # How long the process drawing half of the PNGs may take before it is killed (and its
 # share drawn by the one that started it).
 FORK_TIMEOUT = 120.0
-FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+# A trial's states once it has ended.
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 # What a plot costs to draw, relative to the optimisation history (`_halves`), measured
 # on the default sweep's 40 trials; "page" is study.html.
 PLOT_COSTS = {"optimization_history": 1.0, "param_importances": 0.5,
@@ -142,7 +143,7 @@ def finished_in_memory(study: optuna.Study) -> optuna.Study:
     forked process must not use the study's storage (a database connection it shares with
     this process breaks in both), and no plot reads the storage again."""
     copy = optuna.create_study(study_name=study.study_name, directions=study.directions)
-    copy.add_trials(study.get_trials(deepcopy=False, states=FINISHED_STATES))
+    copy.add_trials(study.get_trials(deepcopy=False, states=FINISHED))
     return copy
 
 

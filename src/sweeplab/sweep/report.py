@@ -24,13 +24,12 @@ from sweeplab.sweep.confirmed import Confirmation
 from sweeplab.sweep.confirmed import description as confirmed_description
 from sweeplab.sweep.confirmed import table as confirmed_table
 from sweeplab.sweep.confirmed import test_line as confirmed_test_line
-from sweeplab.sweep.plots import SKIPPED_ARTIFACT, log_plots, op_study_plots
+from sweeplab.sweep.plots import FINISHED, SKIPPED_ARTIFACT, log_plots, op_study_plots
 from sweeplab.sweep.view import view_key
 from sweeplab.sweep.worker import short
 from sweeplab.tracking.links import run_link, runs_url, ui_base, ui_hint, ui_route
 from sweeplab.tracking.writer import TrackingWriter, WriterDied
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 CHAMPION = "champion"  # the registered model's alias for a sweep's best trial
 
 

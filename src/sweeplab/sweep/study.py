@@ -26,6 +26,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 
 from sweeplab.config import ConfigError, SweepConfig, objectives_of
 from sweeplab.names import DONE_FAILURES, RunStatus, TrialAttr
+from sweeplab.pids import alive
 from sweeplab.sweep import fast_tpe, journal
 from sweeplab.sweep.gathering import GatheringJournal
 
@@ -233,16 +234,6 @@ def controller_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def orphaned(study: optuna.Study) -> list[FrozenTrial]:
     """RUNNING trials whose controller on this host is gone (a killed sweep), and those
     without one (killed between asking for the trial and recording itself)."""
@@ -251,7 +242,7 @@ def orphaned(study: optuna.Study) -> list[FrozenTrial]:
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = str(t.user_attrs.get(TrialAttr.CONTROLLER, ""))
         where, _, pid = owner.rpartition(":")
-        if not owner or (where == host and pid.isdigit() and not _alive(int(pid))):
+        if not owner or (where == host and pid.isdigit() and not alive(int(pid))):
             out.append(t)
     return out
 

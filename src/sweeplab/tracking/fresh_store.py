@@ -24,6 +24,8 @@ import urllib.parse
 import uuid
 from pathlib import Path
 
+from sweeplab.pids import alive
+
 # A scratch file older than this, of a process that is gone, was left by a kill.
 STALE_SCRATCH_SECONDS = 60.0
 
@@ -116,18 +118,8 @@ def _remove_stale_scratch(beside: Path, age: float = STALE_SCRATCH_SECONDS) -> N
             if match is None:
                 continue
             with contextlib.suppress(OSError):
-                if now - f.stat().st_mtime > age and not _alive(int(match[1])):
+                if now - f.stat().st_mtime > age and not alive(int(match[1])):
                     f.unlink()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def _migrate(db: Path) -> None:

@@ -89,29 +89,120 @@ def test_time_to_quality_counts_the_first_complete_trial_at_the_bar() -> None:
     assert time_to_quality.first_at_bar([trial(0, 0.5, 1.0)]) is None
 
 
-def canned_peer(ours_at: float | None, peer_at: float | None) -> dict[str, Any]:
+def canned_peer(ours_at: float | None, peer_at: float | None,
+                mine: list[float] | None = None, its: list[float] | None = None
+                ) -> dict[str, Any]:
+    """A peer suite's result; `mine` and `its`: both choices' test accuracies over the same
+    seeds (none: a sweep without confirmation stage)."""
     def side(at: float | None, test: float) -> dict[str, Any]:
         return {"wall_seconds": 60.0, "seconds_to_bar": at, "seconds_to_first_trial_start": 4.0,
                 "trial_to_bar": None if at is None else 4, "trials": 40,
                 "trials_complete": 30, "best_val_accuracy": 0.98, "best_trial": 4,
                 "best_trial_test_accuracy": test}
 
-    ours = side(ours_at, 0.981) | {"confirmed_mean_test_accuracy": 0.979}
+    seeds = list(range(2, 2 + len(mine or [])))
+    ours = side(ours_at, 0.981) | {
+        "confirmed_mean_test_accuracy": None, "confirmed_champion_trial": 7,
+        "registered_model_test_accuracy": 0.977 if mine else None,
+        "confirmed_replicates": [{"seed": s, "test_accuracy": a}
+                                 for s, a in zip(seeds, mine or [], strict=True)]}
+    theirs = side(peer_at, 0.975) | {"refitted": [
+        {"seed": s, "test_accuracy": a} for s, a in zip(seeds, its or [], strict=True)]}
     ratio = ours_at / peer_at if ours_at is not None and peer_at else None
     return {"n_trials": 40, "quality_bar": 0.97, "target_ratio": 0.5, "sweeplab": ours,
-            "peer": side(peer_at, 0.975), "ratio_to_bar": ratio,
+            "peer": theirs, "ratio_to_bar": ratio,
+            "over_seeds": time_to_quality.over_seeds(ours["confirmed_replicates"],
+                                                     theirs["refitted"]),
             "load_average_before_after": [1.0, 2.0]}
 
 
-def test_the_peer_rows_judge_the_ratio_and_the_test_accuracy() -> None:
-    text = "\n".join(report.peer_rows(canned_peer(10.0, 40.0)))
+def test_the_peer_rows_judge_the_ratio_and_the_test_accuracy_over_the_same_seeds() -> None:
+    mine, its = [0.98, 0.985, 0.975, 0.98, 0.99], [0.97, 0.975, 0.98, 0.97, 0.965]
+    text = "\n".join(report.peer_rows(canned_peer(10.0, 40.0, mine, its)))
     assert "0.25x | <= 0.5x | met" in text
-    assert "0.9790 vs 0.9750 | >= peer's | met" in text  # the confirmed mean is the choice
-    assert "confirmed champion's mean" in text and "0.9810 / 0.9750" in text
-    assert "**missed**" in "\n".join(report.peer_rows(canned_peer(30.0, 40.0)))
+    # one draw each is shown, not judged; the means over seeds 2..6 are
+    assert "search's best trial (4) / peer's best trial (4) | 0.9810 / 0.9750 |  |" in text
+    assert "registered model (its champion's best replicate) / peer's best trial | " \
+           "0.9770 / 0.9750 |  |" in text
+    assert "over seeds 2, 3, 4, 5, 6" in text and "champion (trial 7)" in text
+    assert f"{sum(mine) / 5:.4f} ± " in text and f"vs {sum(its) / 5:.4f} ± " in text
+    assert "(n=5)" in text and "Welch's t-test p = " in text
+    assert text.count("| >= peer's | met |") == 1
+    # the peer's draw beats sweeplab's here, but over the seeds sweeplab is behind: missed
+    worse = "\n".join(report.peer_rows(canned_peer(10.0, 40.0, its, mine)))
+    assert "| >= peer's | **missed** |" in worse
+    assert "**missed**" in "\n".join(report.peer_rows(canned_peer(30.0, 40.0, mine, its)))
     assert "the peer never reached it | <= 0.5x | met" in "\n".join(
         report.peer_rows(canned_peer(10.0, None)))
     assert "never reached" in "\n".join(report.peer_rows(canned_peer(None, 5.0)))
+
+
+def test_without_confirmation_the_search_best_trials_are_judged() -> None:
+    text = "\n".join(report.peer_rows(canned_peer(10.0, 40.0)))
+    assert "sweeplab (search's best trial) vs peer | 0.9810 vs 0.9750 | >= peer's | met" \
+        in text
+    assert "registered model" not in text and "over seeds" not in text
+
+
+def test_over_seeds_gives_each_sides_interval_and_welchs_test() -> None:
+    import numpy as np
+
+    def reps(accs: list[float | None]) -> list[dict[str, Any]]:
+        return [{"seed": 2 + i, "test_accuracy": a} for i, a in enumerate(accs)]
+
+    mine, its = [0.98, 0.99, 0.985, 0.98], [0.95, 0.955, 0.96, 0.95]
+    got = time_to_quality.over_seeds(reps([*mine, None]), reps(its))
+    assert got is not None and got["seeds"] == [2, 3, 4, 5, 6]
+    assert got["sweeplab"]["n"] == 4 and got["peer"]["n"] == 4  # a seed without a model
+    assert got["sweeplab"]["mean"] == pytest.approx(np.mean(mine))
+    assert got["peer"]["std"] == pytest.approx(np.std(its, ddof=1))
+    assert got["sweeplab"]["ci_low"] < np.mean(mine) < got["sweeplab"]["ci_high"]
+    assert got["welch_p"] < 0.01  # clearly apart
+    close = time_to_quality.over_seeds(reps(mine), reps(list(reversed(mine))))
+    assert close is not None and close["welch_p"] == pytest.approx(1.0)
+    flat = time_to_quality.over_seeds(reps([0.98, 0.98]), reps([0.97, 0.97]))
+    assert flat is not None and flat["welch_p"] is None  # neither varies: no test
+    assert time_to_quality.over_seeds([], reps(its)) is None
+    json.dumps(got, allow_nan=False)  # the bench's JSON stays standard
+
+
+def test_the_peers_choice_is_refitted_on_each_seed(in_data_cache: Path) -> None:
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    params = {"depth": 1, "width": 8, "lr": 0.01}
+    got = peer.refit(params, epochs=3, seeds=[2, 3, 2])
+    assert [g["seed"] for g in got] == [2, 3, 2]
+    assert got[0]["test_accuracy"] == got[2]["test_accuracy"]  # a seed is a seed
+    a = peer.default_sweep_arrays()
+    clf = peer.make_classifier(1, 8, 0.01, 3, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(a["X_train"], a["y_train"])
+    assert got[1]["test_accuracy"] == clf.score(a["X_test"], a["y_test"])
+    assert peer.refit(params, epochs=3, seeds=[]) == []
+
+
+def test_the_registered_models_test_accuracy_is_read_from_the_run_behind_its_alias(
+        tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert time_to_quality.registered_test_accuracy(client) is None  # nothing registered
+    exp = client.create_experiment("e")
+    runs = []
+    for acc in (0.91, 0.95):
+        run = client.create_run(exp)
+        client.log_metric(run.info.run_id, "test_accuracy", acc)
+        runs.append(run.info.run_id)
+    name = time_to_quality.REGISTERED_MODEL
+    client.create_registered_model(name)
+    for run_id in runs:
+        client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id)
+    client.set_registered_model_alias(name, "champion", "1")
+    assert time_to_quality.registered_test_accuracy(client) == 0.91
+    assert time_to_quality.registered_test_accuracy(client, "another") is None
 
 
 def test_without_optuna_integration_the_suite_and_the_peer_say_how_to_install(

@@ -118,6 +118,30 @@ def run_peer(n_trials: int, epochs: int, tracking_uri: str) -> dict[str, Any]:
                                 "(no refit)"}
 
 
+def refit(params: dict[str, Any], epochs: int, seeds: list[int]) -> list[dict[str, Any]]:
+    """The peer's chosen configuration (`params`: depth, width, lr) fitted again once per
+    seed (`random_state`) on the same train split, each scored on the test split: what the
+    peer's choice is worth beyond the one draw its search made, on the seeds sweeplab's
+    confirmation stage retrained its champion with. One dict per seed: seed, test_accuracy."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    a = default_sweep_arrays()
+    out = []
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=ConvergenceWarning)
+        for seed in seeds:
+            clf = make_classifier(int(params["depth"]), int(params["width"]),
+                                  float(params["lr"]), epochs, seed)
+            try:
+                clf.fit(a["X_train"], a["y_train"])
+            except ValueError:  # non-finite weights (a learning rate near 1): no model
+                out.append({"seed": seed, "test_accuracy": None})
+                continue
+            out.append({"seed": seed,
+                        "test_accuracy": float(clf.score(a["X_test"], a["y_test"]))})
+    return out
+
+
 def make_classifier(depth: int, width: int, lr: float, epochs: int, seed: int) -> Any:
     """The peer's network: `depth` relu layers of `width` units, batch-64 Adam at `lr`,
     trained for exactly `epochs` epochs, as a sweeplab trial is. Without early_stopping,

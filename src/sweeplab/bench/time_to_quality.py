@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from sweeplab.bench import peer
 QUALITY_BAR = 0.97
 TARGET_RATIO = 0.5  # sweeplab's time to the bar / the peer's
 SWEEP_STUDY = "digits-default"  # conf/sweep/default.yaml's sweep.name
+REGISTERED_MODEL = f"sweeplab-{SWEEP_STUDY}"  # and its sweep.register_model
 
 
 def first_at_bar(trials: list[dict[str, Any]], bar: float = QUALITY_BAR,
@@ -65,10 +67,37 @@ def peer_comparison(n_trials: int = 40, quick: bool = False) -> dict[str, Any]:
     ours = sweeplab_once(n_trials, confirm)
     theirs = peer_once(n_trials)
     mine, its = ours["seconds_to_bar"], theirs["seconds_to_bar"]
+    # Like against like: the peer's chosen configuration on the seeds sweeplab's champion
+    # was confirmed on (outside both timed commands)
+    seeds = [r["seed"] for r in ours.get("confirmed_replicates", [])]
+    theirs["refitted"] = peer.refit(theirs["best_params"], theirs["epochs"], seeds)
     return {"n_trials": n_trials, "quality_bar": QUALITY_BAR, "target_ratio": TARGET_RATIO,
-            "sweeplab": ours, "peer": theirs,
+            "sweeplab": ours, "peer": theirs, "over_seeds": over_seeds(
+                ours.get("confirmed_replicates", []), theirs["refitted"]),
             "ratio_to_bar": mine / its if mine is not None and its else None,
             "load_average_before_after": [load_before, os.getloadavg()[0]]}
+
+
+def over_seeds(ours: list[dict[str, Any]], theirs: list[dict[str, Any]]
+               ) -> dict[str, Any] | None:
+    """Test accuracy over seeds of both chosen configurations (sweeplab's confirmed
+    champion's replicates, the peer's choice refitted on the same seeds): each one's mean,
+    standard deviation and 95% t interval, and Welch's t-test of the two (scipy.stats;
+    p is None when neither varies). None without replicates on both sides."""
+    from scipy import stats
+
+    from sweeplab.sweep.stats import describe
+
+    a = [r["test_accuracy"] for r in ours if r["test_accuracy"] is not None]
+    b = [r["test_accuracy"] for r in theirs if r["test_accuracy"] is not None]
+    if not a or not b:
+        return None
+    mine, its = describe(a), describe(b)
+    p = None
+    if len(a) > 1 and len(b) > 1 and (mine.std > 0 or its.std > 0):
+        p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    return {"seeds": [r["seed"] for r in ours], "sweeplab": asdict(mine),
+            "peer": asdict(its), "welch_p": p}
 
 
 def sweeplab_once(n_trials: int, extra: list[str]) -> dict[str, Any]:
@@ -99,6 +128,12 @@ def sweeplab_once(n_trials: int, extra: list[str]) -> dict[str, Any]:
         runs = {r.info.run_id: r for r in client.search_runs(
             exps, f"tags.`{Tag.ROLE}` = '{Role.TRIAL}'", max_results=5000)}
         parent = client.search_runs(exps, f"tags.`{Tag.ROLE}` = '{Role.SWEEP}'")[0]
+        champion = parent.data.tags.get(Tag.CONFIRM_CHAMPION)
+        replicates = [] if not champion else client.search_runs(
+            exps, f"tags.`{Tag.ROLE}` = '{Role.CONFIRM}' and "
+                  f"tags.`{Tag.TRIAL_NUMBER}` = '{champion}' and attributes.status = "
+                  f"'FINISHED'", max_results=1000)
+        registered = registered_test_accuracy(client)
     trials = []
     for t in frozen:
         run = runs.get(t.user_attrs.get(TrialAttr.RUN_ID, ""))
@@ -113,7 +148,6 @@ def sweeplab_once(n_trials: int, extra: list[str]) -> dict[str, Any]:
                                    if t.datetime_complete else None)})
     out = summary(trials, wall)
     best_run = runs.get(parent.data.tags.get(Tag.BEST_RUN_ID, ""))
-    champion = parent.data.tags.get(Tag.CONFIRM_CHAMPION)
     out |= {"command": " ".join(["python -m sweeplab.sweep", f"sweep.n_trials={n_trials}",
                                   *extra]),
             "best_trial": int(parent.data.tags[Tag.BEST_TRIAL])
@@ -123,8 +157,29 @@ def sweeplab_once(n_trials: int, extra: list[str]) -> dict[str, Any]:
             "confirmed_champion_trial": int(champion) if champion else None,
             "confirmed_mean_test_accuracy": parent.data.metrics.get(
                 confirm_metric(None, "mean", Metric.TEST_ACCURACY)),
+            # the champion's replicates, by seed: what the peer's choice is refitted on
+            "confirmed_replicates": sorted(
+                ({"seed": int(r.data.params["seed"]),
+                  "test_accuracy": r.data.metrics.get(Metric.TEST_ACCURACY)}
+                 for r in replicates), key=lambda r: r["seed"]),
+            "registered_model_test_accuracy": registered,
             "per_trial": trials}
     return out
+
+
+def registered_test_accuracy(client: Any, name: str = REGISTERED_MODEL) -> float | None:
+    """Test accuracy of the model the sweep registered as `name` (alias `champion`), read
+    from the run behind it; None when there is none."""
+    from mlflow.exceptions import MlflowException
+
+    from sweeplab.names import Metric
+    from sweeplab.sweep.report import CHAMPION
+
+    try:
+        version = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:  # nothing registered under that name
+        return None
+    return client.get_run(version.run_id).data.metrics.get(Metric.TEST_ACCURACY)
 
 
 def peer_once(n_trials: int, epochs: int = 60) -> dict[str, Any]:
@@ -149,4 +204,5 @@ def peer_once(n_trials: int, epochs: int = 60) -> dict[str, Any]:
             "seconds_to_bar_logged": logged["seconds_logged"] if logged else None,
             "best_trial": got["best"]["number"],
             "best_trial_test_accuracy": got["best"]["test_accuracy"],
+            "best_params": got["best"]["params"], "epochs": epochs,
             "test_accuracy_is": got["test_accuracy_is"], "per_trial": trials}

@@ -175,13 +175,16 @@ def tracking(data_dir: str, iterations: int, repeats: int) -> dict[str, Any]:
 
 
 def sweep_throughput(n_trials: int, epochs: int, repeats: int = 2) -> dict[str, Any]:
-    """Trials per minute of one small sweep, with 1 worker (all cores to BLAS) and 2
-    (one core each), interleaved `repeats` times (medians).
+    """Trials per minute of one small sweep with 1 job (in the sweep's process, its runs
+    written by the tracking writer process on the other core) and 2 (a local Dask cluster
+    of two single-threaded workers, each writing its own runs), interleaved `repeats`
+    times (medians).
 
-    Throughput is what the workers deliver while they run: the sum over workers of their
-    trials / (their first trial's start -> their last trial's end). Process start-up (a
-    worker imports MLflow and Optuna for ~2 s, staggered) and the tail where one worker
-    finishes the last trial alone are fixed costs of a sweep, not its rate.
+    Throughput is the steady rate (`distributed.steady_rate`): per worker, the trials it
+    finished after its first over the time from its first finish to its last, summed over
+    workers. A Dask worker's first trial waits for its imports and the dataset's transfer,
+    and the tail where one worker finishes alone is not a rate: both are fixed costs of a
+    sweep. The same rule is applied to both counts.
     """
     out: dict[str, Any] = {"n_trials": n_trials, "epochs": epochs, "repeats": repeats}
     rates: dict[int, list[float]] = {1: [], 2: []}
@@ -198,7 +201,7 @@ def sweep_throughput(n_trials: int, epochs: int, repeats: int = 2) -> dict[str, 
 def _sweep_rate(n_trials: int, epochs: int, jobs: int) -> float:
     import optuna
 
-    from sweeplab.names import TrialAttr
+    from sweeplab.bench.distributed import steady_rate
     from sweeplab.sweep.study import open_storage
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -212,14 +215,7 @@ def _sweep_rate(n_trials: int, epochs: int, jobs: int) -> float:
         subprocess.run(cmd, cwd=tmp, env=env, check=True, capture_output=True, text=True,
                        timeout=1800)
         trials = optuna.load_study(study_name="bench", storage=open_storage(journal)).trials
-    by_worker: dict[Any, list[Any]] = {}
-    for t in trials:
-        by_worker.setdefault(t.user_attrs[TrialAttr.WORKER], []).append(t)
-    rate = 0.0
-    for ts in by_worker.values():
-        span = max(t.datetime_complete for t in ts) - min(t.datetime_start for t in ts)
-        rate += len(ts) / span.total_seconds() * 60
-    return rate
+    return steady_rate(trials)
 
 
 def default_sweep(n_trials: int = 40, repeats: int = 1) -> dict[str, Any]:

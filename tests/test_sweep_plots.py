@@ -280,3 +280,50 @@ def test_the_copy_never_reads_the_studys_storage(tmp_mlflow: str, tmp_path: Path
     readers = set((tmp_path / "readers").read_text().split())
     assert readers == {str(os.getpid())}
     assert len({a.path for a in client.list_artifacts(run_id, "plots")}) == len(PNGS) + 1
+
+
+def test_folders_a_killed_sweep_left_are_removed_by_the_next_plots(
+        tmp_mlflow: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SIGKILL while the plots are drawn leaves their temporary folder. The next sweep's
+    plots remove it once its process is gone and it has not changed for a while, and
+    nothing else: not a live process's, not a recent one, not a look-alike."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead = int(gone.stdout)
+    old = time.time() - 2 * plots.STALE_FOLDER_SECONDS
+
+    def folder(pid: int | str, age: float | None = old, name: str | None = None) -> Path:
+        path = Path(tempfile.mkdtemp(prefix=f"{plots.PLOTS_FOLDER}{pid}-")) if name is None \
+            else tmp / name
+        path.mkdir(exist_ok=True)
+        (path / "png").mkdir()
+        (path / "png" / "optimization_history.png").write_bytes(b"half")
+        if age is not None:
+            os.utime(path, (age, age))
+        return path
+
+    stale = folder(dead)
+    kept = {"recent": folder(dead, age=None), "alive": folder(os.getpid()),
+            "not a pid": folder("x1"), "longer name": folder(dead, name=f"{stale.name}x"),
+            "other prefix": folder(dead, name=f"other-{stale.name}")}
+    a_file = tmp / f"{plots.PLOTS_FOLDER}{dead}-abcdefgh"
+    a_file.write_text("not a folder")
+    os.utime(a_file, (old, old))
+
+    client = MlflowClient(tmp_mlflow)
+    run_id = client.create_run(client.create_experiment("plots")).info.run_id
+    assert plots.log_plots(client, run_id, study_with_diverged_trials(), ["val_cost"]) == []
+    assert not stale.exists()
+    assert {k for k, p in kept.items() if not p.exists()} == set()
+    assert a_file.read_text() == "not a folder"
+    # and its own folder is gone once the plots are logged
+    assert sorted(tmp.iterdir()) == sorted([*kept.values(), a_file])

@@ -18,6 +18,8 @@ import contextlib
 import logging
 import math
 import os
+import re
+import shutil
 import signal
 import sys
 import tempfile
@@ -32,6 +34,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
 from sweeplab.names import COST_OBJECTIVES
+from sweeplab.pids import remove_stale
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -49,6 +52,10 @@ PNG, WHY = "png", "why"
 # How long the process drawing half of the PNGs may take before it is killed (and its
 # share drawn by the one that started it).
 FORK_TIMEOUT = 120.0
+# `log_plots` draws into a temporary folder named with its pid; a SIGKILL leaves it. Such a
+# folder, its process gone and unchanged for this long, is removed by the next sweep's.
+PLOTS_FOLDER = "sweeplab-plots-"  # then the pid, "-", and tempfile's 8 of [a-z0-9_]
+STALE_FOLDER_SECONDS = 600.0
 # A trial's states once it has ended.
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 # What a plot costs to draw, relative to the optimisation history (`_halves`), measured
@@ -110,7 +117,8 @@ def log_plots(client: MlflowClient, run_id: str, study: optuna.Study,
     log = log_axis(study, objectives)
     names = _png_plots(study, objectives, log)
     html: str | Exception
-    with tempfile.TemporaryDirectory(prefix="sweeplab-plots-") as tmp:
+    remove_stale_folders(Path(tempfile.gettempdir()))
+    with tempfile.TemporaryDirectory(prefix=f"{PLOTS_FOLDER}{os.getpid()}-") as tmp:
         folder = Path(tmp)
         mine, aside = _halves(study, names)
         child = _fork(lambda: draw_pngs(study, objectives, log, aside, folder)) \
@@ -136,6 +144,13 @@ def log_plots(client: MlflowClient, run_id: str, study: optuna.Study,
     except Exception as err:
         skipped.append(f"{HTML_ARTIFACT}: {type(err).__name__}: {err}")
     return skipped
+
+
+def remove_stale_folders(tmp: Path, age: float = STALE_FOLDER_SECONDS) -> None:
+    """Remove the folders `log_plots` made in `tmp` whose process was killed (gone, and
+    the folder unchanged for `age` seconds). Never raises."""
+    name = re.compile(rf"{re.escape(PLOTS_FOLDER)}([0-9]{{1,9}})-[a-z0-9_]{{8}}")
+    remove_stale(tmp, name, shutil.rmtree, age)
 
 
 def finished_in_memory(study: optuna.Study) -> optuna.Study:

@@ -19,12 +19,11 @@ import os
 import re
 import shutil
 import sqlite3
-import time
 import urllib.parse
 import uuid
 from pathlib import Path
 
-from sweeplab.pids import alive
+from sweeplab.pids import remove_stale
 
 # A scratch file older than this, of a process that is gone, was left by a kill.
 STALE_SCRATCH_SECONDS = 60.0
@@ -108,18 +107,9 @@ def _scratch(beside: Path) -> Path:
 def _remove_stale_scratch(beside: Path, age: float = STALE_SCRATCH_SECONDS) -> None:
     """Remove the `_scratch` files next to `beside` that a process killed while it copied
     or migrated left: named exactly as `_scratch` names them, their pid gone, and older
-    than `age` seconds (a pid is only this host's: on a folder that other hosts share, the
-    age keeps their files). Housekeeping: nothing here fails the caller."""
+    than `age` seconds. Nothing here fails the caller."""
     name = re.compile(rf"\.{re.escape(beside.name)}\.([0-9]{{1,9}})\.[0-9a-f]{{8}}\.new")
-    now = time.time()
-    with contextlib.suppress(OSError):
-        for f in beside.parent.iterdir():
-            match = name.fullmatch(f.name)
-            if match is None:
-                continue
-            with contextlib.suppress(OSError):
-                if now - f.stat().st_mtime > age and not alive(int(match[1])):
-                    f.unlink()
+    remove_stale(beside.parent, name, Path.unlink, age)
 
 
 def _migrate(db: Path) -> None:

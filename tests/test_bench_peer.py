@@ -92,68 +92,72 @@ def test_time_to_quality_counts_the_first_complete_trial_at_the_bar() -> None:
 def canned_peer(ours_at: float | None, peer_at: float | None,
                 mine: list[float] | None = None, its: list[float] | None = None
                 ) -> dict[str, Any]:
-    """A peer suite's result; `mine` and `its`: both choices' test accuracies over the same
-    seeds (none: a sweep without confirmation stage)."""
+    """A peer suite's result; `mine` and `its`: both choices' test accuracies retrained on
+    the same fresh seeds (none: nothing was retrained)."""
     def side(at: float | None, test: float) -> dict[str, Any]:
         return {"wall_seconds": 60.0, "seconds_to_bar": at, "seconds_to_first_trial_start": 4.0,
                 "trial_to_bar": None if at is None else 4, "trials": 40,
                 "trials_complete": 30, "best_val_accuracy": 0.98, "best_trial": 4,
                 "best_trial_test_accuracy": test}
 
-    seeds = list(range(2, 2 + len(mine or [])))
+    seeds = list(range(7, 7 + len(mine or [])))
     ours = side(ours_at, 0.981) | {
-        "confirmed_mean_test_accuracy": None, "confirmed_champion_trial": 7,
+        "confirmed_mean_test_accuracy": 0.9835 if mine else None,
+        "confirmed_champion_trial": 7 if mine else None,
         "registered_model_test_accuracy": 0.977 if mine else None,
-        "confirmed_replicates": [{"seed": s, "test_accuracy": a}
-                                 for s, a in zip(seeds, mine or [], strict=True)]}
-    theirs = side(peer_at, 0.975) | {"refitted": [
+        "retrained": [{"seed": s, "test_accuracy": a}
+                      for s, a in zip(seeds, mine or [], strict=True)]}
+    theirs = side(peer_at, 0.975) | {"best_trial": 15, "refitted": [
         {"seed": s, "test_accuracy": a} for s, a in zip(seeds, its or [], strict=True)]}
     ratio = ours_at / peer_at if ours_at is not None and peer_at else None
     return {"n_trials": 40, "quality_bar": 0.97, "target_ratio": 0.5, "sweeplab": ours,
             "peer": theirs, "ratio_to_bar": ratio,
-            "over_seeds": time_to_quality.over_seeds(ours["confirmed_replicates"],
-                                                     theirs["refitted"]),
+            "over_seeds": time_to_quality.over_seeds(ours["retrained"], theirs["refitted"]),
             "load_average_before_after": [1.0, 2.0]}
 
 
-def test_the_peer_rows_judge_the_ratio_and_the_test_accuracy_over_the_same_seeds() -> None:
+def test_the_peer_rows_judge_the_ratio_and_the_test_accuracy_on_fresh_seeds() -> None:
     mine, its = [0.98, 0.985, 0.975, 0.98, 0.99], [0.97, 0.975, 0.98, 0.97, 0.965]
     text = "\n".join(report.peer_rows(canned_peer(10.0, 40.0, mine, its)))
     assert "0.25x | <= 0.5x | met" in text
-    # one draw each is shown, not judged; the means over seeds 2..6 are
-    assert "search's best trial (4) / peer's best trial (4) | 0.9810 / 0.9750 |  |" in text
+    # one draw each, the registered model, the mean on the seeds it was chosen on: shown
+    assert "search's best trial (4) / peer's best trial (15) | 0.9810 / 0.9750 |  |" in text
     assert "registered model (its champion's best replicate) / peer's best trial | " \
            "0.9770 / 0.9750 |  |" in text
-    assert "over seeds 2, 3, 4, 5, 6" in text and "champion (trial 7)" in text
+    assert "champion (trial 7), mean over its replicates (the seeds it was chosen on) | " \
+           "0.9835 |  |" in text
+    # judged: both configurations retrained on the same fresh seeds
+    assert "fresh seeds 7, 8, 9, 10, 11" in text and "confirmed champion (trial 7) vs" in text
     assert f"{sum(mine) / 5:.4f} ± " in text and f"vs {sum(its) / 5:.4f} ± " in text
     assert "(n=5)" in text and "Welch's t-test p = " in text
-    assert text.count("| >= peer's | met |") == 1
-    # the peer's draw beats sweeplab's here, but over the seeds sweeplab is behind: missed
+    assert text.count("| >= peer's (means) | met |") == 1
     worse = "\n".join(report.peer_rows(canned_peer(10.0, 40.0, its, mine)))
-    assert "| >= peer's | **missed** |" in worse
+    assert "| >= peer's (means) | **missed** |" in worse
     assert "**missed**" in "\n".join(report.peer_rows(canned_peer(30.0, 40.0, mine, its)))
     assert "the peer never reached it | <= 0.5x | met" in "\n".join(
         report.peer_rows(canned_peer(10.0, None)))
     assert "never reached" in "\n".join(report.peer_rows(canned_peer(None, 5.0)))
+    one = "\n".join(report.peer_rows(canned_peer(10.0, 40.0, [0.98], [0.97])))
+    assert "0.9800 (n=1) vs 0.9700 (n=1) (Welch's t-test p = n/a)" in one
 
 
-def test_without_confirmation_the_search_best_trials_are_judged() -> None:
+def test_with_nothing_retrained_the_search_best_trials_are_judged() -> None:
     text = "\n".join(report.peer_rows(canned_peer(10.0, 40.0)))
     assert "sweeplab (search's best trial) vs peer | 0.9810 vs 0.9750 | >= peer's | met" \
         in text
-    assert "registered model" not in text and "over seeds" not in text
+    assert "registered model" not in text and "fresh seeds" not in text
 
 
 def test_over_seeds_gives_each_sides_interval_and_welchs_test() -> None:
     import numpy as np
 
     def reps(accs: list[float | None]) -> list[dict[str, Any]]:
-        return [{"seed": 2 + i, "test_accuracy": a} for i, a in enumerate(accs)]
+        return [{"seed": 7 + i, "test_accuracy": a} for i, a in enumerate(accs)]
 
     mine, its = [0.98, 0.99, 0.985, 0.98], [0.95, 0.955, 0.96, 0.95]
-    got = time_to_quality.over_seeds(reps([*mine, None]), reps(its))
-    assert got is not None and got["seeds"] == [2, 3, 4, 5, 6]
-    assert got["sweeplab"]["n"] == 4 and got["peer"]["n"] == 4  # a seed without a model
+    got = time_to_quality.over_seeds(reps([*mine, None]), reps([*its, float("nan")]))
+    assert got is not None and got["seeds"] == [7, 8, 9, 10, 11]
+    assert got["sweeplab"]["n"] == 4 and got["peer"]["n"] == 4  # seeds without a model
     assert got["sweeplab"]["mean"] == pytest.approx(np.mean(mine))
     assert got["peer"]["std"] == pytest.approx(np.std(its, ddof=1))
     assert got["sweeplab"]["ci_low"] < np.mean(mine) < got["sweeplab"]["ci_high"]
@@ -162,26 +166,46 @@ def test_over_seeds_gives_each_sides_interval_and_welchs_test() -> None:
     assert close is not None and close["welch_p"] == pytest.approx(1.0)
     flat = time_to_quality.over_seeds(reps([0.98, 0.98]), reps([0.97, 0.97]))
     assert flat is not None and flat["welch_p"] is None  # neither varies: no test
+    single = time_to_quality.over_seeds(reps([0.98]), reps(its))
+    assert single is not None and single["sweeplab"]["ci_low"] is None
+    assert single["welch_p"] is None
     assert time_to_quality.over_seeds([], reps(its)) is None
-    json.dumps(got, allow_nan=False)  # the bench's JSON stays standard
+    for result in (got, flat, single):  # the bench's JSON stays standard
+        json.dumps(result, allow_nan=False)
 
 
-def test_the_peers_choice_is_refitted_on_each_seed(in_data_cache: Path) -> None:
+def test_both_choices_are_retrained_on_each_seeds_own_split(in_data_cache: Path) -> None:
+    """A sweeplab run's seed draws its validation split out of the training set: the
+    peer's refit of a seed trains on that seed's split too, and sweeplab's retrain is the
+    default sweep's run of that seed."""
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
+
+    from sweeplab.train import run
+
+    a2, a3 = peer.default_sweep_arrays(2), peer.default_sweep_arrays(3)
+    assert a2["X_train"].shape == a3["X_train"].shape
+    assert not (a2["X_train"] == a3["X_train"]).all()  # another split
+    assert (a2["X_test"] == a3["X_test"]).all()  # the same test set
 
     params = {"depth": 1, "width": 8, "lr": 0.01}
     got = peer.refit(params, epochs=3, seeds=[2, 3, 2])
     assert [g["seed"] for g in got] == [2, 3, 2]
     assert got[0]["test_accuracy"] == got[2]["test_accuracy"]  # a seed is a seed
-    a = peer.default_sweep_arrays()
     clf = peer.make_classifier(1, 8, 0.01, 3, 3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        clf.fit(a["X_train"], a["y_train"])
-    assert got[1]["test_accuracy"] == clf.score(a["X_test"], a["y_test"])
+        clf.fit(a3["X_train"], a3["y_train"])
+    assert got[1]["test_accuracy"] == clf.score(a3["X_test"], a3["y_test"])
     assert peer.refit(params, epochs=3, seeds=[]) == []
+
+    ours = {"model.depth": 1, "model.width": 8, "optim.lr": 0.01, "train.epochs": 3}
+    mine = time_to_quality.retrain(ours, [2, 3])
+    direct = run(peer.default_sweep_config(["seed=3", "model.depth=1", "model.width=8",
+                                            "optim.lr=0.01", "train.epochs=3"]))
+    assert mine[1] == {"seed": 3, "test_accuracy": direct.metrics["test_accuracy"]}
+    assert mine[0]["test_accuracy"] != mine[1]["test_accuracy"]
 
 
 def test_the_registered_models_test_accuracy_is_read_from_the_run_behind_its_alias(

@@ -14,7 +14,8 @@ test arrays are sweeplab's own for the default sweep (its config composed with H
 loader), transposed to scikit-learn's (m, n_x).
 
 Each trial's fitted model is scored on the test split too (user attr `test_accuracy`),
-so the best trial's test accuracy is its own model's: nothing is refitted.
+so the best trial's test accuracy is its own model's: the search refits nothing. (The
+bench later refits the best configuration on other seeds: `refit`.)
 
 Needs optuna-integration: pip install -e '.[bench]'. Without it the command says so on
 one line and exits with status 2. Writes (or prints) a JSON result: per trial its state,
@@ -31,6 +32,7 @@ import json
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,20 +45,30 @@ def available() -> bool:
     return importlib.util.find_spec("optuna_integration") is not None
 
 
-def default_sweep_arrays() -> dict[str, Any]:
-    """The default sweep's train / val / test split as scikit-learn takes it: X (m, n_x),
-    y (m,) int labels; and the run seed sweeplab's trials train with (key "seed")."""
+def default_sweep_config(overrides: Sequence[str] = ()) -> Any:
+    """The default sweep's checked config (`Config`), as a trial's: Hydra's composition of
+    `sweep_app` with `overrides` (e.g. ``seed=7``, ``model.depth=3``)."""
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
     from sweeplab.config import register_configs, to_config
-    from sweeplab.train import load_data
 
     register_configs()
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module="sweeplab.conf", version_base="1.3"):
-        cfg = to_config(compose("sweep_app"))
+        cfg = to_config(compose("sweep_app", overrides=list(overrides)))
     GlobalHydra.instance().clear()
+    return cfg
+
+
+def default_sweep_arrays(seed: int | None = None) -> dict[str, Any]:
+    """The default sweep's train / val / test split as scikit-learn takes it: X (m, n_x),
+    y (m,) int labels; and the run seed sweeplab's trials train with (key "seed"). With
+    `seed`, the split a sweeplab run of that seed trains on (the seed draws the validation
+    split out of the training set; the test set is the same for every seed)."""
+    from sweeplab.train import load_data
+
+    cfg = default_sweep_config([] if seed is None else [f"seed={seed}"])
     d = load_data(cfg)  # exactly what each of the sweep's trials trains on
     assert d.X_val is not None and d.y_val is not None, "the default sweep has a val split"
     assert d.X_test is not None and d.y_test is not None, "digits has a test split"
@@ -118,18 +130,18 @@ def run_peer(n_trials: int, epochs: int, tracking_uri: str) -> dict[str, Any]:
                                 "(no refit)"}
 
 
-def refit(params: dict[str, Any], epochs: int, seeds: list[int]) -> list[dict[str, Any]]:
+def refit(params: dict[str, Any], epochs: int, seeds: Sequence[int]) -> list[dict[str, Any]]:
     """The peer's chosen configuration (`params`: depth, width, lr) fitted again once per
-    seed (`random_state`) on the same train split, each scored on the test split: what the
-    peer's choice is worth beyond the one draw its search made, on the seeds sweeplab's
-    confirmation stage retrained its champion with. One dict per seed: seed, test_accuracy."""
+    seed, as a sweeplab run of that seed is trained: on that seed's train split
+    (`default_sweep_arrays(seed)`) with `random_state` = the seed; each scored on the
+    test split. One dict per seed: seed, test_accuracy (None if the fit failed)."""
     from sklearn.exceptions import ConvergenceWarning
 
-    a = default_sweep_arrays()
     out = []
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=ConvergenceWarning)
         for seed in seeds:
+            a = default_sweep_arrays(seed)
             clf = make_classifier(int(params["depth"]), int(params["width"]),
                                   float(params["lr"]), epochs, seed)
             try:

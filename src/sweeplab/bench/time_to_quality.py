@@ -15,6 +15,7 @@ count: a pruned sweeplab trial stopped early, and its model is not a result.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -30,6 +31,9 @@ QUALITY_BAR = 0.97
 TARGET_RATIO = 0.5  # sweeplab's time to the bar / the peer's
 SWEEP_STUDY = "digits-default"  # conf/sweep/default.yaml's sweep.name
 REGISTERED_MODEL = f"sweeplab-{SWEEP_STUDY}"  # and its sweep.register_model
+# Seeds the chosen configurations are retrained on, after every seed either side's search
+# or sweeplab's confirmation used: test accuracies of runs the choice did not see.
+FRESH_SEEDS = 5
 
 
 def first_at_bar(trials: list[dict[str, Any]], bar: float = QUALITY_BAR,
@@ -67,37 +71,68 @@ def peer_comparison(n_trials: int = 40, quick: bool = False) -> dict[str, Any]:
     ours = sweeplab_once(n_trials, confirm)
     theirs = peer_once(n_trials)
     mine, its = ours["seconds_to_bar"], theirs["seconds_to_bar"]
-    # Like against like: the peer's chosen configuration on the seeds sweeplab's champion
-    # was confirmed on (outside both timed commands)
-    seeds = [r["seed"] for r in ours.get("confirmed_replicates", [])]
-    theirs["refitted"] = peer.refit(theirs["best_params"], theirs["epochs"], seeds)
+    # Like against like, outside both timed commands: each side's chosen configuration
+    # trained again by its own tool on fresh seeds, each seed its own split
+    used = [ours["seed"], theirs["seed"], *(r["seed"] for r in ours["confirmed_replicates"])]
+    fresh = list(range(max(used) + 1, max(used) + 1 + FRESH_SEEDS))
+    ours["retrained"] = retrain(ours["chosen_params"], fresh) if ours["chosen_params"] else []
+    theirs["refitted"] = peer.refit(theirs["best_params"], theirs["epochs"], fresh)
     return {"n_trials": n_trials, "quality_bar": QUALITY_BAR, "target_ratio": TARGET_RATIO,
-            "sweeplab": ours, "peer": theirs, "over_seeds": over_seeds(
-                ours.get("confirmed_replicates", []), theirs["refitted"]),
+            "sweeplab": ours, "peer": theirs,
+            "over_seeds": over_seeds(ours["retrained"], theirs["refitted"]),
             "ratio_to_bar": mine / its if mine is not None and its else None,
             "load_average_before_after": [load_before, os.getloadavg()[0]]}
 
 
 def over_seeds(ours: list[dict[str, Any]], theirs: list[dict[str, Any]]
                ) -> dict[str, Any] | None:
-    """Test accuracy over seeds of both chosen configurations (sweeplab's confirmed
-    champion's replicates, the peer's choice refitted on the same seeds): each one's mean,
-    standard deviation and 95% t interval, and Welch's t-test of the two (scipy.stats;
-    p is None when neither varies). None without replicates on both sides."""
+    """Test accuracy over seeds of both chosen configurations (each retrained by its own
+    tool on the same seeds): each one's mean, standard deviation and 95% t interval, and
+    Welch's t-test of the two (scipy.stats). A seed without a finite accuracy (a diverged
+    or failed fit) is left out of its side. Figures that do not exist (an interval from
+    one value, a test of two constant sides) are None, so the JSON stays standard. None
+    without an accuracy on both sides."""
     from scipy import stats
 
     from sweeplab.sweep.stats import describe
 
-    a = [r["test_accuracy"] for r in ours if r["test_accuracy"] is not None]
-    b = [r["test_accuracy"] for r in theirs if r["test_accuracy"] is not None]
+    def finite(rows: list[dict[str, Any]]) -> list[float]:
+        return [r["test_accuracy"] for r in rows
+                if r["test_accuracy"] is not None and math.isfinite(r["test_accuracy"])]
+
+    a, b = finite(ours), finite(theirs)
     if not a or not b:
         return None
     mine, its = describe(a), describe(b)
     p = None
     if len(a) > 1 and len(b) > 1 and (mine.std > 0 or its.std > 0):
         p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
-    return {"seeds": [r["seed"] for r in ours], "sweeplab": asdict(mine),
-            "peer": asdict(its), "welch_p": p}
+
+    def plain(st: Any) -> dict[str, Any]:
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                for k, v in asdict(st).items()}
+
+    return {"seeds": [r["seed"] for r in ours], "sweeplab": plain(mine), "peer": plain(its),
+            "welch_p": p}
+
+
+def retrain(params: dict[str, Any], seeds: list[int]) -> list[dict[str, Any]]:
+    """sweeplab's chosen configuration (`params`: the search space's keys, e.g.
+    ``model.depth``) trained again once per seed, as a replicate of the confirmation stage
+    is (the default sweep's config with ``seed=`` that seed: its split and its
+    initialisation), untracked; each scored on the test split. One dict per seed: seed,
+    test_accuracy (None for a run that diverged)."""
+    from sweeplab.names import Metric
+    from sweeplab.train import run
+
+    out = []
+    for seed in seeds:
+        cfg = peer.default_sweep_config([f"seed={seed}",
+                                         *(f"{k}={v}" for k, v in params.items())])
+        result = run(cfg)
+        # a run that learnt nothing still has its accuracy; one that diverged has none
+        out.append({"seed": seed, "test_accuracy": result.metrics.get(Metric.TEST_ACCURACY)})
+    return out
 
 
 def sweeplab_once(n_trials: int, extra: list[str]) -> dict[str, Any]:
@@ -148,10 +183,14 @@ def sweeplab_once(n_trials: int, extra: list[str]) -> dict[str, Any]:
                                    if t.datetime_complete else None)})
     out = summary(trials, wall)
     best_run = runs.get(parent.data.tags.get(Tag.BEST_RUN_ID, ""))
+    best = int(parent.data.tags[Tag.BEST_TRIAL]) if Tag.BEST_TRIAL in parent.data.tags \
+        else None
+    chosen = int(champion) if champion else best  # no confirmation: the search's best
+    by_number = {t.number: t for t in frozen}
     out |= {"command": " ".join(["python -m sweeplab.sweep", f"sweep.n_trials={n_trials}",
                                   *extra]),
-            "best_trial": int(parent.data.tags[Tag.BEST_TRIAL])
-            if Tag.BEST_TRIAL in parent.data.tags else None,
+            "best_trial": best, "seed": peer.default_sweep_config().seed,
+            "chosen_params": dict(by_number[chosen].params) if chosen is not None else {},
             "best_trial_test_accuracy": best_run.data.metrics.get(Metric.TEST_ACCURACY)
             if best_run is not None else None,
             "confirmed_champion_trial": int(champion) if champion else None,
@@ -204,5 +243,5 @@ def peer_once(n_trials: int, epochs: int = 60) -> dict[str, Any]:
             "seconds_to_bar_logged": logged["seconds_logged"] if logged else None,
             "best_trial": got["best"]["number"],
             "best_trial_test_accuracy": got["best"]["test_accuracy"],
-            "best_params": got["best"]["params"], "epochs": epochs,
+            "best_params": got["best"]["params"], "epochs": epochs, "seed": got["seed"],
             "test_accuracy_is": got["test_accuracy_is"], "per_trial": trials}

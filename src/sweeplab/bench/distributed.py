@@ -117,10 +117,10 @@ def run_sweep(tmp: Path, name: str, overrides: list[str], tracking_uri: str,
 
 
 def steady_rate(trials: list[Any]) -> float:
-    """Trials per minute while every worker is busy: per worker, the trials it finished
-    after its first one over the time from its first to its last finish (so its first
-    trial, which pays for the worker's imports and the dataset's transfer, is left out,
-    and so is the tail where one worker finishes alone), summed over workers."""
+    """Trials per minute once the workers run: per worker, the trials it finished after
+    its first one over the time from its first to its last finish (so its first trial,
+    which pays for the worker's imports and the dataset's transfer, is left out), summed
+    over workers. A worker that finishes last alone still counts that tail in its span."""
     from sweeplab.names import TrialAttr
 
     by_worker: dict[str, list[float]] = {}

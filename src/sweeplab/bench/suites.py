@@ -183,8 +183,7 @@ def sweep_throughput(n_trials: int, epochs: int, repeats: int = 2) -> dict[str, 
     Throughput is the steady rate (`distributed.steady_rate`): per worker, the trials it
     finished after its first over the time from its first finish to its last, summed over
     workers. A Dask worker's first trial waits for its imports and the dataset's transfer,
-    and the tail where one worker finishes alone is not a rate: both are fixed costs of a
-    sweep. The same rule is applied to both counts.
+    a fixed cost of a sweep, not its rate. The same rule is applied to both counts.
     """
     out: dict[str, Any] = {"n_trials": n_trials, "epochs": epochs, "repeats": repeats}
     rates: dict[int, list[float]] = {1: [], 2: []}

@@ -196,7 +196,7 @@ def sweeplab_once(n_trials: int, extra: list[str]) -> dict[str, Any]:
             "confirmed_champion_trial": int(champion) if champion else None,
             "confirmed_mean_test_accuracy": parent.data.metrics.get(
                 confirm_metric(None, "mean", Metric.TEST_ACCURACY)),
-            # the champion's replicates, by seed: what the peer's choice is refitted on
+            # the champion's replicates, by seed (the fresh seeds come after these)
             "confirmed_replicates": sorted(
                 ({"seed": int(r.data.params["seed"]),
                   "test_accuracy": r.data.metrics.get(Metric.TEST_ACCURACY)}

@@ -63,6 +63,8 @@ def summary(trials: list[dict[str, Any]], wall: float) -> dict[str, Any]:
 def peer_comparison(n_trials: int = 40, quick: bool = False) -> dict[str, Any]:
     """Run sweeplab's default sweep, then the peer, with `n_trials` each; compare them.
     `quick` also shrinks sweeplab's confirmation stage to 2 configurations x 2 seeds."""
+    from sweeplab.sweep.confirm import replicate_seeds
+
     if not peer.available():
         print(f"bench: peer skipped: {peer.INSTALL_HINT}", flush=True)
         return {"skipped": peer.INSTALL_HINT}
@@ -74,7 +76,7 @@ def peer_comparison(n_trials: int = 40, quick: bool = False) -> dict[str, Any]:
     # Like against like, outside both timed commands: each side's chosen configuration
     # trained again by its own tool on fresh seeds, each seed its own split
     used = [ours["seed"], theirs["seed"], *(r["seed"] for r in ours["confirmed_replicates"])]
-    fresh = list(range(max(used) + 1, max(used) + 1 + FRESH_SEEDS))
+    fresh = replicate_seeds(max(used), FRESH_SEEDS)  # the seeds after them, as replicates'
     ours["retrained"] = retrain(ours["chosen_params"], fresh) if ours["chosen_params"] else []
     theirs["refitted"] = peer.refit(theirs["best_params"], theirs["epochs"], fresh)
     return {"n_trials": n_trials, "quality_bar": QUALITY_BAR, "target_ratio": TARGET_RATIO,

@@ -21,7 +21,13 @@ from helpers import compose_config, use_mlflow_store
 from sweeplab.cli import rerun
 from sweeplab.config import ConfigError, to_config
 from sweeplab.names import Metric, MlflowTag, Role, Tag, confirm_metric
-from sweeplab.sweep.confirm import Candidate, config_hash, replicate_seeds
+from sweeplab.sweep.confirm import (
+    Candidate,
+    close_replicate_runs,
+    config_hash,
+    missing,
+    replicate_seeds,
+)
 from sweeplab.sweep.confirmed import analyse, table
 from sweeplab.sweep.controller import sweep_job
 from sweeplab.sweep.stats import describe, paired
@@ -245,6 +251,41 @@ def test_bad_confirm_settings_are_one_line_naming_the_key(override: str, message
 def test_defaults_confirm_five_configurations_with_five_seeds() -> None:
     s = to_config(compose_config(config_name="sweep_app")).sweep
     assert (s.confirm.top_k, s.confirm.seeds) == (5, 5)
+
+
+def test_closing_a_replicate_closes_that_replicate_alone(tmp_mlflow: str) -> None:
+    """A replicate whose Dask worker died is found by its config hash and replicate number
+    (its run id is known only to the dead worker): its run alone is closed, not another
+    replicate of the same trial running on another worker, nor a trial's run; without
+    `which` (the sweep stopping), every replicate still running is."""
+    client = MlflowClient(tmp_mlflow)
+    exp = client.create_experiment("close")
+    parent = client.create_run(exp).info.run_id
+
+    def child(role: str, h: str = "", rep: str = "") -> str:
+        tags = {MlflowTag.PARENT_RUN_ID: parent, Tag.ROLE: role, Tag.TRIAL_NUMBER: "3"}
+        if role == Role.CONFIRM:
+            tags |= {Tag.CONFIG_HASH: h, Tag.REPLICATE: rep}
+        return client.create_run(exp, tags=tags).info.run_id
+
+    a1, a2, b2 = child(Role.CONFIRM, "a", "1"), child(Role.CONFIRM, "a", "2"), \
+        child(Role.CONFIRM, "b", "2")
+    trial = child(Role.TRIAL)
+    client.set_terminated(a1, "FINISHED")
+    assert close_replicate_runs(client, parent, "its Dask worker died", ("a", 2)) == 1
+    status = {r: client.get_run(r).info.status for r in (a1, a2, b2, trial)}
+    assert status == {a1: "FINISHED", a2: "KILLED", b2: "RUNNING", trial: "RUNNING"}
+    assert client.get_run(a2).data.tags[Tag.REASON] == "its Dask worker died"
+    assert close_replicate_runs(client, parent, "terminated (SIGTERM)") == 1
+    status = {r: client.get_run(r).info.status for r in (a1, a2, b2, trial)}
+    assert status == {a1: "FINISHED", a2: "KILLED", b2: "KILLED", trial: "RUNNING"}
+    assert client.get_run(b2).data.tags[Tag.REASON] == "terminated (SIGTERM)"
+
+
+def test_missing_replicates_leave_out_the_done_ones_in_order() -> None:
+    cands = _candidates((3, "a"), (7, "b"))
+    todo = missing(cands, [11, 12], {("a", 2): object(), ("b", 1): object()})
+    assert [(c.hash, i, seed) for c, i, seed in todo] == [("a", 1, 11), ("b", 2, 12)]
 
 
 def test_config_hash_ignores_seed_and_run_name_only() -> None:

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +32,12 @@ SMALL = ["sweep.confirm.top_k=0",  # no confirmation stage: trials only
          "train.batch_size=null", "tracking.log_plots=false", "sweep.register_model=null",
          "sweep.pruner=median", "+sweep.pruner_args.n_startup_trials=3",
          "++sweep.params.optim.lr='tag(log, interval(1e-3, 0.05))'"]  # rates that learn
+
+
+def confirming(top_k: int, seeds: int) -> list[str]:
+    """SMALL with a confirmation stage: the best `top_k` configurations x `seeds` seeds."""
+    return [o for o in SMALL if not o.startswith("sweep.confirm.")] + [
+        f"sweep.confirm.top_k={top_k}", f"sweep.confirm.seeds={seeds}"]
 
 
 @dataclass
@@ -91,14 +100,20 @@ def test_a_sweep_on_dask_workers_with_postgresql_for_the_server_and_the_study(
                 dask_cluster(tmp_path / "dask") as cluster:
             journal = pg.url("optuna")
             env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-            cmd = [sys.executable, "-m", "sweeplab.sweep", *SMALL, "sweep.name=dist",
-                   "sweep.n_trials=12", f"sweep.cluster={cluster.address}",
+            cmd = [sys.executable, "-m", "sweeplab.sweep", *confirming(2, 2),
+                   "sweep.name=dist", "sweep.n_trials=12", f"sweep.cluster={cluster.address}",
                    f"tracking.uri={server.url}", f"sweep.storage={journal}"]
             proc = subprocess.run(cmd, cwd=data_cache, env=env, capture_output=True,
                                   text=True, timeout=900)
             assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
             assert f"trials run in the Dask cluster of the scheduler at {cluster.address}" \
                 in proc.stdout
+            # the confirmation's replicates too, on the workers, not in the controller
+            assert f"replicates run on the Dask cluster of the scheduler at " \
+                f"{cluster.address}" in proc.stdout
+            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("confirm ")]
+            assert len(lines) == 4 and all(
+                re.search(r"  finished .*s  on worker w[01]$", ln) for ln in lines), lines
 
             study = optuna.load_study(study_name="dist", storage=open_storage(journal))
             done = [t for t in study.trials if t.state in (TrialState.COMPLETE,
@@ -111,9 +126,17 @@ def test_a_sweep_on_dask_workers_with_postgresql_for_the_server_and_the_study(
             client = MlflowClient(tracking_uri=server.url)
             parent = study.user_attrs[TrialAttr.PARENT_RUN_ID]
             exp = client.get_run(parent).info.experiment_id
-            runs = client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent}'")
+            children = client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent}'")
+            runs = [r for r in children if r.data.tags["sweeplab.role"] == "trial"]
             assert sorted(int(r.data.tags["sweeplab.trial_number"]) for r in runs) == \
                 list(range(12))
+            reps = [r for r in children if r.data.tags["sweeplab.role"] == "confirm"]
+            assert len(reps) == 4 and {r.info.status for r in reps} == {"FINISHED"}
+            assert len({(r.data.tags["sweeplab.config_hash"], r.data.tags["sweeplab.replicate"])
+                        for r in reps}) == 4
+            assert "confirm.md" in {a.path for a in client.list_artifacts(parent)}
+            for r in reps:  # through the server, as the trials' runs
+                assert "config.yaml" in {a.path for a in client.list_artifacts(r.info.run_id)}
             monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
             for r in runs:
                 t = study.trials[int(r.data.tags["sweeplab.trial_number"])]
@@ -308,6 +331,112 @@ def test_a_worker_killed_on_a_users_cluster_has_its_trial_queued_once(
         assert killed.data.tags["sweeplab.reason"] == "its Dask worker died"
         for t in complete:
             assert t.user_attrs[TrialAttr.RUN_ID] in {r.info.run_id for r in runs}
+
+
+def _replicate_runs(client: MlflowClient, status: str | None = None) -> list:
+    """Every confirmation replicate's run in the store (of any status, or `status`)."""
+    exps = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(exps, "tags.`sweeplab.role` = 'confirm'", max_results=500)
+    return [r for r in runs if status is None or r.info.status == status]
+
+
+def _wait_for_replicates_training(proc: subprocess.Popen, client: MlflowClient,
+                                  n: int) -> None:
+    """Until `n` replicates' runs are RUNNING at once (each worker training one)."""
+    deadline = time.monotonic() + 300
+    while True:
+        time.sleep(0.2)
+        assert proc.poll() is None, (proc.communicate()[0] or "")[-3000:]
+        assert time.monotonic() < deadline, f"the sweep never had {n} replicates training"
+        with contextlib.suppress(Exception):  # the store may not exist yet
+            if len(_replicate_runs(client, "RUNNING")) == n:
+                return
+
+
+# Long replicates (seconds each, a log point every 50 epochs), so that a kill lands mid-run.
+LONG = ["data.n_samples=1000", "train.epochs=8000", "train.log_every=50",
+        "++sweep.pruner_args.n_startup_trials=100"]
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_replicate_has_its_replicate_run_again(
+        tmp_path: Path, data_cache: Path) -> None:
+    """The confirmation on the user's cluster, both workers training a replicate: SIGKILL
+    the worker process under one `dask worker`. Its replicate's run is closed with the
+    reason and the replicate runs again (Dask's own rerun of the task never starts a
+    second run); each replicate ends FINISHED exactly once."""
+    import psutil
+
+    journal = f"journal:{tmp_path / 'optuna.journal'}"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    with tracking_server(tmp_path / "server") as server, \
+            dask_cluster(tmp_path / "dask") as cluster:
+        cmd = [sys.executable, "-m", "sweeplab.sweep", *confirming(1, 2), *LONG,
+               "sweep.name=rkill", "sweep.n_trials=2", f"sweep.cluster={cluster.address}",
+               f"tracking.uri={server.url}", f"sweep.storage={journal}"]
+        proc = subprocess.Popen(cmd, cwd=data_cache, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        client = MlflowClient(tracking_uri=server.url)
+        try:
+            _wait_for_replicates_training(proc, client, 2)
+            worker = [p for p in psutil.Process(cluster.procs[1].pid).children(recursive=True)
+                      if "spawn_main" in " ".join(p.cmdline())]
+            assert len(worker) == 1, [p.cmdline() for p in worker]
+            worker[0].kill()
+            out, _ = proc.communicate(timeout=600)
+        finally:
+            stop_process_group(proc)
+        assert proc.returncode == 0, out[-3000:]
+        reps = _replicate_runs(client)
+    finished = [r for r in reps if r.info.status == "FINISHED"]
+    assert Counter(r.data.tags["sweeplab.replicate"] for r in finished) == {"1": 1, "2": 1}
+    killed = [r for r in reps if r.info.status == "KILLED"]
+    assert len(killed) == 1 and killed[0].data.tags["sweeplab.reason"] == \
+        "its Dask worker died", [(r.info.status, r.data.tags) for r in reps]
+    assert len(reps) == 3
+    assert "its Dask worker died: queued again" in out
+
+
+@pytest.mark.slow
+def test_sigterm_mid_replicates_on_dask_closes_them_and_the_resume_runs_each_once(
+        tmp_path: Path, data_cache: Path) -> None:
+    """`JOBS=2` (a local Dask cluster), SIGTERM while both workers train a replicate: the
+    replicates stop at their next log point, their runs closed as KILLED, the command exits
+    143 with nothing left running; the same command runs each missing replicate once."""
+    import psutil
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    cmd = [sys.executable, "-m", "sweeplab.sweep", *confirming(2, 2), *LONG,
+           "sweep.name=rterm", "sweep.n_trials=2", "sweep.n_jobs=2",
+           f"sweep.storage=journal:{tmp_path / 'optuna.journal'}"]
+    client = MlflowClient(uri)
+    client.search_experiments(max_results=1)  # the store made before the sweep opens it
+    proc = subprocess.Popen(cmd, cwd=data_cache, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        _wait_for_replicates_training(proc, client, 2)
+        family = psutil.Process(proc.pid).children(recursive=True)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        stop_process_group(proc)
+    assert proc.returncode == 143, out[-3000:]
+    assert "Traceback" not in out, out[-3000:]
+    _, alive = psutil.wait_procs(family, timeout=30)
+    assert not alive, [p.cmdline() for p in alive]
+    reps = _replicate_runs(client)
+    assert len([r for r in reps if r.info.status == "KILLED"]) == 2, \
+        [(r.info.status, r.data.tags) for r in reps]
+    assert "RUNNING" not in {r.info.status for r in reps}
+
+    again = subprocess.run(cmd, cwd=data_cache, env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    finished = _replicate_runs(client, "FINISHED")
+    assert Counter((r.data.tags["sweeplab.config_hash"], r.data.tags["sweeplab.replicate"])
+                   for r in finished).most_common(1)[0][1] == 1
+    assert len(finished) == 4
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -947,9 +948,10 @@ def test_a_dask_pool_sends_each_dataset_once_without_checking_configs_again(
     class Client:
         scattered = 0
 
-        def scatter(self, data, hash):  # type: ignore[no-untyped-def]
+        def scatter(self, data, hash, broadcast):  # type: ignore[no-untyped-def]
+            assert broadcast  # every worker a copy: one that dies takes no dataset with it
             self.scattered += 1
-            return f"data {self.scattered}"
+            return SimpleNamespace(status="finished")
 
         def submit(self, *args, **kwargs):  # type: ignore[no-untyped-def]
             return object()
@@ -959,9 +961,14 @@ def test_a_dask_pool_sends_each_dataset_once_without_checking_configs_again(
     pool.client, pool.token, pool._data, pool._trials, pool._futures = Client(), "t", {}, {}, {}
     pool._attempts = {}
     for task in tasks:
-        pool.submit(task, None)  # type: ignore[arg-type]
+        pool.submit(task, None)
     assert pool.client.scattered == 2 and len(checks) == 2  # one per dataset loaded
     assert pool.busy == 3
+    # a dataset lost with the workers that held it is sent again, and only that one
+    pool._data[tasks[0].data].status = "lost"
+    pool.submit(tasks[1], None)
+    pool.submit(tasks[2], None)
+    assert pool.client.scattered == 3 and len(checks) == 3
 
 
 def test_trials_on_a_cluster_log_where_the_controller_checked(

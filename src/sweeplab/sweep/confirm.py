@@ -23,8 +23,10 @@ statistics are `sweep/stats.py`'s, what they say and how it is told `sweep/confi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import itertools
 import json
 import os
 import time
@@ -40,6 +42,7 @@ from sweeplab.data import Dataset
 from sweeplab.names import (
     MlflowTag,
     Role,
+    RunStatus,
     Tag,
 )
 from sweeplab.sweep.confirmed import (
@@ -50,17 +53,21 @@ from sweeplab.sweep.confirmed import (
     report_md,
     test_line,
 )
+from sweeplab.sweep.executors import WORKER_DIED, DaskPool, killed_worker
 from sweeplab.sweep.worker import (
     DiskFull,
+    SweepAborted,
     TrackingUnavailable,
+    TrialOutcome,
     TrialTask,
+    close_runs,
     execute,
     make_task,
     short,
 )
 from sweeplab.tracking.writer import TrackingWriter, WriterDied
 from sweeplab.train import DataKey
-from sweeplab.train.interrupt import StopRequest
+from sweeplab.train.interrupt import StopRequest, interruption
 
 # MLflow statuses of a replicate that need not run again: it ran to its end (a diverged
 # one fails the same way with the same seed). KILLED ones were interrupted.
@@ -151,6 +158,24 @@ def done_replicates(runs: Sequence[Any], seeds: Sequence[int]) -> dict[tuple[str
     return done
 
 
+Replicate = tuple[Candidate, int, int]  # a configuration, its replicate number, its seed
+
+
+def missing(cands: Sequence[Candidate], seeds: Sequence[int],
+            done: Mapping[tuple[str, int], Any]) -> list[Replicate]:
+    """The replicates of `cands` over `seeds` not in `done`, configuration by configuration."""
+    return [(c, i, seed) for c in cands for i, seed in enumerate(seeds, 1)
+            if (c.hash, i) not in done]
+
+
+def _line(k: int, n: int, r: Replicate, out: TrialOutcome, seconds: float) -> str:
+    c, i, seed = r
+    value = f"{out.values[0]:.4g}" if out.values else "-"
+    where = f"  on worker {out.worker}" if out.worker != "controller" else ""
+    return (f"confirm {k}/{n}  trial {c.trial.number:>3} replicate {i} (seed {seed})"
+            f"  {'/'.join(c.task.objectives)}={value}  {out.status}  {seconds:5.1f}s{where}")
+
+
 def run_replicates(cands: Sequence[Candidate], seeds: Sequence[int], done: Mapping[
                    tuple[str, int], Any], stop: StopRequest | None,
                    writer: TrackingWriter | None = None) -> int:
@@ -161,8 +186,7 @@ def run_replicates(cands: Sequence[Candidate], seeds: Sequence[int], done: Mappi
     TrackingUnavailable, as for trials."""
     cache: dict[DataKey, Dataset] = {}  # one dataset per seed, shared by the configurations
     ran = 0
-    todo = [(c, i, seed) for c in cands for i, seed in enumerate(seeds, 1)
-            if (c.hash, i) not in done]
+    todo = missing(cands, seeds, done)
     for k, (c, i, seed) in enumerate(todo, 1):
         if stop is not None:
             stop.check()
@@ -176,14 +200,86 @@ def run_replicates(cands: Sequence[Candidate], seeds: Sequence[int], done: Mappi
             with writer.group(REPLICATE_GROUPS + k):
                 out = execute(task, stop=stop, data_cache=cache, writer=writer)
             writer.barrier(REPLICATE_GROUPS + k)
-        value = f"{out.values[0]:.4g}" if out.values else "-"
-        print(f"confirm {k}/{len(todo)}  trial {c.trial.number:>3} replicate {i} (seed {seed})"
-              f"  {'/'.join(c.task.objectives)}={value}  {out.status}"
-              f"  {time.time() - started:5.1f}s", flush=True)
+        print(_line(k, len(todo), (c, i, seed), out, time.time() - started), flush=True)
         ran += 1
     if writer is not None and ran:
         _written(writer)
     return ran
+
+
+def run_replicates_on(pool: DaskPool, todo: Sequence[Replicate], stop: StopRequest | None,
+                      client: Any, parent_run_id: str, threads: int | None = None) -> int:
+    """Run the replicates `todo` on the Dask workers of `pool`, as many at once as it has
+    slots (each run logs itself, as the search's trials do there); returns how many ran.
+
+    A replicate whose worker died has its run closed as KILLED and runs again, at most
+    MAX_WORKER_DEATHS times. Ctrl-C or SIGTERM (through `stop`) stops every replicate out
+    at its next log point (its run closed as KILLED, to run again on resume) and is raised;
+    so are a full disk and a store gone (DiskFull, TrackingUnavailable), as for trials."""
+    queue = list(enumerate(todo, 1))
+    out: dict[int, tuple[int, Replicate, float]] = {}  # channel -> (k, replicate, started)
+    deaths: dict[tuple[str, int], int] = {}
+    channels = itertools.count(REPLICATE_GROUPS)
+    ran = 0
+    try:
+        while queue or out:
+            if stop is not None:
+                stop.check()
+            while queue and pool.busy < pool.slots:
+                k, r = queue.pop(0)
+                task = dataclasses.replace(replicate_task(*r), threads=threads)
+                channel = next(channels)
+                pool.submit(task, None, channel=channel)
+                out[channel] = (k, r, time.time())
+            for f in pool.wait(timeout=0.5):
+                k, r, started = out.pop(f.number)
+                c, i, seed = r
+                if f.outcome is not None and f.outcome.status != RunStatus.INTERRUPTED:
+                    print(_line(k, len(todo), r, f.outcome, time.time() - started),
+                          flush=True)
+                    ran += 1
+                    continue
+                if f.outcome is None and not killed_worker(f.error):
+                    err = f.error
+                    if isinstance(err, DiskFull | TrackingUnavailable):
+                        raise err
+                    raise SweepAborted(f"replicate {i} of trial {c.trial.number} could not "
+                                       f"run on its worker: {type(err).__name__}: {err}")
+                # its worker died (or it lost the controller): its run closed, run again
+                why = WORKER_DIED if f.outcome is None else str(f.outcome.reason)
+                close_replicate_runs(client, parent_run_id, why, (c.hash, i))
+                deaths[c.hash, i] = deaths.get((c.hash, i), 0) + 1
+                if deaths[c.hash, i] >= MAX_WORKER_DEATHS:
+                    raise SweepAborted(
+                        f"replicate {i} of trial {c.trial.number} (seed {seed}) was stopped "
+                        f"{MAX_WORKER_DEATHS} times ({why}): look at the workers' logs "
+                        f"(memory?), then run the same command to resume")
+                print(f"confirm {k}/{len(todo)}  trial {c.trial.number:>3} replicate {i} "
+                      f"(seed {seed})  {why}: queued again", flush=True)
+                queue.insert(0, (k, r))
+    except BaseException as err:
+        pool.stop_all()
+        reason = interruption(err) if isinstance(err, KeyboardInterrupt) else \
+            f"the confirmation stopped on {type(err).__name__}"
+        with contextlib.suppress(Exception):  # the store may be what failed
+            close_replicate_runs(client, parent_run_id, reason)
+        raise
+    return ran
+
+
+# How many times a replicate may lose its worker before the sweep stops (a replicate that
+# kills its worker each time, by memory say, would otherwise run forever).
+MAX_WORKER_DEATHS = 3
+
+
+def close_replicate_runs(client: Any, parent_run_id: str, reason: str,
+                         which: tuple[str, int] | None = None) -> int:
+    """Close the parent's replicate runs still RUNNING as KILLED with `reason` (only the
+    replicate `which`, (config hash, replicate number), when given); returns how many."""
+    where = {Tag.ROLE: Role.CONFIRM}
+    if which is not None:
+        where |= {Tag.CONFIG_HASH: which[0], Tag.REPLICATE: str(which[1])}
+    return close_runs(client, parent_run_id, where, reason)
 
 
 # Writer groups of replicates: apart from trial numbers (and the writer's own syncs).
@@ -212,11 +308,14 @@ def _written(writer: TrackingWriter) -> None:
 def confirm_sweep(ranked_trials: Sequence[FrozenTrial], base: DictConfig, cfg: Config,
                   typed_base: Config, parent_run_id: str, client: Any, experiment_id: str,
                   stop: StopRequest | None, *, generation: int,
-                  tags: Mapping[str, str],
-                  writer: TrackingWriter | None = None) -> Confirmation | None:
-    """The whole stage after a search that ended normally: run the missing replicates, then
-    put the statistics, ``confirm.md`` and ``plots/confirm.png`` on the parent run. None
-    when there is nothing to confirm (off, several objectives, no tracking, no trial)."""
+                  tags: Mapping[str, str], writer: TrackingWriter | None = None,
+                  pool: DaskPool | None = None, threads: int | None = None
+                  ) -> Confirmation | None:
+    """The whole stage after a search that ended normally: run the missing replicates (on
+    `pool`'s Dask workers when given, with `threads` BLAS threads each, as the search's
+    trials; else here, logged by `writer` when given), then put the statistics,
+    ``confirm.md`` and ``plots/confirm.png`` on the parent run. None when there is nothing
+    to confirm (off, several objectives, no tracking, no trial)."""
     s = cfg.sweep
     assert s is not None
     objectives, directions = (list(s.objectives), list(s.directions or [])) \
@@ -239,9 +338,13 @@ def confirm_sweep(ranked_trials: Sequence[FrozenTrial], base: DictConfig, cfg: C
         else f"the top {len(cands)} configurations"
     print(f"confirmation: {which} x {len(seeds)} seeds "
           f"({', '.join(map(str, seeds))})"
-          + (f"; {already} of {len(wanted)} replicates already done" if already else ""),
-          flush=True)
-    run_replicates(cands, seeds, done, stop, writer)
+          + (f"; {already} of {len(wanted)} replicates already done" if already else "")
+          + (f"; replicates run on {pool.where}" if pool is not None else ""), flush=True)
+    if pool is None:
+        run_replicates(cands, seeds, done, stop, writer)
+    else:
+        run_replicates_on(pool, missing(cands, seeds, done), stop, client, parent_run_id,
+                          threads)
     result = analyse(cands, done_replicates(replicate_runs(client, experiment_id,
                                                            parent_run_id), seeds),
                      objectives[0], directions[0], seeds)

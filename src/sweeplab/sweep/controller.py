@@ -28,7 +28,7 @@ from sweeplab.sweep import generation as gen
 from sweeplab.sweep import study as st
 from sweeplab.sweep.confirm import confirm_sweep
 from sweeplab.sweep.confirmed import Confirmation
-from sweeplab.sweep.executors import WORKER_DIED, DaskPool, Finished, InProcess, WorkerLost
+from sweeplab.sweep.executors import WORKER_DIED, DaskPool, Finished, InProcess, killed_worker
 from sweeplab.sweep.identity import check_identity, settings
 from sweeplab.sweep.plots import PLOT_MODULES
 from sweeplab.sweep.report import (
@@ -173,7 +173,9 @@ def _sweep(cfg: DictConfig, typed: Config, base: DictConfig, space: dict[str, An
             confirmed = confirm_sweep(
                 ranked(study), base, typed, controller.typed_base, parent_run_id, client,
                 experiment_id, stop, generation=generation, tags=run_tags,
-                writer=executor.writer if isinstance(executor, InProcess) else None)
+                writer=executor.writer if isinstance(executor, InProcess) else None,
+                pool=executor if isinstance(executor, DaskPool) else None,
+                threads=controller.threads)
             ended = True
     except SweepAborted as err:
         code, why, error = ExitCode.USAGE, str(err), str(err)
@@ -340,7 +342,7 @@ class Controller:
         if isinstance(err, TrackingUnavailable):
             self.live[f.number] = trial  # queued again with the others still out
             raise err
-        if _killed_worker(err):
+        if killed_worker(err):
             reason = WORKER_DIED
             st.requeue(self.study, trial.number, trial.params, reason, trial)
             close_trial_runs(self.client, self.parent_run_id, trial.number, reason)
@@ -369,12 +371,6 @@ class Controller:
                 close_trial_runs(self.client, self.parent_run_id, number, reason,
                                  statuses=("RUNNING", "FINISHED"))
         self.live.clear()
-
-
-def _killed_worker(err: BaseException | None) -> bool:
-    from distributed import KilledWorker
-
-    return isinstance(err, KilledWorker | WorkerLost)
 
 
 def _parent_run(client: Any, study: optuna.Study, experiment_id: str, cfg: DictConfig,

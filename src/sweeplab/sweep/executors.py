@@ -52,6 +52,16 @@ class WorkerLost(Exception):
     controller, not Dask, decides what runs next."""
 
 
+def killed_worker(err: BaseException | None) -> bool:
+    """Whether a task's error says a Dask worker died under it (not that the task raised):
+    its own, or the only one holding its data, which cancels the task."""
+    from concurrent.futures import CancelledError
+
+    from distributed import KilledWorker
+
+    return isinstance(err, KilledWorker | WorkerLost | CancelledError)
+
+
 @dataclass
 class Finished:
     """A trial that came back: its outcome, or the error that stopped it."""
@@ -179,22 +189,39 @@ class _TellWritten(Callback):
         self.pool.tell_written()
 
 
-def run_on_worker(task: TrialTask, token: str, data: Dataset, attempt: str) -> TrialOutcome:
+class _StopWhenTold(Callback):
+    """At each log point of a task without a pruner (a confirmation replicate, or a trial
+    with sweep.pruner=none), ask the controller whether the sweep is stopping: without it,
+    such a task would train to its end after Ctrl-C, and its worker be closed under it."""
+
+    def __init__(self, report: Callable[[int, float | None], bool]) -> None:
+        self.report = report
+
+    def on_log(self, step: int, metrics: Mapping[str, float]) -> None:
+        self.report(step, None)  # raises TrialStopped when the sweep stops
+
+
+def run_on_worker(task: TrialTask, token: str, data: Dataset, attempt: str,
+                  channel: int | None = None) -> TrialOutcome:
     """The Dask task: run `task` on `data` (Dask hands the controller's scattered dataset
-    over, once per worker), asking the controller at every log point whether to prune.
-    Runs at most once per `attempt`: a rerun by Dask raises WorkerLost at once."""
+    over, once per worker), asking the controller at every log point whether to prune (or,
+    without a pruner, whether the sweep is stopping). `channel` names the task to the
+    controller's verdict server (the trial's number unless given: replicates of one trial
+    run at once, each on a channel of its own). Runs at most once per `attempt`: a rerun by
+    Dask raises WorkerLost at once."""
     from distributed import Event, Queue, get_worker
 
     started = Event(attempt)
     if started.is_set():
         raise WorkerLost(WORKER_DIED)
     started.set()
+    channel = task.number if channel is None else channel
     reports = Queue(f"sweeplab-reports-{token}")
-    verdicts = Queue(f"sweeplab-verdict-{token}-{task.number}")
+    verdicts = Queue(f"sweeplab-verdict-{token}-{channel}")
 
-    def report(step: int, value: float) -> bool:
+    def report(step: int, value: float | None) -> bool:
         try:
-            reports.put((task.number, step, float(value)))
+            reports.put((channel, step, None if value is None else float(value)))
             verdict = verdicts.get(timeout=VERDICT_TIMEOUT)
         except Exception as err:  # the controller is gone (or its scheduler)
             raise TrialStopped(f"lost its controller ({type(err).__name__})") from None
@@ -202,8 +229,9 @@ def run_on_worker(task: TrialTask, token: str, data: Dataset, attempt: str) -> T
             raise TrialStopped("stopped by its controller")
         return bool(verdict)
 
+    also = (_StopWhenTold(report),) if task.prune_metric is None else ()
     try:
-        outcome = execute(task, report, None, data=data)
+        outcome = execute(task, report, None, data=data, also=also)
     except TrialStopped as stopped:  # the run is closed as KILLED; not an error of Dask's
         outcome = TrialOutcome(task.number, RunStatus.INTERRUPTED, str(stopped))
     outcome.worker = str(get_worker().name)
@@ -289,25 +317,37 @@ class DaskPool:
     def busy(self) -> int:
         return len(self._futures)
 
-    def submit(self, task: TrialTask, trial: Trial) -> None:
+    def submit(self, task: TrialTask, trial: Trial | None, channel: int | None = None
+               ) -> None:
+        """Run `task` on a worker; it comes back from `wait` as number `channel` (the
+        task's number unless given). Its reports go to `trial`'s pruner; without a trial
+        (a replicate) they only hear whether the sweep is stopping."""
+        number = task.number if channel is None else channel
         key = task.data or data_key(to_config(task.config))
-        if key not in self._data:  # loaded here, where data.dir is, and sent to the workers
+        # Loaded here, where data.dir is, and sent to the workers: to every one of them, so
+        # that a worker that dies takes no dataset with it; sent again if one was lost
+        # even so (its only holders died).
+        if key not in self._data or self._data[key].status != "finished":
             self._data[key] = self.client.scatter(load_data(to_config(task.config)),
-                                                  hash=False)
-        self._trials[task.number] = trial
-        name = f"sweeplab-trial-{task.number}-{uuid.uuid4().hex[:8]}"
-        self._attempts[task.number] = attempt = f"sweeplab-started-{name}"
+                                                  hash=False, broadcast=True)
+        if trial is not None:
+            self._trials[number] = trial
+        name = f"sweeplab-trial-{number}-{uuid.uuid4().hex[:8]}"
+        self._attempts[number] = attempt = f"sweeplab-started-{name}"
         fut = self.client.submit(run_on_worker, task, self.token, self._data[key], attempt,
-                                 key=name, pure=False)
-        self._futures[fut] = task.number
+                                 number, key=name, pure=False)
+        self._futures[fut] = number
 
     def wait(self, timeout: float) -> list[Finished]:
         from distributed import wait
+        from distributed.client import FuturesCancelledError
 
         try:
             done, _ = wait(list(self._futures), timeout=timeout, return_when="FIRST_COMPLETED")
         except TimeoutError:
             return []
+        except FuturesCancelledError:  # a task whose data died with its only worker
+            done = {fut for fut in self._futures if fut.done()}
         from distributed import Event
 
         out = []
@@ -371,7 +411,7 @@ class DaskPool:
             verdict: bool | str = False
             if self._stopping:
                 verdict = STOP
-            elif trial is not None:
+            elif trial is not None and value is not None:  # None: only "go on?"
                 trial.report(value, step)
                 verdict = trial.should_prune()
             if number not in verdicts:

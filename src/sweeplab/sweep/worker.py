@@ -325,11 +325,19 @@ def close_trial_runs(client: Any, parent_run_id: str, number: int, reason: str,
     """Close trial `number`'s MLflow runs under the parent whose status is one of
     `statuses` (by default those still RUNNING) as KILLED, with `reason`; returns how many.
     Found by trial number, since a kill can come before anyone learnt the run's id."""
+    return close_runs(client, parent_run_id, {Tag.TRIAL_NUMBER: str(number)}, reason,
+                      statuses)
+
+
+def close_runs(client: Any, parent_run_id: str, where: Mapping[str, str], reason: str,
+               statuses: tuple[str, ...] = ("RUNNING",)) -> int:
+    """Close the parent's child runs with the tags `where` whose status is one of
+    `statuses` as KILLED, with `reason`; returns how many."""
     experiment_id = client.get_run(parent_run_id).info.experiment_id
-    runs = client.search_runs(
-        [experiment_id], f"tags.`{MlflowTag.PARENT_RUN_ID}` = '{parent_run_id}' and "
-                         f"tags.`{Tag.TRIAL_NUMBER}` = '{number}'")
-    runs = [r for r in runs if r.info.status in statuses]
+    query = " and ".join([f"tags.`{MlflowTag.PARENT_RUN_ID}` = '{parent_run_id}'",
+                          *(f"tags.`{k}` = '{v}'" for k, v in where.items())])
+    runs = [r for r in client.search_runs([experiment_id], query, max_results=1000)
+            if r.info.status in statuses]
     for r in runs:
         client.log_batch(r.info.run_id, tags=[
             RunTag(Tag.STATUS, RunStatus.INTERRUPTED), RunTag(Tag.REASON, reason),

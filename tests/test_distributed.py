@@ -44,7 +44,17 @@ def confirming(top_k: int, seeds: int) -> list[str]:
 class DaskCluster:
     address: str
     worker_folders: list[Path]
-    procs: list[subprocess.Popen]
+    procs: list[subprocess.Popen]  # the scheduler's, then each `dask worker`'s
+
+    def kill_worker(self, k: int) -> None:
+        """SIGKILL the process under `dask worker` k that runs its tasks (its nanny starts
+        a new one, and the scheduler would rerun the task there: allowed-failures=3)."""
+        import psutil
+
+        worker = [p for p in psutil.Process(self.procs[1 + k].pid).children(recursive=True)
+                  if "spawn_main" in " ".join(p.cmdline())]
+        assert len(worker) == 1, [p.cmdline() for p in worker]
+        worker[0].kill()
 
 
 def _wait_for_workers(address: str, n: int, timeout: float = 120) -> None:
@@ -270,8 +280,6 @@ def test_a_worker_killed_on_a_users_cluster_has_its_trial_queued_once(
     the user's scheduler would rerun the task there, allowed-failures=3): the trial is
     failed and queued again by the controller alone, its run closed with the reason; no
     trial runs twice, and Optuna and MLflow agree trial by trial."""
-    import psutil
-
     journal = f"journal:{tmp_path / 'optuna.journal'}"
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     with tracking_server(tmp_path / "server") as server, \
@@ -296,10 +304,7 @@ def test_a_worker_killed_on_a_users_cluster_has_its_trial_queued_once(
                                 if t.state == TrialState.RUNNING and t.intermediate_values]
                     if len(training) == 2:
                         break
-            worker = [p for p in psutil.Process(cluster.procs[1].pid).children(recursive=True)
-                      if "spawn_main" in " ".join(p.cmdline())]
-            assert len(worker) == 1, [p.cmdline() for p in worker]
-            worker[0].kill()
+            cluster.kill_worker(0)
             out, _ = proc.communicate(timeout=600)
         finally:
             stop_process_group(proc)
@@ -333,24 +338,47 @@ def test_a_worker_killed_on_a_users_cluster_has_its_trial_queued_once(
             assert t.user_attrs[TrialAttr.RUN_ID] in {r.info.run_id for r in runs}
 
 
-def _replicate_runs(client: MlflowClient, status: str | None = None) -> list:
-    """Every confirmation replicate's run in the store (of any status, or `status`)."""
+def _replicate_runs(client: MlflowClient, status: str | None = None,
+                    role: str = "confirm") -> list:
+    """Every confirmation replicate's run in the store (or every run of `role`), of any
+    status or of `status`."""
     exps = [e.experiment_id for e in client.search_experiments()]
-    runs = client.search_runs(exps, "tags.`sweeplab.role` = 'confirm'", max_results=500)
+    runs = client.search_runs(exps, f"tags.`sweeplab.role` = '{role}'", max_results=500)
     return [r for r in runs if status is None or r.info.status == status]
 
 
-def _wait_for_replicates_training(proc: subprocess.Popen, client: MlflowClient,
-                                  n: int) -> None:
-    """Until `n` replicates' runs are RUNNING at once (each worker training one)."""
+def _wait_for_replicates_training(proc: subprocess.Popen, client: MlflowClient, n: int,
+                                  role: str = "confirm") -> None:
+    """Until `n` replicates' runs (or runs of `role`) are RUNNING at once (each worker
+    training one)."""
     deadline = time.monotonic() + 300
     while True:
         time.sleep(0.2)
         assert proc.poll() is None, (proc.communicate()[0] or "")[-3000:]
-        assert time.monotonic() < deadline, f"the sweep never had {n} replicates training"
+        assert time.monotonic() < deadline, f"the sweep never had {n} {role} runs training"
         with contextlib.suppress(Exception):  # the store may not exist yet
-            if len(_replicate_runs(client, "RUNNING")) == n:
+            if len(_replicate_runs(client, "RUNNING", role)) == n:
                 return
+
+
+def _sigterm_while_training(cmd: list[str], env: dict[str, str], cwd: Path,
+                            client: MlflowClient, role: str
+                            ) -> tuple[subprocess.Popen, str, list]:
+    """Run the sweep `cmd`, SIGTERM it once two runs of `role` train at once, and wait:
+    (its process, its output, its child processes when signalled)."""
+    import psutil
+
+    client.search_experiments(max_results=1)  # the store made before the sweep opens it
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        _wait_for_replicates_training(proc, client, 2, role)
+        family = psutil.Process(proc.pid).children(recursive=True)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        stop_process_group(proc)
+    return proc, out, family
 
 
 # Long replicates (seconds each, a log point every 50 epochs), so that a kill lands mid-run.
@@ -365,8 +393,6 @@ def test_a_worker_killed_mid_replicate_has_its_replicate_run_again(
     the worker process under one `dask worker`. Its replicate's run is closed with the
     reason and the replicate runs again (Dask's own rerun of the task never starts a
     second run); each replicate ends FINISHED exactly once."""
-    import psutil
-
     journal = f"journal:{tmp_path / 'optuna.journal'}"
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     with tracking_server(tmp_path / "server") as server, \
@@ -379,10 +405,7 @@ def test_a_worker_killed_mid_replicate_has_its_replicate_run_again(
         client = MlflowClient(tracking_uri=server.url)
         try:
             _wait_for_replicates_training(proc, client, 2)
-            worker = [p for p in psutil.Process(cluster.procs[1].pid).children(recursive=True)
-                      if "spawn_main" in " ".join(p.cmdline())]
-            assert len(worker) == 1, [p.cmdline() for p in worker]
-            worker[0].kill()
+            cluster.kill_worker(0)
             out, _ = proc.communicate(timeout=600)
         finally:
             stop_process_group(proc)
@@ -411,16 +434,7 @@ def test_sigterm_mid_replicates_on_dask_closes_them_and_the_resume_runs_each_onc
            "sweep.name=rterm", "sweep.n_trials=2", "sweep.n_jobs=2",
            f"sweep.storage=journal:{tmp_path / 'optuna.journal'}"]
     client = MlflowClient(uri)
-    client.search_experiments(max_results=1)  # the store made before the sweep opens it
-    proc = subprocess.Popen(cmd, cwd=data_cache, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        _wait_for_replicates_training(proc, client, 2)
-        family = psutil.Process(proc.pid).children(recursive=True)
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=120)
-    finally:
-        stop_process_group(proc)
+    proc, out, family = _sigterm_while_training(cmd, env, data_cache, client, "confirm")
     assert proc.returncode == 143, out[-3000:]
     assert "Traceback" not in out, out[-3000:]
     _, alive = psutil.wait_procs(family, timeout=30)
@@ -437,6 +451,74 @@ def test_sigterm_mid_replicates_on_dask_closes_them_and_the_resume_runs_each_onc
     assert Counter((r.data.tags["sweeplab.config_hash"], r.data.tags["sweeplab.replicate"])
                    for r in finished).most_common(1)[0][1] == 1
     assert len(finished) == 4
+
+
+@pytest.mark.slow
+def test_sigterm_stops_trials_without_a_pruner_on_dask_at_their_next_log_point(
+        tmp_path: Path, data_cache: Path) -> None:
+    """sweep.pruner=none on a local Dask cluster: the trials report to no pruner, yet
+    SIGTERM stops each at its next log point (it used to train to its end, the controller
+    waiting up to 30 s); their runs closed as KILLED, exit 143."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    plain = [o for o in SMALL if "pruner" not in o]
+    cmd = [sys.executable, "-m", "sweeplab.sweep", *plain, "sweep.pruner=none",
+           "data.n_samples=1000", "train.epochs=8000", "train.log_every=50",
+           "sweep.name=nopruner", "sweep.n_trials=2", "sweep.n_jobs=2",
+           f"sweep.storage=journal:{tmp_path / 'optuna.journal'}"]
+    client = MlflowClient(uri)
+    proc, out, _ = _sigterm_while_training(cmd, env, data_cache, client, "trial")
+    assert proc.returncode == 143, out[-3000:]
+    runs = _replicate_runs(client, role="trial")
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"KILLED"}, \
+        [(r.info.status, r.data.tags) for r in runs]
+    for r in runs:  # stopped mid-run: the last epoch (7999) never logged
+        steps = [m.step for m in client.get_metric_history(r.info.run_id, "val_cost")]
+        assert steps and max(steps) < 7999, (r.data.tags, max(steps, default=None))
+
+
+@pytest.mark.slow
+def test_a_scheduler_lost_mid_sweep_stops_it_in_one_line_and_another_finishes_it(
+        tmp_path: Path, data_cache: Path) -> None:
+    """SIGKILL the user's Dask scheduler while both its workers train: the controller
+    queues the trials out again, closes their runs and stops with one line naming the
+    scheduler (exit 2, no traceback); the same command on another scheduler finishes the
+    sweep with exactly n_trials."""
+    journal = f"journal:{tmp_path / 'optuna.journal'}"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    with tracking_server(tmp_path / "server") as server:
+        cmd = [sys.executable, "-m", "sweeplab.sweep", *SMALL, *LONG, "sweep.name=slost",
+               "sweep.n_trials=2", f"tracking.uri={server.url}", f"sweep.storage={journal}"]
+        client = MlflowClient(tracking_uri=server.url)
+        with dask_cluster(tmp_path / "dask") as cluster:
+            proc = subprocess.Popen([*cmd, f"sweep.cluster={cluster.address}"],
+                                    cwd=data_cache, env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, start_new_session=True)
+            try:
+                _wait_for_replicates_training(proc, client, 2, role="trial")
+                cluster.procs[0].kill()  # the scheduler
+                out, err = proc.communicate(timeout=300)
+            finally:
+                stop_process_group(proc)
+        assert proc.returncode == 2, out[-2000:] + err[-3000:]
+        assert "Traceback" not in out + err, err[-3000:]
+        errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
+        assert len(errors) == 1 and "the Dask scheduler of the Dask cluster of the " \
+            f"scheduler at {cluster.address} stopped answering" in errors[0], err[-3000:]
+        assert not _replicate_runs(client, "RUNNING", role="trial")
+        study = optuna.load_study(study_name="slost", storage=open_storage(journal))
+        assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+
+        with dask_cluster(tmp_path / "dask-again") as cluster:
+            again = subprocess.run([*cmd, f"sweep.cluster={cluster.address}"],
+                                   cwd=data_cache, env=env, capture_output=True, text=True,
+                                   timeout=600)
+        assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+        study = optuna.load_study(study_name="slost", storage=open_storage(journal))
+        done = [t for t in study.trials if t.state in (TrialState.COMPLETE,
+                                                      TrialState.PRUNED)]
+        assert len(done) == 2
+        assert not _replicate_runs(client, "RUNNING", role="trial")
 
 
 @pytest.mark.slow

@@ -259,8 +259,8 @@ def run_replicates_on(pool: DaskPool, todo: Sequence[Replicate], stop: StopReque
                 queue.insert(0, (k, r))
     except BaseException as err:
         pool.stop_all()
-        reason = interruption(err) if isinstance(err, KeyboardInterrupt) else \
-            f"the confirmation stopped on {type(err).__name__}"
+        reason = interruption(err) if isinstance(err, KeyboardInterrupt) else getattr(
+            err, "reason", f"the confirmation stopped on {type(err).__name__}")
         with contextlib.suppress(Exception):  # the store may be what failed
             close_replicate_runs(client, parent_run_id, reason)
         raise

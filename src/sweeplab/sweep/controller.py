@@ -28,7 +28,14 @@ from sweeplab.sweep import generation as gen
 from sweeplab.sweep import study as st
 from sweeplab.sweep.confirm import confirm_sweep
 from sweeplab.sweep.confirmed import Confirmation
-from sweeplab.sweep.executors import WORKER_DIED, DaskPool, Finished, InProcess, killed_worker
+from sweeplab.sweep.executors import (
+    WORKER_DIED,
+    DaskPool,
+    Finished,
+    InProcess,
+    SchedulerLost,
+    killed_worker,
+)
 from sweeplab.sweep.identity import check_identity, settings
 from sweeplab.sweep.plots import PLOT_MODULES
 from sweeplab.sweep.report import (
@@ -278,7 +285,7 @@ class Controller:
                 for finished in self.executor.wait(timeout=0.5):
                     self.finish(finished)
                 self.printer.poll()
-        except TrackingUnavailable as err:
+        except (TrackingUnavailable, SchedulerLost) as err:
             self.interrupt_all(err.reason)
             raise SweepAborted(str(err)) from None
         except Exception as err:  # the journal's (or the store's) disk filled up, say

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from sweeplab.data import Dataset
 from sweeplab.names import RunStatus
 from sweeplab.sweep.worker import (
     DiskFull,
+    SweepAborted,
     TrackingUnavailable,
     TrialOutcome,
     TrialStopped,
@@ -38,12 +40,21 @@ from sweeplab.train.interrupt import StopRequest
 VERDICT_TIMEOUT = 120.0
 # The verdict that stops a trial now (the sweep is stopping), besides prune or go on.
 STOP = "stop"
+# How often a task with no pruner asks whether the sweep is stopping (at a log point).
+STOP_CHECK_SECONDS = 0.5
 # How long a stopping sweep waits for its running trials to close their runs.
 STOP_GRACE = 30.0
 # How long the scheduler at sweep.cluster has to say it is one.
 SCHEDULER_TIMEOUT = 5.0
 # Why a trial whose worker died is queued again.
 WORKER_DIED = "its Dask worker died"
+
+
+class SchedulerLost(SweepAborted):
+    """The Dask scheduler stopped answering mid-sweep: the trials out are queued again and
+    the sweep stops, to be resumed once the scheduler is back."""
+
+    reason = "its Dask scheduler stopped answering"
 
 
 class WorkerLost(Exception):
@@ -190,15 +201,20 @@ class _TellWritten(Callback):
 
 
 class _StopWhenTold(Callback):
-    """At each log point of a task without a pruner (a confirmation replicate, or a trial
+    """At the log points of a task without a pruner (a confirmation replicate, or a trial
     with sweep.pruner=none), ask the controller whether the sweep is stopping: without it,
-    such a task would train to its end after Ctrl-C, and its worker be closed under it."""
+    such a task would train to its end after Ctrl-C, and its worker be closed under it.
+    At most every STOP_CHECK_SECONDS: a round trip at each of a long full-batch run's
+    thousands of log points doubled its time (a hostile review measured it)."""
 
     def __init__(self, report: Callable[[int, float | None], bool]) -> None:
         self.report = report
+        self.last = time.monotonic()
 
     def on_log(self, step: int, metrics: Mapping[str, float]) -> None:
-        self.report(step, None)  # raises TrialStopped when the sweep stops
+        if time.monotonic() - self.last >= STOP_CHECK_SECONDS:
+            self.report(step, None)  # raises TrialStopped when the sweep stops
+            self.last = time.monotonic()
 
 
 def run_on_worker(task: TrialTask, token: str, data: Dataset, attempt: str,
@@ -328,8 +344,11 @@ class DaskPool:
         # that a worker that dies takes no dataset with it; sent again if one was lost
         # even so (its only holders died).
         if key not in self._data or self._data[key].status != "finished":
-            self._data[key] = self.client.scatter(load_data(to_config(task.config)),
-                                                  hash=False, broadcast=True)
+            data = load_data(to_config(task.config))
+            try:
+                self._data[key] = self.client.scatter(data, hash=False, broadcast=True)
+            except OSError as err:  # TimeoutError too: the scheduler is gone
+                raise self._lost(err) from None
         if trial is not None:
             self._trials[number] = trial
         name = f"sweeplab-trial-{number}-{uuid.uuid4().hex[:8]}"
@@ -346,8 +365,10 @@ class DaskPool:
             done, _ = wait(list(self._futures), timeout=timeout, return_when="FIRST_COMPLETED")
         except TimeoutError:
             return []
-        except FuturesCancelledError:  # a task whose data died with its only worker
-            done = {fut for fut in self._futures if fut.done()}
+        except FuturesCancelledError as err:
+            if self.client.status != "running":  # the scheduler is gone: every task with it
+                raise self._lost(err) from None
+            done = {fut for fut in self._futures if fut.done()}  # data died with its worker
         from distributed import Event
 
         out = []
@@ -359,8 +380,17 @@ class DaskPool:
             except Exception as err:  # the worker died, or the task raised
                 out.append(Finished(number, error=err))
             fut.release()  # a worker dying later must not make Dask compute it again
-            Event(self._attempts.pop(number), client=self.client).clear()
+            try:
+                Event(self._attempts.pop(number), client=self.client).clear()
+            except OSError as err:
+                raise self._lost(err) from None
         return out
+
+    def _lost(self, err: BaseException) -> SchedulerLost:
+        why = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        return SchedulerLost(f"the Dask scheduler of {self.where} stopped answering ({why}); "
+                             f"start it (and its workers) again, then run the same command "
+                             f"to resume")
 
     def drain(self) -> list[Finished]:
         """Trials on Dask log themselves: nothing is held here."""
@@ -370,12 +400,22 @@ class DaskPool:
         """Stop every trial still out: each stops at its next log point (its run closed as
         KILLED) and is waited for up to `grace` seconds; then what is left is cancelled."""
         from distributed import wait
+        from distributed.client import FuturesCancelledError
 
         self._stopping = True
-        if self._futures:
-            with contextlib.suppress(TimeoutError):
-                wait(list(self._futures), timeout=grace)
-        self.client.cancel(list(self._futures), force=True)
+        deadline = time.monotonic() + grace
+        while self.client.status == "running" and time.monotonic() < deadline:
+            left = [fut for fut in self._futures if not fut.done()]
+            if not left:
+                break
+            try:
+                wait(left, timeout=deadline - time.monotonic())
+            except FuturesCancelledError:  # one cancelled (its data lost): the others
+                continue
+            except Exception:  # the time is up, or the scheduler is gone
+                break
+        with contextlib.suppress(Exception):  # the scheduler may be gone
+            self.client.cancel(list(self._futures), force=True)
         self._futures.clear()
         self._trials.clear()
 

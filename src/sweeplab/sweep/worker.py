@@ -276,15 +276,14 @@ def execute(task: TrialTask, report: Reporter | None = None, stop: StopRequest |
         full = no_space(err)
         if full is not None:
             raise DiskFull(
-                f"no space left on the device during trial {task.number} ({full}; the "
-                f"tracking store is {tracker.uri}); free space, then run the same command "
-                f"to resume") from None
+                f"no space left on the device during {what(task)} ({full}; the tracking "
+                f"store is {tracker.uri}); free space, then run the same command to "
+                f"resume") from None
         why = unavailable_reason(err)
         if why is not None:
             raise TrackingUnavailable(
-                f"the tracking store {tracker.uri} stopped answering during trial "
-                f"{task.number} ({why}); start it again, then run the same command to "
-                f"resume") from None
+                f"the tracking store {tracker.uri} stopped answering during {what(task)} "
+                f"({why}); start it again, then run the same command to resume") from None
         _tag_run(tracker, "FAIL")
         return TrialOutcome(task.number, RunStatus.ERROR, f"{type(err).__name__}: {err}",
                             run_id=tracker.run_id, host=host, pending_run=_pending(tracker))
@@ -301,6 +300,13 @@ def execute(task: TrialTask, report: Reporter | None = None, stop: StopRequest |
         out.values = [objective_value(result, o) for o in task.objectives]
         _tag_run(tracker, "COMPLETE", objective=(out.values[0], result.epochs_run))
     return out
+
+
+def what(task: TrialTask) -> str:
+    """"trial 7", or "replicate 2 of trial 7" for a confirmation replicate."""
+    if task.role == Role.CONFIRM:
+        return f"replicate {task.tags.get(Tag.REPLICATE, '?')} of trial {task.number}"
+    return f"trial {task.number}"
 
 
 def _pending(tracker: MlflowTracker) -> Any:

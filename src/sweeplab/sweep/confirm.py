@@ -260,7 +260,7 @@ def run_replicates_on(pool: DaskPool, todo: Sequence[Replicate], stop: StopReque
     except BaseException as err:
         pool.stop_all()
         reason = interruption(err) if isinstance(err, KeyboardInterrupt) else getattr(
-            err, "reason", f"the confirmation stopped on {type(err).__name__}")
+            err, "reason", f"the confirmation stopped: {err}"[:1000])
         with contextlib.suppress(Exception):  # the store may be what failed
             close_replicate_runs(client, parent_run_id, reason)
         raise

@@ -42,6 +42,9 @@ VERDICT_TIMEOUT = 120.0
 STOP = "stop"
 # How often a task with no pruner asks whether the sweep is stopping (at a log point).
 STOP_CHECK_SECONDS = 0.5
+# How long a controller that lost its scheduler lets the workers end the runs they were
+# ending (their last writes) before it closes the runs left open.
+SETTLE_SECONDS = 5.0
 # How long a stopping sweep waits for its running trials to close their runs.
 STOP_GRACE = 30.0
 # How long the scheduler at sweep.cluster has to say it is one.
@@ -207,12 +210,14 @@ class _StopWhenTold(Callback):
     At most every STOP_CHECK_SECONDS: a round trip at each of a long full-batch run's
     thousands of log points doubled its time (a hostile review measured it)."""
 
-    def __init__(self, report: Callable[[int, float | None], bool]) -> None:
-        self.report = report
+    def __init__(self, report: Callable[[int, float | None], bool], last_step: int) -> None:
+        self.report, self.last_step = report, last_step
         self.last = time.monotonic()
 
     def on_log(self, step: int, metrics: Mapping[str, float]) -> None:
-        if time.monotonic() - self.last >= STOP_CHECK_SECONDS:
+        # Always at the last step: a run the controller has closed (the sweep stopped
+        # meanwhile) must not then end FINISHED under its KILLED.
+        if step >= self.last_step or time.monotonic() - self.last >= STOP_CHECK_SECONDS:
             self.report(step, None)  # raises TrialStopped when the sweep stops
             self.last = time.monotonic()
 
@@ -245,7 +250,8 @@ def run_on_worker(task: TrialTask, token: str, data: Dataset, attempt: str,
             raise TrialStopped("stopped by its controller")
         return bool(verdict)
 
-    also = (_StopWhenTold(report),) if task.prune_metric is None else ()
+    last_step = int(task.config["train"]["epochs"]) - 1
+    also = (_StopWhenTold(report, last_step),) if task.prune_metric is None else ()
     try:
         outcome = execute(task, report, None, data=data, also=also)
     except TrialStopped as stopped:  # the run is closed as KILLED; not an error of Dask's
@@ -365,9 +371,9 @@ class DaskPool:
             done, _ = wait(list(self._futures), timeout=timeout, return_when="FIRST_COMPLETED")
         except TimeoutError:
             return []
-        except FuturesCancelledError as err:
+        except FuturesCancelledError:
             if self.client.status != "running":  # the scheduler is gone: every task with it
-                raise self._lost(err) from None
+                raise self._lost("the connection to it was lost") from None
             done = {fut for fut in self._futures if fut.done()}  # data died with its worker
         from distributed import Event
 
@@ -386,11 +392,14 @@ class DaskPool:
                 raise self._lost(err) from None
         return out
 
-    def _lost(self, err: BaseException) -> SchedulerLost:
-        why = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
-        return SchedulerLost(f"the Dask scheduler of {self.where} stopped answering ({why}); "
-                             f"start it (and its workers) again, then run the same command "
-                             f"to resume")
+    def _lost(self, err: BaseException | str) -> SchedulerLost:
+        # said here, in one line: Dask's own "Failed to reconnect" would follow it
+        logging.getLogger("distributed.client").setLevel(logging.CRITICAL)
+        why = err if isinstance(err, str) else \
+            str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        return SchedulerLost(f"the Dask scheduler stopped answering ({why}; trials ran on "
+                             f"{self.where}); start it (and its workers) again, then run the "
+                             f"same command to resume")
 
     def drain(self) -> list[Finished]:
         """Trials on Dask log themselves: nothing is held here."""
@@ -403,6 +412,11 @@ class DaskPool:
         from distributed.client import FuturesCancelledError
 
         self._stopping = True
+        if self.client.status != "running":
+            # The scheduler is gone, and the workers with a task may still be ending its
+            # run: given time to, they end it before the controller closes what is left
+            # (a close between their last writes left a FINISHED run tagged interrupted).
+            time.sleep(SETTLE_SECONDS)
         deadline = time.monotonic() + grace
         while self.client.status == "running" and time.monotonic() < deadline:
             left = [fut for fut in self._futures if not fut.done()]

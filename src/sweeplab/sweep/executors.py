@@ -412,7 +412,7 @@ class DaskPool:
         from distributed.client import FuturesCancelledError
 
         self._stopping = True
-        if self.client.status != "running":
+        if self._futures and self.client.status != "running":
             # The scheduler is gone, and the workers with a task may still be ending its
             # run: given time to, they end it before the controller closes what is left
             # (a close between their last writes left a FINISHED run tagged interrupted).

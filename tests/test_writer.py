@@ -214,6 +214,22 @@ def _mlflow_packages_mapped(client: MlflowClient) -> bool:
     return requirements_utils._MODULES_TO_PACKAGES is not None
 
 
+def test_the_resource_tracker_a_writer_starts_prints_no_leak_warnings(tmp_path: Path) -> None:
+    """A semaphore whose unregister never reached multiprocessing's resource tracker (a
+    killed process, an exit that raced it) made the tracker print two warnings at its
+    shutdown, after a command's one error line. The tracker the writer starts is quiet;
+    it still unlinks what is left (here a name that does not exist)."""
+    code = (
+        "from multiprocessing import resource_tracker\n"
+        "from sweeplab.tracking.writer import prestart\n"
+        "prestart()\n"
+        "resource_tracker.register('/sweeplab-test-never-made', 'semaphore')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "", proc.stderr
+
+
 def test_the_writer_builds_mlflows_package_map_before_its_first_model(tmp_path: Path) -> None:
     """About a second of MLflow's that the sweep's first trial waited for, before its result
     was told: the writer builds it while the sweep starts."""

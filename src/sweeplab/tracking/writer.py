@@ -251,7 +251,17 @@ def _take_prestarted() -> _Process | None:
     return started
 
 
+# multiprocessing's resource tracker (a process started with the first queue, passed this
+# process's -W options) warns at its shutdown of every semaphore whose "unregister" did not
+# reach it: a process killed, or an exit that raced it (CI saw it after a refused command).
+# It unlinks them all the same (its second warning says they were gone already); the
+# warnings are noise on a command whose stderr is one line.
+QUIET_TRACKER = "ignore::UserWarning:multiprocessing.resource_tracker"
+
+
 def _start() -> _Process:
+    if QUIET_TRACKER not in sys.warnoptions:  # before the tracker starts (the queues)
+        sys.warnoptions.append(QUIET_TRACKER)
     ctx = mp.get_context("spawn")  # the caller may hold threads and locks: no fork
     ops, acks = ctx.Queue(), ctx.Queue()
     proc = ctx.Process(target=_serve, args=(ops, acks), name="sweeplab-tracking-writer",

@@ -154,8 +154,9 @@ def test_a_signal_while_the_sweep_starts_ends_it_quietly_with_its_writer(
     children: list[psutil.Process] = []
     while not children and time.monotonic() < deadline:
         time.sleep(0.05)
+        # the tracker's command; the writer's names it too, in its -W option
         children = [c for c in psutil.Process(proc.pid).children()
-                    if "resource_tracker" not in " ".join(c.cmdline())]
+                    if "resource_tracker import main" not in " ".join(c.cmdline())]
     assert children, "the sweep started no writer"
     time.sleep(0.3)  # within its imports: its first line comes after about two seconds
     proc.send_signal(sig)

@@ -108,7 +108,7 @@ def _writer_of(pid: int):
     while time.time() < deadline:
         for p in psutil.Process(pid).children():
             line = " ".join(p.cmdline())
-            if "spawn_main" in line and "resource_tracker" not in line:
+            if "spawn_main" in line and "resource_tracker import main" not in line:
                 return p
         time.sleep(0.2)
     raise AssertionError("the sweep started no writer process")

@@ -31,6 +31,7 @@ from sweeplab.sweep.confirm import (
 from sweeplab.sweep.confirmed import analyse, table
 from sweeplab.sweep.controller import sweep_job
 from sweeplab.sweep.stats import describe, paired
+from sweeplab.sweep.worker import close_trial_runs
 
 BASE = ["data=moons", "data.n_samples=200", "train.batch_size=null", "train.epochs=60",
         "train.log_every=20", "model.depth=1", "optim=adam", "optim.lr=0.05",
@@ -280,6 +281,29 @@ def test_closing_a_replicate_closes_that_replicate_alone(tmp_mlflow: str) -> Non
     status = {r: client.get_run(r).info.status for r in (a1, a2, b2, trial)}
     assert status == {a1: "FINISHED", a2: "KILLED", b2: "KILLED", trial: "RUNNING"}
     assert client.get_run(b2).data.tags[Tag.REASON] == "terminated (SIGTERM)"
+
+
+def test_closing_a_trials_runs_leaves_its_replicates(tmp_mlflow: str) -> None:
+    """A trial's runs are found by its number, which its confirmation replicates carry
+    too: closing the trial's (its worker died, its controller was killed) closes those of
+    role trial only, with any of the statuses asked for."""
+    client = MlflowClient(tmp_mlflow)
+    exp = client.create_experiment("close-trial")
+    parent = client.create_run(exp).info.run_id
+
+    def child(role: str, number: str = "3") -> str:
+        tags = {MlflowTag.PARENT_RUN_ID: parent, Tag.ROLE: role, Tag.TRIAL_NUMBER: number}
+        return client.create_run(exp, tags=tags).info.run_id
+
+    trial, other, replicate, done = (child(Role.TRIAL), child(Role.TRIAL, "4"),
+                                     child(Role.CONFIRM), child(Role.CONFIRM))
+    client.set_terminated(done, "FINISHED")
+    assert close_trial_runs(client, parent, 3, "its Dask worker died",
+                            statuses=("RUNNING", "FINISHED")) == 1
+    status = {r: client.get_run(r).info.status for r in (trial, other, replicate, done)}
+    assert status == {trial: "KILLED", other: "RUNNING", replicate: "RUNNING",
+                      done: "FINISHED"}
+    assert client.get_run(trial).data.tags[Tag.REASON] == "its Dask worker died"
 
 
 def test_missing_replicates_leave_out_the_done_ones_in_order() -> None:

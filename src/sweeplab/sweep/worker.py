@@ -330,9 +330,10 @@ def close_trial_runs(client: Any, parent_run_id: str, number: int, reason: str,
                      statuses: tuple[str, ...] = ("RUNNING",)) -> int:
     """Close trial `number`'s MLflow runs under the parent whose status is one of
     `statuses` (by default those still RUNNING) as KILLED, with `reason`; returns how many.
-    Found by trial number, since a kill can come before anyone learnt the run's id."""
-    return close_runs(client, parent_run_id, {Tag.TRIAL_NUMBER: str(number)}, reason,
-                      statuses)
+    Found by trial number, since a kill can come before anyone learnt the run's id; the
+    trial's own runs only, not its confirmation replicates (tagged with its number too)."""
+    return close_runs(client, parent_run_id,
+                      {Tag.ROLE: Role.TRIAL, Tag.TRIAL_NUMBER: str(number)}, reason, statuses)
 
 
 def close_runs(client: Any, parent_run_id: str, where: Mapping[str, str], reason: str,

@@ -48,6 +48,30 @@ def test_bench_smoke(shared_datasets: Path, tmp_path: Path) -> None:
     assert "textbook / sweeplab" in text and "tracking overhead" in text
 
 
+@pytest.mark.slow
+def test_the_default_sweep_suite_measures_the_search_and_the_whole_command() -> None:
+    """Two search-only sweeps (the writer, inline) and the command as make sweep runs it,
+    whose Σ training counts its confirmation's replicates, read back from its own store."""
+    from sweeplab.bench import report, suites
+
+    d = suites.default_sweep(n_trials=4)
+    search, whole = d["process"], d["command"]
+    assert search["runs"] == d["inline"]["runs"] == whole["runs"] == 4
+    assert search["replicates"] == d["inline"]["replicates"] == 0
+    assert whole["replicates"] >= 2 * 2  # at least two configurations, two seeds each
+    for w in (search, d["inline"], whole):
+        assert 0 < w["train_seconds"] < w["wall_seconds"]
+        assert w["efficiency"] == pytest.approx(w["train_seconds"] / w["wall_seconds"])
+    host = {"cpu": "cpu", "cores": 2, "blas": "b", "python": "3.11", "numpy": "2",
+            "mlflow": "3", "optuna": "5"}
+    text = report.markdown({"host": host, "quick": True, "date": "today", "default_sweep": d})
+    label = "the whole command as make sweep runs it (search, then confirmation)"
+    row = next(line for line in text.splitlines()
+               if line.startswith(f"| default sweep, {label}: efficiency"))
+    assert f"| {whole['efficiency']:.2f} | >= 0.7 |" in row
+    assert f"4 trials and {whole['replicates']} replicates" in text
+
+
 def test_bench_refuses_a_missing_data_dir(tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--data-dir", str(tmp_path), "--out", str(tmp_path)]) == 2

@@ -220,47 +220,56 @@ def _sweep_rate(n_trials: int, epochs: int, jobs: int) -> float:
 def default_sweep(n_trials: int = 40, repeats: int = 1) -> dict[str, Any]:
     """`python -m sweeplab.sweep` as `make sweep` runs it (the default sweep: digits, 1 job),
     in a temporary folder with its own stores, once with the tracking writer process (the
-    default) and once with each trial logging itself (sweep.writer=inline), interleaved
-    `repeats` times (medians).
+    default) and once with each trial logging itself (sweep.writer=inline), with its
+    confirmation stage off (the search's trials are what those two measure); and once
+    whole, as `make sweep` runs it (the search, then the confirmation's replicates, with the
+    writer: "command"); interleaved `repeats` times (medians).
 
-    Efficiency is the trials' own training time (Σ train_seconds) over the command's wall
-    time, start-up and the end-of-sweep report included. A run's fixed cost is its MLflow
+    Efficiency is the trials' own training time (Σ train_seconds; in the whole command, the
+    replicates' too) over the command's wall time, start-up and the end-of-sweep report
+    included. A run's fixed cost is its MLflow
     wall time (start to end) minus its training time: what tracking adds to a trial where
     the trial runs. With the writer, the MLflow calls themselves run on the other core."""
     out: dict[str, Any] = {"n_trials": n_trials, "repeats": repeats}
-    got: dict[str, list[dict[str, float]]] = {"process": [], "inline": []}
+    got: dict[str, list[dict[str, float]]] = {"process": [], "inline": [], "command": []}
     for _ in range(repeats):
-        for writer in got:
-            got[writer].append(_default_sweep_once(n_trials, writer))
+        for variant in got:
+            got[variant].append(_default_sweep_once(n_trials, variant))
     for writer, runs in got.items():
         out[writer] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     return out
 
 
-def _default_sweep_once(n_trials: int, writer: str) -> dict[str, float]:
+def _default_sweep_once(n_trials: int, variant: str) -> dict[str, float]:
+    """One default sweep in a fresh folder: `variant` is a sweep.writer (process, inline;
+    the search alone) or "command" (the whole of `make sweep`, confirmation included)."""
     from mlflow.tracking import MlflowClient
 
-    from sweeplab.names import Tag
+    from sweeplab.names import Role, Tag
 
+    whole = variant == "command"
     with tempfile.TemporaryDirectory() as tmp:
         uri = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
         env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
         cmd = [sys.executable, "-m", "sweeplab.sweep", f"sweep.n_trials={n_trials}",
-               f"sweep.writer={writer}", "hydra.run.dir=" + str(Path(tmp) / "hydra"),
-               # the search's trials are what is measured: no confirmation replicates
-               "sweep.confirm.top_k=0"]
+               "hydra.run.dir=" + str(Path(tmp) / "hydra")]
+        # the search's trials alone, or the command as it comes (its writer, its replicates)
+        cmd += [] if whole else [f"sweep.writer={variant}", "sweep.confirm.top_k=0"]
         start = time.perf_counter()
         subprocess.run(cmd, cwd=tmp, env=env, check=True, capture_output=True, text=True,
                        timeout=1800)
         wall = time.perf_counter() - start
         client = MlflowClient(uri)
         exps = [e.experiment_id for e in client.search_experiments()]
-        runs = client.search_runs(exps, f"tags.`{Tag.ROLE}` = 'trial'", max_results=1000)
+        runs = client.search_runs(exps, f"tags.`{Tag.ROLE}` != '{Role.SWEEP}'",
+                                  max_results=1000)
+    trials = [r for r in runs if r.data.tags.get(Tag.ROLE) == Role.TRIAL]
     trained = [r.data.metrics.get("train_seconds", 0.0) for r in runs]
-    fixed = [(r.info.end_time - r.info.start_time) / 1e3 - t
-             for r, t in zip(runs, trained, strict=True) if r.info.end_time]
+    fixed = [(r.info.end_time - r.info.start_time) / 1e3 - r.data.metrics.get(
+        "train_seconds", 0.0) for r in trials if r.info.end_time]
     return {"wall_seconds": wall, "train_seconds": sum(trained),
-            "efficiency": sum(trained) / wall, "runs": len(runs),
+            "efficiency": sum(trained) / wall, "runs": len(trials),
+            "replicates": len(runs) - len(trials),
             "fixed_seconds_per_run_median": statistics.median(fixed)}
 
 

@@ -8,7 +8,9 @@ Trains the default sweep's shapes (digits: 64 features, 10 classes, softmax; min
 (or `--ref`'s; exported to a temporary package: before the flat parameter buffers) and with
 this tree's, interleaved (old, new, sklearn, old, new, ...) and summarised by the fastest repeat.
 Prints seconds per epoch and the ratio old/new; also the largest relative difference
-between the two cost histories, which must be rounding (< 1e-12). When scikit-learn is
+between the two cost histories, which must be rounding (< 1e-12), and the floor any
+float64 NumPy step meets: an epoch's matrix products alone (Z = W A forward; dW = dZ Aᵀ
+and dA = Wᵀ dZ backward, no dA[0]), timed the same way. When scikit-learn is
 installed, its MLPClassifier (same layers, batch 64, Adam, no early stopping) is timed too.
 
 BLAS runs on `--threads` threads (default 1, through threadpoolctl): at these sizes a
@@ -26,6 +28,7 @@ import sys
 import tempfile
 import time
 import warnings
+from itertools import pairwise
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -99,6 +102,36 @@ def sklearn_trainer(X: np.ndarray, y: np.ndarray, hidden: list[int], epochs: int
     return train
 
 
+def gemm_floor(dims: list[int], m: int, batch: int, epochs: int, repeats: int) -> float:
+    """Seconds for `epochs` epochs of only the matrix products a training step must do, for
+    layers `dims` over m examples in batches of `batch` (the last one partial): the fastest
+    of `repeats`. Everything else a step does (biases, activations, the cost, Adam) adds
+    to this."""
+    rng = np.random.default_rng(0)
+    sizes = [batch] * (m // batch) + ([m % batch] if m % batch else [])
+    W = [rng.standard_normal((n, n_prev)) for n_prev, n in pairwise(dims)]
+    dW = [np.empty_like(w) for w in W]
+    work: dict[int, Any] = {}
+    for b in set(sizes):
+        A = [rng.standard_normal((n, b)) for n in dims]  # A[0] = X, ..., A[L]
+        dZ = [rng.standard_normal((n, b)) for n in dims[1:]]
+        work[b] = (A, dZ, [np.empty((n, b)) for n in dims[1:]])
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for _ in range(epochs):
+            for b in sizes:
+                A, dZ, out = work[b]
+                for l, w in enumerate(W):
+                    np.matmul(w, A[l], out=out[l])
+                for l in range(len(W) - 1, -1, -1):
+                    np.matmul(dZ[l], A[l].T, out=dW[l])
+                    if l:
+                        np.matmul(W[l].T, dZ[l], out=out[l - 1])
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=60)
@@ -152,6 +185,15 @@ def main() -> None:
               + (f", sklearn/flat = {med['sklearn'] / med['flat']:.2f}x" if have_sklearn else "")
               + f"; max rel. cost difference {rel:.1e}"
               + "; median/min " + ", ".join(f"{k} {v:.2f}" for k, v in spread.items()))
+        floor = gemm_floor(dims, X.shape[1], args.batch, args.epochs, args.repeats)
+        need = med[args.ref] / 1.5
+        print(f"    matrix products alone: {1e3 * floor / args.epochs:.2f} ms/epoch, "
+              f"{100 * floor / med['flat']:.0f}% of flat's epoch; 1.5x over {args.ref} needs "
+              f"{1e3 * need / args.epochs:.2f} ms/epoch, leaving "
+              f"{1e3 * (need - floor) / args.epochs:.2f} ms for everything else (flat spends "
+              f"{1e3 * (med['flat'] - floor) / args.epochs:.2f})"
+              + (f"; 2.2x under sklearn needs {1e3 * med['sklearn'] / 2.2 / args.epochs:.2f} "
+                 f"ms/epoch" if have_sklearn else ""))
 
 
 if __name__ == "__main__":

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ValidationError
 
-from helpers import CONF_DIR, REPO
+from helpers import CONF_DIR, REPO, compose_config
 from sweeplab import train
 from sweeplab.config import (
     ACTIVATIONS,
@@ -219,3 +219,57 @@ def test_cli_refuses_bad_value_without_creating_a_run(tmp_path: Path) -> None:
         exps = [e.experiment_id for e in client.search_experiments()]
         assert client.search_runs(exps) == []
     assert not (tmp_path / "data").exists()  # refused before any data was loaded
+
+
+BAD_SWEEP_VALUES = [
+    ("sweep.min_trials_for_failure_rate=0", "sweep.min_trials_for_failure_rate", "0", ">= 1"),
+    ("sweep.seed=-1", "sweep.seed", "-1", "[0, 4294967295]"),
+    ("sweep.timeout=-5", "sweep.timeout", "-5.0", "> 0, or null"),
+    ("sweep.timeout=0", "sweep.timeout", "0.0", "> 0, or null"),
+]
+
+
+@pytest.mark.parametrize(("override", "key", "value", "allowed"), BAD_SWEEP_VALUES,
+                         ids=[b[0] for b in BAD_SWEEP_VALUES])
+def test_bad_sweep_value_names_key_value_and_allowed(override, key, value, allowed) -> None:
+    """Values that used to start a study (a timeout of 0 s, a negative one) or stop it
+    on a traceback (a failure rate judged after 0 trials, a negative sampler seed)."""
+    with pytest.raises(ConfigError) as err:
+        to_config(_compose_sweep(override))
+    msg = str(err.value)
+    assert f"{key}=" in msg and "\n" not in msg
+    assert value in msg.split(f"{key}=", 1)[1].split(":", 1)[0]
+    assert allowed in msg
+
+
+@pytest.mark.parametrize(("pruner", "args", "said"), [
+    ("median", {"n_startup_trials": -3}, "ValueError: Number of startup trials"),
+    ("hyperband", {"reduction_factor": 1}, "ZeroDivisionError"),
+    ("hyperband", {"min_resource": "abc"}, "TypeError"),
+    ("successive_halving", {"reduction_factor": 1}, "reduction_factor"),
+], ids=["median-negative", "hyperband-factor-1", "hyperband-text", "halving-factor-1"])
+def test_pruner_arguments_it_cannot_work_with_are_a_config_error(pruner: str, args: dict,
+                                                                 said: str) -> None:
+    """Some fail when the pruner is made (a traceback before), some only when it first
+    judges a trial (every trial failed, exit 0): both are found before any study."""
+    from sweeplab.sweep.study import make_pruner
+
+    s = to_config(_compose_sweep(f"sweep.pruner={pruner}")).sweep
+    s.pruner_args = args
+    with pytest.raises(ConfigError) as err:
+        make_pruner(s, epochs=60, log_every=5)
+    msg = str(err.value)
+    assert msg.startswith(f"sweep.pruner_args={args}: pruner {pruner!r} cannot work with them")
+    assert said in msg and "optuna.pruners." in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("pruner", ["median", "hyperband", "successive_halving", "none"])
+def test_every_pruner_with_its_defaults_passes_the_rehearsal(pruner: str) -> None:
+    from sweeplab.sweep.study import make_pruner
+
+    s = to_config(_compose_sweep(f"sweep.pruner={pruner}")).sweep
+    assert make_pruner(s, epochs=60, log_every=5) is not None
+
+
+def _compose_sweep(override: str) -> DictConfig:
+    return compose_config(override, config_name="sweep_app")

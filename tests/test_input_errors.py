@@ -221,16 +221,37 @@ CONFIG_VALUES = [
                                              "at most 256"]),
     (["model.depth=3", "model.hidden=[7]"], ["model.hidden=[7]", "model.depth=3"]),
     (["experiment=course_2layer", "model.width=5"], ["model.hidden=[7]", "model.width=5"]),
+    (["tracking.uri=sqlite:///:memory:"], ["tracking.uri='sqlite:///:memory:'",
+                                          "in-memory database", "sqlite:///<path>"]),
 ]
 
 
 @pytest.mark.parametrize(("overrides", "expected"), CONFIG_VALUES,
                          ids=["tracking-scheme", "long-experiment", "depth-and-hidden",
-                              "preset-hidden-and-width"])
+                              "preset-hidden-and-width", "in-memory-store"])
 def test_a_value_refused_before_any_run_is_one_line(tmp_path: Path, overrides: list[str],
                                                     expected: list[str]) -> None:
     line = one_error_line(run_cli(tmp_path, *overrides, "train.epochs=1"))
     for text in expected:
         assert text in line, line
     assert "secret" not in line
+    assert_no_run(tmp_path)
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    (["tracking.uri=sqlite:///"], "tracking.uri='sqlite:///' is an in-memory database"),
+    (["sweep.pruner=hyperband", "+sweep.pruner_args.reduction_factor=1"],
+     "pruner 'hyperband' cannot work with them (ZeroDivisionError"),
+    (["sweep.timeout=0"], "sweep.timeout=0.0: must be a number of seconds > 0"),
+], ids=["in-memory-store", "hyperband-factor-1", "zero-timeout"])
+def test_a_sweep_refused_for_its_store_or_settings_starts_nothing(
+        tmp_path: Path, data_cache: Path, overrides: list[str], expected: str) -> None:
+    """Each of these used to run: every run lost to an in-memory store, every trial failed
+    by the pruner, or a study with no trial; each exited 0."""
+    journal = tmp_path / "j.journal"
+    line = one_error_line(run_cli(data_cache, *SWEEP, *overrides,
+                                  f"sweep.storage=journal:{journal}",
+                                  module="sweeplab.sweep", env=_env(tmp_path)))
+    assert expected in line, line
+    assert not journal.exists()
     assert_no_run(tmp_path)

@@ -286,6 +286,31 @@ def test_missing_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert not (tmp_path / "none.db").exists()  # and none was created
 
 
+@pytest.mark.parametrize(("where", "said"), [
+    ("folder", "is a folder (MLflow's file store)"),
+    ("nosuch://x", "cannot open the tracking store nosuch://x ("),
+], ids=["folder", "unknown-scheme"])
+def test_a_store_mlflow_cannot_open_is_one_line(tmp_path: Path, where: str, said: str,
+                                                capsys: pytest.CaptureFixture[str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder used to end in MLflow's 'maintenance mode' exception, a traceback."""
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    uri = str(tmp_path / "mlruns") if where == "folder" else where
+    assert rerun.main(["abc", "--tracking-uri", uri]) == 2
+    err = capsys.readouterr().err.strip()
+    assert said in err and "\n" not in err and err.startswith("error: ")
+
+
+def test_rerun_of_a_sweeps_parent_run_names_its_best_trial(
+        store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    exp = store.client.create_experiment("a-sweep")
+    parent = store.client.create_run(exp, tags={"sweeplab.role": "sweep",
+                                                "sweeplab.best_run_id": "f00d"}).info.run_id
+    assert rerun.main([parent]) == 2
+    assert (f"run {parent} is a sweep's parent run, which trains nothing: rerun one of its "
+            f"trials, the runs nested under it, e.g. its best, f00d") in capsys.readouterr().err
+
+
 def test_run_not_made_by_sweeplab(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
     exp = store.client.create_experiment("not-sweeplab")
     run_id = store.client.create_run(exp, tags={"team": "other"}).info.run_id

@@ -347,3 +347,35 @@ def test_cli_trains_and_logs_a_run(tmp_path: Path, data_cache: Path) -> None:
     assert run.data.params["data.name"] == "planar"
     assert [s for s, _ in history(client, run.info.run_id, "train_cost")] == [0, 1, 2, 3, 4]
     assert not (tmp_path / "data").exists()  # the cached built-in was used
+
+
+@pytest.mark.parametrize(("uri", "said"), [
+    ("sqlite:///", "is an in-memory database"),
+    ("sqlite:///:memory:", "is an in-memory database"),
+    ("sqlite:///:memory:?cache=shared", "is an in-memory database"),
+    ("relative/folder", "is a folder (MLflow's file store)"),
+    ("file:///tmp/x", "is a folder (MLflow's file store)"),
+], ids=["sqlite-empty", "sqlite-memory", "sqlite-memory-query", "folder", "file-uri"])
+def test_a_store_that_would_lose_or_refuse_the_runs_is_named_at_once(
+        uri: str, said: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each process opening an in-memory SQLite store gets its own (the sweep's writer
+    and workers wrote to theirs, and the sweep ended 0 with nothing kept); MLflow 3 refuses
+    a folder, with a paragraph of its own, unless MLFLOW_ALLOW_FILE_STORE says otherwise."""
+    from sweeplab.tracking.store import TrackingStoreError, check_uri
+
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    with pytest.raises(TrackingStoreError) as err:
+        check_uri(uri)
+    msg = str(err.value)
+    assert msg.startswith(f"tracking.uri={uri!r} {said}") and "\n" not in msg
+    assert "sqlite:///<path>" in msg
+
+
+def test_file_stores_pass_when_mlflow_is_told_to_allow_them(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from sweeplab.tracking.store import check_uri
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    check_uri("relative/folder")
+    check_uri("sqlite:///x/mlflow.db")
+    check_uri("http://127.0.0.1:5000")

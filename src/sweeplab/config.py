@@ -335,9 +335,9 @@ def _check_tracking(p: list[str], t: TrackingConfig) -> None:
         scheme = t.uri.split("://", 1)[0]
         # The value shown without what follows the scheme: it may hold a password.
         _check(p, scheme.split("+", 1)[0].lower() in TRACKING_SCHEMES, "tracking.uri",
-               f"{scheme}://...", "MLflow cannot open this scheme; use a folder path, "
-               "file:///<path>, sqlite:///<path>, postgresql://..., mysql://..., "
-               "http(s)://<server>, or null ($MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+               f"{scheme}://...", "MLflow cannot open this scheme; use sqlite:///<path>, "
+               "postgresql://..., mysql://..., http(s)://<server>, or null "
+               "($MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
 
 
 def _validate_sweep(p: list[str], cfg: Config) -> None:
@@ -354,6 +354,13 @@ def _validate_sweep(p: list[str], cfg: Config) -> None:
     _one_of(p, "sweep.writer", s.writer, WRITERS)
     _check(p, 0 < s.max_failure_rate <= 1, "sweep.max_failure_rate", s.max_failure_rate,
            "must be in (0, 1]")
+    _check(p, s.min_trials_for_failure_rate >= 1, "sweep.min_trials_for_failure_rate",
+           s.min_trials_for_failure_rate,
+           "must be an integer >= 1 (finished trials before the failure rate is judged)")
+    _check(p, s.seed is None or 0 <= s.seed <= MAX_SEED, "sweep.seed", s.seed,
+           f"must be an integer in [0, {MAX_SEED}] (the sampler's seed), or null")
+    _check(p, s.timeout is None or s.timeout > 0, "sweep.timeout", s.timeout,
+           "must be a number of seconds > 0, or null (no limit)")
     _check(p, s.params != {}, "sweep.params", s.params,
            "must name at least one config key to search, e.g. {model.depth: 'range(1, 6)'}")
     objectives, directions = objectives_of(s)

@@ -195,7 +195,32 @@ def make_pruner(s: SweepConfig, epochs: int, log_every: int) -> optuna.pruners.B
     if unknown:
         raise ConfigError(f"sweep.pruner_args={dict(s.pruner_args)}: {sorted(unknown)} not "
                           f"accepted by pruner {s.pruner!r}; allowed: {sorted(allowed)}")
-    return cls(**(defaults | dict(s.pruner_args)))
+    # Built, then rehearsed: some values fail only when the pruner first judges a trial
+    # (hyperband's reduction_factor=1 divides by zero), which would fail every trial.
+    try:
+        pruner = cls(**(defaults | dict(s.pruner_args)))
+        if len(objectives_of(s)[0]) == 1:
+            _rehearse(pruner, epochs, log_every)
+    except Exception as err:
+        raise ConfigError(
+            f"sweep.pruner_args={dict(s.pruner_args)}: pruner {s.pruner!r} cannot work with "
+            f"them ({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''})"
+            f"; see optuna.pruners.{cls.__name__} for what each argument allows") from None
+    return pruner
+
+
+def _rehearse(pruner: optuna.pruners.BasePruner, epochs: int, log_every: int) -> None:
+    """Let `pruner` judge three made-up trials that report at the run's log points, in a
+    study of its own in memory: what it raises there, it would raise in every trial."""
+    study = optuna.create_study(pruner=pruner, sampler=optuna.samplers.RandomSampler(0))
+    every = max(log_every, 1)
+    for i in range(3):
+        trial = study.ask()
+        for step in range(every, max(epochs, every) + 1, every):
+            trial.report(1.0 / (step + i + 1), step)
+            if trial.should_prune():
+                break
+        study.tell(trial, 1.0 / (i + 1))
 
 
 def create_or_load(s: SweepConfig, storage: BaseStorage | str, sampler: Any,

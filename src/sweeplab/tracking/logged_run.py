@@ -20,8 +20,13 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sweeplab.config import Config, flatten, to_config
-from sweeplab.names import TAG_PREFIX
-from sweeplab.tracking.store import TrackingServerError, check_server
+from sweeplab.names import TAG_PREFIX, Role, Tag
+from sweeplab.tracking.store import (
+    TrackingServerError,
+    TrackingStoreError,
+    check_server,
+    check_uri,
+)
 
 CONFIG_ARTIFACT = "config.yaml"
 # Keys added to the schema after a run was logged take the value that reproduces that run,
@@ -35,8 +40,9 @@ class RunError(Exception):
 
 def open_store(uri: str) -> MlflowClient:
     try:
+        check_uri(uri, key="the tracking URI")
         check_server(uri)
-    except TrackingServerError as err:
+    except (TrackingServerError, TrackingStoreError) as err:
         raise RunError(str(err)) from None
     # MLflow would quietly create an empty SQLite store where there is none.
     if uri.startswith("sqlite:///"):
@@ -44,7 +50,13 @@ def open_store(uri: str) -> MlflowClient:
         if not db.is_file():
             raise RunError(f"no MLflow store at {db} (run from the folder holding mlflow.db, "
                            f"or pass --tracking-uri / set $MLFLOW_TRACKING_URI)")
-    return MlflowClient(uri)
+    try:
+        return MlflowClient(uri)
+    except MlflowException as err:  # a scheme MLflow has no store for, say
+        first = str(err.message).strip().splitlines()[0][:300] if err.message else ""
+        raise RunError(f"cannot open the tracking store {uri} ({first}); pass --tracking-uri "
+                       f"sqlite:///<path>/mlflow.db, postgresql://... or "
+                       f"http(s)://<server>") from None
 
 
 def fetch_run(client: MlflowClient, run_id: str, uri: str) -> Run:
@@ -61,6 +73,11 @@ def logged_config(client: MlflowClient, run: Run) -> DictConfig:
     run_id = run.info.run_id
     if not any(k.startswith(TAG_PREFIX) for k in run.data.tags):
         raise RunError(f"run {run_id} was not made by sweeplab (no {TAG_PREFIX}* tags)")
+    if run.data.tags.get(Tag.ROLE) == Role.SWEEP:
+        best = run.data.tags.get(Tag.BEST_RUN_ID)
+        raise RunError(f"run {run_id} is a sweep's parent run, which trains nothing: rerun "
+                       f"one of its trials, the runs nested under it"
+                       + (f", e.g. its best, {best}" if best else ""))
     if CONFIG_ARTIFACT not in {a.path for a in client.list_artifacts(run_id)}:
         raise RunError(f"run {run_id} has no {CONFIG_ARTIFACT} artifact, so its config is "
                        f"unknown (was it interrupted before training started?)")

@@ -47,9 +47,9 @@ class TrackingStoreError(Exception):
     an unsupported scheme, a folder it may not write, a database that does not answer."""
 
 
-# What MLflow's tracking client opens, as a user writes it (tracking.uri).
-STORE_FORMS = ("a folder path", "sqlite:///<path>", "postgresql://...", "mysql://...",
-               "http(s)://<server>")
+# What MLflow's tracking client opens, as a user writes it (tracking.uri). Not a folder:
+# MLflow 3 refuses its file store unless $MLFLOW_ALLOW_FILE_STORE is set (`check_uri`).
+STORE_FORMS = ("sqlite:///<path>", "postgresql://...", "mysql://...", "http(s)://<server>")
 
 
 def default_uri() -> str:
@@ -70,6 +70,34 @@ def redact(uri: str) -> str:
     """`uri` with the password of its ``user:password@`` part shown as ``***`` (up to the
     last ``@`` of the address: a password may hold an unescaped ``@``)."""
     return re.sub(r"://([^/@:]*):[^/]*@", r"://\1:***@", uri)
+
+
+def check_uri(uri: str, key: str = "tracking.uri") -> None:
+    """Raise TrackingStoreError for a store that would lose what is logged or that MLflow
+    refuses: an in-memory SQLite database (each process that opens it, the sweep's writer
+    and workers too, gets an empty one of its own, gone at its exit), or a folder (MLflow 3's
+    file store, refused unless $MLFLOW_ALLOW_FILE_STORE is true). `key`: what the message
+    calls the URI."""
+    shown = f"{key}={redact(uri)!r}" if " " not in key else f"{key} {redact(uri)!r}"
+    if uri.startswith("sqlite:") and uri.split("?", 1)[0] in (
+            "sqlite://", "sqlite:///", "sqlite:///:memory:", "sqlite://:memory:"):
+        raise TrackingStoreError(
+            f"{shown} is an in-memory database: every run would be lost (each "
+            f"process gets its own, gone when it exits); use a file, sqlite:///<path>")
+    file_store = uri.startswith("file:") or "://" not in uri
+    allowed = os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() in ("true", "1")
+    if file_store and not allowed:
+        raise TrackingStoreError(
+            f"{shown} is a folder (MLflow's file store), which MLflow "
+            f"{_mlflow_version()} no longer opens; use sqlite:///<path>/mlflow.db (`mlflow "
+            f"migrate-filestore` moves an existing folder's runs there), or set "
+            f"MLFLOW_ALLOW_FILE_STORE=true")
+
+
+def _mlflow_version() -> str:
+    from importlib.metadata import version
+
+    return version("mlflow")
 
 
 def check_server(uri: str, timeout: float = HEALTH_TIMEOUT) -> None:
@@ -135,6 +163,7 @@ def prepare_store(uri: str) -> MlflowClient:
     parallel sweep workers read while one writes instead of failing with "database is
     locked". A tracking server is checked first (TrackingServerError if it does not
     answer)."""
+    check_uri(uri)
     check_server(uri)
     quiet_store_tracebacks()
     if uri.startswith("sqlite:///"):

@@ -252,3 +252,42 @@ def test_a_second_ctrl_c_while_the_sweep_reports_closes_its_parent_run(
     assert not runs(uri, "RUNNING")
     assert controller.sweep_job(cfg) == 0
     assert parent().info.status == "FINISHED"
+
+
+BORN_DEAF = """
+import json, os, signal
+from sweeplab.sweep.executors import start_local_cluster
+
+mine = lambda *_: None
+signal.signal(signal.SIGINT, mine)
+
+def ignored(pid):
+    with open(f"/proc/{pid}/status") as f:
+        mask = next(int(line.split()[1], 16) for line in f if line.startswith("SigIgn:"))
+    return bool(mask & (1 << (signal.SIGINT - 1)))
+
+from distributed import Client
+cluster = start_local_cluster(2)
+try:
+    with Client(cluster) as client:  # no plugin registered: the workers as they were born
+        workers = [ignored(pid) for pid in client.run(os.getpid).values()]
+finally:
+    cluster.close()
+print(json.dumps({"workers": workers, "controller": ignored(os.getpid()),
+                  "handler kept": signal.getsignal(signal.SIGINT) is mine}))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux's /proc")
+def test_the_local_workers_are_born_ignoring_ctrl_c() -> None:
+    """A Ctrl-C while the LocalCluster's workers were still importing killed them ("Nanny
+    failed to start", a traceback, exit 1): they are now forked from a fork server started
+    ignoring SIGINT, before any plugin runs; the controller keeps its own handler."""
+    import json
+
+    proc = subprocess.run([sys.executable, "-c", BORN_DEAF], capture_output=True, text=True,
+                          timeout=180, env={**os.environ, "PYTHONPATH": str(
+                              Path(__file__).resolve().parents[1] / "src")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen == {"workers": [True, True], "controller": False, "handler kept": True}

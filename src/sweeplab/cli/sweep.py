@@ -5,13 +5,15 @@ Usage: python -m sweeplab.sweep [overrides]   (or: make sweep ARGS="sweep.n_tria
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import os
 import signal
 import sys
 from typing import TYPE_CHECKING
 
 # Light on purpose: `main` starts the tracking writer before the heavy imports below.
-from sweeplab.tracking.writer import prestart
+from sweeplab.tracking.writer import discard_prestarted, prestart
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -24,8 +26,8 @@ def main() -> None:
     # stops it (sweep/controller.py).
     prestart()
     # Until the job starts, a Ctrl-C or SIGTERM ends the command quietly with its usual
-    # exit code, through the exit handlers (which stop the early writer), not with a
-    # traceback from an import or by the signal itself (which would leave the writer).
+    # exit code, after stopping the early writer, not with a traceback from an import or
+    # by the signal itself (which would leave the writer).
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _end_quietly)
     # No collector passes over what the imports build (five passes, a quarter second):
@@ -42,7 +44,14 @@ def main() -> None:
 
 
 def _end_quietly(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
+    # Not by raising SystemExit: raised inside OmegaConf while Hydra composes the config,
+    # it broke OmegaConf's flag handling on its way out (an AttributeError traceback, exit
+    # 1). Nothing of the job exists yet: the early writer is stopped, the rest just ends.
+    discard_prestarted()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(128 + signum)
 
 
 def _sweep_cli(cfg: DictConfig) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import threading
 import time
 import uuid
@@ -284,6 +285,44 @@ def probe_scheduler(address: str, timeout: float = SCHEDULER_TIMEOUT) -> None:
         raise OSError(f"a Dask {kind} answers there, not a scheduler")
 
 
+def _forkserver_ignoring_ctrl_c() -> None:
+    """Start multiprocessing's fork server now (once per process), born ignoring SIGINT: the
+    processes it forks keep the signal handlers it was started with, so a LocalCluster's
+    workers forked from it ignore a terminal's Ctrl-C from their first instruction. (Spawned
+    workers, Dask's default, start with Python's own handler and, still importing when a
+    Ctrl-C came, died of it: "Nanny failed to start", a traceback, exit 1, before the
+    IgnoreCtrlC plugin could reach them.) SIGINT is ignored here only while the server
+    starts, a few milliseconds; from another thread than the main one, nothing is done."""
+    from multiprocessing import forkserver
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, handler)
+
+
+def start_local_cluster(n_jobs: int) -> Any:
+    """A LocalCluster of `n_jobs` single-threaded worker processes on 127.0.0.1, forked
+    from a fork server that ignores Ctrl-C (`_forkserver_ignoring_ctrl_c`)."""
+    import dask
+    from distributed import LocalCluster
+
+    _forkserver_ignoring_ctrl_c()
+    # A worker that dies fails its trial at once (the controller queues it again) instead
+    # of Dask rerunning it elsewhere.
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0,
+                          "distributed.worker.multiprocessing-method": "forkserver"}):
+        # Workers log at CRITICAL only: what fails a trial comes back with it, and a worker
+        # still importing when the cluster closes (a Ctrl-C at start-up) printed its lost
+        # heartbeats as tracebacks.
+        return LocalCluster(n_workers=n_jobs, threads_per_worker=1, processes=True,
+                            host="127.0.0.1", dashboard_address=None,
+                            silence_logs=logging.CRITICAL)
+
+
 def _warm_up() -> None:
     import mlflow.pyfunc
     import mlflow.tracking  # noqa: F401
@@ -296,8 +335,7 @@ class DaskPool:
     started here, or the workers of the scheduler at `address`."""
 
     def __init__(self, n_jobs: int, address: str | None) -> None:
-        import dask
-        from distributed import Client, LocalCluster
+        from distributed import Client
 
         # Dask narrates every worker's start and stop at INFO, which Hydra's logging prints.
         logging.getLogger("distributed").setLevel(logging.WARNING)
@@ -305,13 +343,7 @@ class DaskPool:
         self.token = uuid.uuid4().hex[:12]
         self.cluster = None
         if address is None:
-            # A worker that dies fails its trial at once (the controller queues it again)
-            # instead of Dask rerunning it elsewhere.
-            with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-                self.cluster = LocalCluster(n_workers=n_jobs, threads_per_worker=1,
-                                            processes=True, host="127.0.0.1",
-                                            dashboard_address=None,
-                                            silence_logs=logging.ERROR)
+            self.cluster = start_local_cluster(n_jobs)
             self.client = Client(self.cluster)
             from sweeplab.sweep.dask_plugins import IgnoreCtrlC
 

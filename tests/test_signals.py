@@ -291,3 +291,46 @@ def test_the_local_workers_are_born_ignoring_ctrl_c() -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     seen = json.loads(proc.stdout.strip().splitlines()[-1])
     assert seen == {"workers": [True, True], "controller": False, "handler kept": True}
+
+
+def test_a_second_controller_of_a_running_sweep_is_refused_and_the_first_ends_as_alone(
+        tmp_path: Path, data_cache: Path) -> None:
+    """The same command twice at once, in one folder: the second used to run too, and the
+    two overshot n_trials, shared the parent run and ran every replicate twice. It is now
+    one line, before it touches the study's trials or MLflow; the first ends as if alone."""
+    uri, journal, env = stores(tmp_path)
+    cmd = [sys.executable, "-m", "sweeplab.sweep", *FAST, "train.epochs=3000",
+           "train.log_every=50", "sweep.n_trials=3", "sweep.name=twice",
+           "+sweep.pruner_args.n_startup_trials=100", "sweep.confirm.top_k=2",
+           "sweep.confirm.seeds=2", f"sweep.storage={journal}"]
+    first = subprocess.Popen(cmd, cwd=data_cache, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+    def study() -> optuna.Study:
+        return optuna.load_study(study_name="twice", storage=open_storage(journal))
+
+    try:
+        wait_until("a trial training", lambda: any(
+            t.state == TrialState.RUNNING and t.intermediate_values for t in study().trials),
+            first)
+        second = subprocess.run(cmd, cwd=data_cache, env=env, capture_output=True, text=True,
+                                timeout=300)
+        _, err = first.communicate(timeout=600)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    assert second.returncode == 2, second.stderr[-2000:]
+    lines = [line for line in second.stderr.splitlines() if line.strip()]
+    assert lines == [f"error: sweep.name='twice': another sweep controls this study now "
+                     f"(process {first.pid} on this host); wait for it to end or stop it "
+                     f"(Ctrl-C, or kill {first.pid}), or choose another sweep.name"]
+    assert first.returncode == 0, err[-2000:]
+    trials = study().trials
+    assert len(trials) == 3 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert study().user_attrs["sweeplab_run_by"] == ""  # released at its end
+    every = runs(uri)
+    assert len([r for r in every if r.data.tags.get("sweeplab.role") == "sweep"]) == 1
+    replicates = [(r.data.tags["sweeplab.config_hash"], r.data.tags["sweeplab.replicate"])
+                  for r in every if r.data.tags.get("sweeplab.role") == "confirm"]
+    assert len(replicates) == 4 == len(set(replicates))
+    assert not runs(uri, "RUNNING")

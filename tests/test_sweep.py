@@ -1099,3 +1099,35 @@ def test_a_sweep_given_tracking_uri_registers_its_champion_in_that_store(
                                 f"tags.`{Tag.ROLE}` = 'trial'")
     assert version.run_id in {r.info.run_id for r in trials}
     assert not elsewhere.exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
+def test_a_claim_counts_only_while_its_process_lives_and_is_the_same_one() -> None:
+    """Another live controller's claim refuses this one; a dead one's, or a claim whose pid
+    now belongs to a later process, is taken over; this process's own is its own."""
+    import socket
+
+    from sweeplab.pids import started
+
+    study = optuna.create_study(study_name="claimed")
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        host, since = socket.gethostname(), started(other.pid)
+        assert since.isdigit()
+        study.set_user_attr(TrialAttr.RUN_BY, f"{host}:{other.pid}:{since}")
+        with pytest.raises(ConfigError, match=rf"\(process {other.pid} on this host\)"):
+            st.claim(study)
+        study.set_user_attr(TrialAttr.RUN_BY, f"{host}:{other.pid}:{int(since) + 1}")
+        st.claim(study)  # the pid's process started at another time: not that controller
+        mine = study.user_attrs[TrialAttr.RUN_BY]
+        assert mine == f"{host}:{os.getpid()}:{started(os.getpid())}"
+        st.claim(study)  # its own claim again: still its own
+        study.set_user_attr(TrialAttr.RUN_BY, f"{host}:{other.pid}:{since}")
+    finally:
+        other.kill()
+        other.wait()
+    st.claim(study)  # the claimant is gone
+    st.release(study)
+    assert study.user_attrs[TrialAttr.RUN_BY] == ""
+    study.set_user_attr(TrialAttr.RUN_BY, f"elsewhere:{other.pid}:{since}")
+    st.claim(study)  # another host's pid means nothing here

@@ -189,6 +189,8 @@ class TrialAttr(StrEnum):
     GENERATION = "sweeplab_generation"  # on the study: its parent run's Tag.GENERATION
     # on the study: its search space, objectives and directions (JSON, sweep/identity.py)
     IDENTITY = "sweeplab_identity"
+    # on the study: "host:pid:start" of the controller running it now ("" once it ended)
+    RUN_BY = "sweeplab_run_by"
 
 
 class ExitCode:

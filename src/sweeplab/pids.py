@@ -22,6 +22,18 @@ def alive(pid: int) -> bool:
     return True
 
 
+def started(pid: int) -> str:
+    """When process `pid` started, in clock ticks since boot (Linux's /proc), so that a
+    process is told from a later one given the same pid; "" where that is unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    # the command name, in parentheses, may hold spaces: fields count from after it
+    fields = stat.rpartition(")")[2].split()
+    return fields[19] if len(fields) > 19 else ""
+
+
 def remove_stale(folder: Path, name: re.Pattern[str], remove: Callable[[Path], None],
                  age: float) -> None:
     """`remove` each entry of `folder` whose name fullmatches `name` (its group 1: the pid

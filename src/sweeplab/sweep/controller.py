@@ -137,6 +137,20 @@ def _sweep(cfg: DictConfig, typed: Config, base: DictConfig, space: dict[str, An
     storage = st.open_storage(storage_url)
     study = st.create_or_load(s, storage, sampler, pruner)
     check_identity(study, s, space, storage)  # another space or objective: a new name
+    st.claim(study)  # no other controller of this study on this host
+    try:
+        return _control(cfg, typed, base, space, study, uri, executor, stop, run_tags)
+    finally:
+        st.release(study)
+
+
+def _control(cfg: DictConfig, typed: Config, base: DictConfig, space: dict[str, Any],
+             study: optuna.Study, uri: str, executor: InProcess | DaskPool,
+             stop: StopRequest, run_tags: dict[str, str]) -> int:
+    """The claimed study's sweep: its parent run, its trials, its report; the exit code."""
+    s = typed.sweep
+    assert s is not None
+    storage_url = st.storage_url(s)
     if study.trials:  # a resumed study: new draws, not a replay of the first session's
         study.sampler = st.make_sampler(s, space, seed_salt=(len(study.trials),))
     client = prepare_store(uri)

@@ -26,7 +26,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 
 from sweeplab.config import ConfigError, SweepConfig, objectives_of
 from sweeplab.names import DONE_FAILURES, RunStatus, TrialAttr
-from sweeplab.pids import alive
+from sweeplab.pids import alive, started
 from sweeplab.sweep import fast_tpe, journal
 from sweeplab.sweep.gathering import GatheringJournal
 
@@ -257,6 +257,48 @@ def tally(study: optuna.Study) -> Tally:
 def controller_id() -> str:
     """``host:pid`` of this controller, recorded on each trial it asks for."""
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def claim(study: optuna.Study) -> None:
+    """Record this process as the study's controller, unless another one on this host runs
+    it now: then a ConfigError, before this one touches the study or MLflow. Two
+    controllers of one study overshot n_trials, shared a parent run and ran each
+    confirmation replicate twice. (A controller on another host is not seen: its pid
+    means nothing here.) Two starting at the same moment both write their claim; the one
+    whose claim was overwritten refuses."""
+    mine = f"{controller_id()}:{started(os.getpid())}"
+    other = _running_controller(study)
+    if other is None:
+        study.set_user_attr(TrialAttr.RUN_BY, mine)
+        other = _running_controller(study)  # a claim written meanwhile wins
+    if other is not None:
+        pid = other.split(":")[1]
+        raise ConfigError(
+            f"sweep.name={study.study_name!r}: another sweep controls this study now "
+            f"(process {pid} on this host); wait for it to end or stop it (Ctrl-C, or "
+            f"kill {pid}), or choose another sweep.name")
+
+
+def release(study: optuna.Study) -> None:
+    """Say that this process no longer controls the study (if its claim is still the one
+    recorded); a storage that fails here leaves the claim, which the next start sees is
+    from a process that is gone."""
+    mine = f"{controller_id()}:{started(os.getpid())}"
+    with contextlib.suppress(Exception):
+        if study.user_attrs.get(TrialAttr.RUN_BY) == mine:
+            study.set_user_attr(TrialAttr.RUN_BY, "")
+
+
+def _running_controller(study: optuna.Study) -> str | None:
+    """The claim of another live controller of the study on this host, if any."""
+    claim_ = str(study.user_attrs.get(TrialAttr.RUN_BY) or "")
+    host, _, rest = claim_.partition(":")
+    pid, _, since = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return None
+    if not alive(int(pid)) or (since and started(int(pid)) not in ("", since)):
+        return None  # gone, or its pid now another process's
+    return claim_
 
 
 def orphaned(study: optuna.Study) -> list[FrozenTrial]:

@@ -255,3 +255,26 @@ def test_a_sweep_refused_for_its_store_or_settings_starts_nothing(
     assert expected in line, line
     assert not journal.exists()
     assert_no_run(tmp_path)
+
+
+def test_a_working_folder_that_cannot_be_written_is_one_line(tmp_path: Path,
+                                                             read_only_folder: Path) -> None:
+    """Hydra's output folder, then the built-in data's cache, in a folder the command may
+    not write: each was a traceback (exit 1) from Hydra or h5py."""
+    env = _env(tmp_path)
+    journal = f"sweep.storage=journal:{tmp_path / 'j.journal'}"
+    line = one_error_line(run_cli(read_only_folder, "sweep.n_trials=1", journal,
+                                  module="sweeplab.sweep", env=env))
+    assert line.startswith("error: hydra.run.dir='outputs/") and \
+        f"({read_only_folder} may not be written" in line, line
+    line = one_error_line(run_cli(read_only_folder, "sweep.n_trials=1", journal,
+                                  f"hydra.run.dir={tmp_path / 'out'}",
+                                  module="sweeplab.sweep", env=env))
+    assert line.startswith("error: data.dir='data/builtin': cannot write the digits cache "
+                           "there"), line
+    (tmp_path / "file").write_text("")
+    line = one_error_line(run_cli(tmp_path, "train.epochs=1",
+                                  f"hydra.run.dir={tmp_path / 'file' / 'x'}", env=env))
+    assert f"({tmp_path / 'file'} is not a folder)" in line, line
+    assert not (tmp_path / "j.journal").exists()
+    assert_no_run(tmp_path)

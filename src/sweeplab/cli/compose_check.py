@@ -43,8 +43,8 @@ def check_composes(config_name: str, conf_module: str, argv: Sequence[str]) -> N
     if any(getattr(args, flag, None) for flag in _NOT_CHECKED) or "--version" in argv:
         return
     try:
-        _compose(args.config_name or config_name, args.config_path or f"pkg://{conf_module}",
-                 args.overrides)
+        run_dir = _compose(args.config_name or config_name,
+                           args.config_path or f"pkg://{conf_module}", args.overrides)
     except (OverrideParseException, ConfigCompositionException,
             OmegaConfBaseException) as err:
         print(f"error: {describe(err)}", file=sys.stderr)
@@ -56,9 +56,38 @@ def check_composes(config_name: str, conf_module: str, argv: Sequence[str]) -> N
               f"({type(err).__name__}: {_first_line(str(err))}); check each key exists in "
               f"`--cfg job` output", file=sys.stderr)
         raise SystemExit(ExitCode.USAGE) from None
+    if not (args.cfg or args.resolve):  # --cfg prints the config and runs nothing
+        problem = unwritable(run_dir)
+        if problem is not None:
+            print(f"error: hydra.run.dir={run_dir!r}: Hydra cannot create the run's output "
+                  f"folder there ({problem}); run from a folder you can write, or set "
+                  f"hydra.run.dir=<a folder you can write>", file=sys.stderr)
+            raise SystemExit(ExitCode.USAGE)
 
 
-def _compose(config_name: str, config_path: str, overrides: list[str]) -> None:
+def unwritable(folder: str) -> str | None:
+    """Why `folder` (which may not exist yet) cannot be created and written by this
+    process, or None: its nearest existing ancestor is not a folder, or it may not be
+    written (a read-only file system, no permission)."""
+    import os
+
+    path = Path(folder).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    if not path.is_dir():
+        return f"{path} is not a folder"
+    if not os.access(path, os.W_OK | os.X_OK):
+        try:
+            read_only = bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+        except OSError:
+            read_only = False
+        return f"{path} is on a read-only file system" if read_only else \
+            f"{path} may not be written by this user"
+    return None
+
+
+def _compose(config_name: str, config_path: str, overrides: list[str]) -> str:
+    """Compose as `@hydra.main` would; the run's output folder (hydra.run.dir)."""
     from hydra import compose, initialize_config_dir, initialize_config_module
 
     if config_path.startswith("pkg://"):
@@ -68,7 +97,8 @@ def _compose(config_name: str, config_path: str, overrides: list[str]) -> None:
         folder = Path(config_path.removeprefix("file://")).absolute()
         init = initialize_config_dir(config_dir=str(folder), version_base="1.3")
     with init:  # restores Hydra's global state on the way out, for @hydra.main
-        compose(config_name, overrides=overrides)
+        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+        return str(cfg.hydra.run.dir)
 
 
 def describe(err: Exception) -> str:

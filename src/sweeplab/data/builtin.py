@@ -17,6 +17,7 @@ breast_cancer) drawn with `np.random.default_rng(generator_seed)`.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -163,8 +164,11 @@ def ensure_builtin(cfg: DataConfig, cache_dir: Path) -> tuple[Path, Path]:
         raise DataError(f"data.dir={str(cache_dir)!r}: built-in datasets are cached in a "
                         f"folder, and this is a file: give a folder, or leave data.dir "
                         f"null (./data/builtin)") from None
-    except PermissionError as err:
+    except OSError as err:
+        if err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise  # a full disk, say: the command's own handling says so
         raise DataError(f"data.dir={str(cache_dir)!r}: cannot write the {cfg.name} cache "
-                        f"there ({err.strerror}): give a folder you can write to, or leave "
-                        f"data.dir null (./data/builtin)") from None
+                        f"there ({err.strerror}): set data.dir to a folder you can write "
+                        f"to, or run from one (data.dir null caches in ./data/builtin)"
+                        ) from None
     return train, test

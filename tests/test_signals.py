@@ -334,3 +334,28 @@ def test_a_second_controller_of_a_running_sweep_is_refused_and_the_first_ends_as
                   for r in every if r.data.tags.get("sweeplab.role") == "confirm"]
     assert len(replicates) == 4 == len(set(replicates))
     assert not runs(uri, "RUNNING")
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_sweep_whose_output_cannot_be_written_stops_like_a_closed_pipe(
+        tmp_path: Path, data_cache: Path) -> None:
+    """stdout on a full disk (`> sweep.log`, here /dev/full): its first line failed with
+    ENOSPC, the command said "no space left ... free space" about its stores and left its
+    parent run RUNNING. It now stops as for a closed pipe and says what could not be
+    written."""
+    uri, journal, env = stores(tmp_path)
+    cmd = [sys.executable, "-m", "sweeplab.sweep", *FAST, "train.epochs=300",
+           "sweep.n_trials=5", "sweep.name=full", "sweep.register_model=null",
+           "sweep.confirm.top_k=0", f"sweep.storage={journal}"]
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(cmd, cwd=data_cache, env=env, stdout=full,
+                              stderr=subprocess.PIPE, text=True, timeout=300)
+    assert proc.returncode == 141, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines()[-1] == (
+        "sweep 'full' stopped: its output could not be written (No space left on device); "
+        "run the same command again to resume")
+    assert not runs(uri, "RUNNING")
+    (parent,) = [r for r in runs(uri) if r.data.tags.get("sweeplab.role") == "sweep"]
+    assert parent.info.status == "KILLED"
+    assert "its output could not be written" in parent.data.tags["sweeplab.stopped_because"]

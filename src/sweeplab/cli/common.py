@@ -29,6 +29,7 @@ from sweeplab.tracking.store import (
     check_server,
     default_uri,
 )
+from sweeplab.train import interrupt
 from sweeplab.train.interrupt import (
     exit_code,
     interruption,
@@ -130,18 +131,23 @@ class _Guarded:
         if not self._gone:
             try:
                 return self._stream.write(text)
-            except BrokenPipeError:
-                self._reader_gone()
+            except OSError as err:
+                self._reader_gone(err)
         return len(text)
 
     def flush(self) -> None:
         if not self._gone:
             try:
                 self._stream.flush()
-            except BrokenPipeError:
-                self._reader_gone()
+            except OSError as err:
+                self._reader_gone(err)
 
-    def _reader_gone(self) -> None:
+    def _reader_gone(self, err: OSError) -> None:
+        # Any other failure to write (a full disk under `> sweep.log`) is handled the same
+        # way: the sweep stops with its runs closed, and says why on stderr (if it can).
+        if not isinstance(err, BrokenPipeError) and interrupt.output_failure is None:
+            interrupt.output_failure = (f"its output could not be written "
+                                        f"({err.strerror or type(err).__name__})")
         self._gone = True
         # What the stream still buffers goes nowhere, also at exit (as Python's signal
         # documentation advises for a closed pipe), rather than failing there again.

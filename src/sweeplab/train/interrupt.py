@@ -44,12 +44,17 @@ def _raise_for(signum: int) -> None:
     raise KeyboardInterrupt
 
 
+# Why the output stopped taking writes, when it was not its reader going away (a full
+# disk under `> sweep.log`, say): set by the stream's guard, once.
+output_failure: str | None = None
+
+
 def interruption(err: BaseException) -> str:
     """What stopped the program, for a run's reason and the command's last line."""
     if isinstance(err, Terminated):
         return "terminated (SIGTERM)"
     if isinstance(err, OutputClosed):
-        return "its output was closed (the reader of a pipe went away)"
+        return output_failure or "its output was closed (the reader of a pipe went away)"
     return "interrupted (Ctrl-C)"
 
 

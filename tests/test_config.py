@@ -226,6 +226,7 @@ BAD_SWEEP_VALUES = [
     ("sweep.seed=-1", "sweep.seed", "-1", "[0, 4294967295]"),
     ("sweep.timeout=-5", "sweep.timeout", "-5.0", "> 0, or null"),
     ("sweep.timeout=0", "sweep.timeout", "0.0", "> 0, or null"),
+    ("sweep.register_model=", "sweep.register_model", "''", "a model name, or null"),
 ]
 
 

@@ -86,6 +86,16 @@ def test_a_sweep_override_hydra_cannot_compose_starts_no_study(tmp_path: Path) -
     assert_no_run(tmp_path)
 
 
+def test_a_search_space_key_set_without_plus_says_to_use_plus_plus(tmp_path: Path) -> None:
+    """Hydra's own message pointed at `+`, which cannot change a key already searched."""
+    line = one_error_line(run_cli(tmp_path, "sweep.params.model.depth=range(1,3)",
+                                  module="sweeplab.sweep"))
+    assert line == ("error: sweep.params.model.depth: a search-space key is set with ++ (add "
+                    "or change: ++sweep.params.model.depth='range(1,3)') or + (add only); see "
+                    "`--cfg job` for the keys searched now")
+    assert_no_run(tmp_path)
+
+
 def test_a_sweep_without_tracking_is_refused_before_any_study_or_run(tmp_path: Path) -> None:
     """A sweep lives in MLflow (each trial's run, its summary, its champion): with
     tracking.enabled=false it used to log every trial all the same."""

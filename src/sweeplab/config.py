@@ -359,6 +359,9 @@ def _validate_sweep(p: list[str], cfg: Config) -> None:
            "must be an integer >= 1 (finished trials before the failure rate is judged)")
     _check(p, s.seed is None or 0 <= s.seed <= MAX_SEED, "sweep.seed", s.seed,
            f"must be an integer in [0, {MAX_SEED}] (the sampler's seed), or null")
+    _check(p, s.register_model is None or bool(s.register_model.strip()),
+           "sweep.register_model", s.register_model,
+           "must be a model name, or null (register nothing)")
     _check(p, s.timeout is None or s.timeout > 0, "sweep.timeout", s.timeout,
            "must be a number of seconds > 0, or null (no limit)")
     _check(p, s.params != {}, "sweep.params", s.params,

@@ -105,8 +105,14 @@ def describe(err: Exception) -> str:
     """One line saying which override failed and what is allowed, from Hydra's message."""
     if isinstance(err, OverrideParseException):
         return (f"cannot parse the override {err.override!r}: {_first_line(err.message)} "
-                f"(quote values with brackets, commas or spaces; grammar: {OVERRIDE_GRAMMAR})")
+                f"(quote values with brackets, commas, spaces or non-ASCII characters; "
+                f"grammar: {OVERRIDE_GRAMMAR})")
     message = str(err)
+    params = re.match(r"Could not override '(sweep\.params\.[^']+)'\.?\s*To append to "
+                      r"your config use \+(\S+)", message)
+    if params:  # the space's keys are dotted names ("model.depth"), not nested sections
+        return (f"{params[1]}: a search-space key is set with ++ (add or change: "
+                f"++{params[2]}) or + (add only); see `--cfg job` for the keys searched now")
     missing = re.search(r"Could not find '([^']+)'", message)
     if isinstance(err, MissingConfigException) and missing and err.options:
         group, _, name = missing[1].rpartition("/")

@@ -88,14 +88,28 @@ BAD_VALUES = [
 ]
 
 
-@pytest.mark.parametrize(("override", "key", "value", "allowed"), BAD_VALUES,
-                         ids=[b[0] for b in BAD_VALUES])
-def test_bad_value_names_key_value_and_allowed(compose, override, key, value, allowed) -> None:
-    cfg = compose(override)
+# Sweep settings that used to start a study (a timeout of 0 s, a negative one, an empty
+# model name registering nothing) or stop it on a traceback (a failure rate judged after 0
+# trials, a negative sampler seed): composed with the sweep app.
+BAD_SWEEP_VALUES = [
+    ("sweep.min_trials_for_failure_rate=0", "sweep.min_trials_for_failure_rate", "0", ">= 1"),
+    ("sweep.seed=-1", "sweep.seed", "-1", "[0, 4294967295]"),
+    ("sweep.timeout=-5", "sweep.timeout", "-5.0", "> 0, or null"),
+    ("sweep.timeout=0", "sweep.timeout", "0.0", "> 0, or null"),
+    ("sweep.register_model=", "sweep.register_model", "''", "a model name, or null"),
+]
+BAD_CASES = [(*b, "config") for b in BAD_VALUES] + [(*b, "sweep_app") for b in BAD_SWEEP_VALUES]
+
+
+@pytest.mark.parametrize(("override", "key", "value", "allowed", "app"), BAD_CASES,
+                         ids=[b[0] for b in BAD_CASES])
+def test_bad_value_names_key_value_and_allowed(compose, override, key, value, allowed,
+                                               app) -> None:
+    cfg = compose(override, config_name=app)
     with pytest.raises(ConfigError) as err:
         to_config(cfg)
     msg = str(err.value)
-    assert f"{key}=" in msg
+    assert f"{key}=" in msg and "\n" not in msg
     assert value in msg.split(f"{key}=", 1)[1].split(":", 1)[0]
     assert allowed in msg
 
@@ -220,27 +234,6 @@ def test_cli_refuses_bad_value_without_creating_a_run(tmp_path: Path) -> None:
         assert client.search_runs(exps) == []
     assert not (tmp_path / "data").exists()  # refused before any data was loaded
 
-
-BAD_SWEEP_VALUES = [
-    ("sweep.min_trials_for_failure_rate=0", "sweep.min_trials_for_failure_rate", "0", ">= 1"),
-    ("sweep.seed=-1", "sweep.seed", "-1", "[0, 4294967295]"),
-    ("sweep.timeout=-5", "sweep.timeout", "-5.0", "> 0, or null"),
-    ("sweep.timeout=0", "sweep.timeout", "0.0", "> 0, or null"),
-    ("sweep.register_model=", "sweep.register_model", "''", "a model name, or null"),
-]
-
-
-@pytest.mark.parametrize(("override", "key", "value", "allowed"), BAD_SWEEP_VALUES,
-                         ids=[b[0] for b in BAD_SWEEP_VALUES])
-def test_bad_sweep_value_names_key_value_and_allowed(override, key, value, allowed) -> None:
-    """Values that used to start a study (a timeout of 0 s, a negative one) or stop it
-    on a traceback (a failure rate judged after 0 trials, a negative sampler seed)."""
-    with pytest.raises(ConfigError) as err:
-        to_config(_compose_sweep(override))
-    msg = str(err.value)
-    assert f"{key}=" in msg and "\n" not in msg
-    assert value in msg.split(f"{key}=", 1)[1].split(":", 1)[0]
-    assert allowed in msg
 
 
 @pytest.mark.parametrize(("pruner", "args", "said"), [

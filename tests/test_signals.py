@@ -39,6 +39,17 @@ def runs(uri: str, status: str | None = None) -> list:
     return [r for r in found if status is None or r.info.status == status]
 
 
+def launch(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen:
+    """`cmd` started in a session of its own (a signal to its group reaches it alone), its
+    output piped as text."""
+    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def load(journal: str, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=open_storage(journal))
+
+
 def wait_until(what: str, ok, proc: subprocess.Popen,  # type: ignore[no-untyped-def]
                seconds: float = 240) -> None:
     """Poll `ok()` until it holds; fail at once, with its output, if `proc` ends first."""
@@ -96,11 +107,10 @@ def test_a_signal_to_a_dask_sweep_stops_it_cleanly_and_the_resume_finishes(
            "+sweep.pruner_args.n_startup_trials=100", "sweep.register_model=null",
            "sweep.confirm.top_k=0",
            f"sweep.storage={journal}"]
-    proc = subprocess.Popen(cmd, cwd=data_cache, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = launch(cmd, data_cache, env)
 
     def study() -> optuna.Study:
-        return optuna.load_study(study_name="term", storage=open_storage(journal))
+        return load(journal, "term")
 
     try:
         wait_until("two trials training", lambda: sum(
@@ -303,11 +313,10 @@ def test_a_second_controller_of_a_running_sweep_is_refused_and_the_first_ends_as
            "train.log_every=50", "sweep.n_trials=3", "sweep.name=twice",
            "+sweep.pruner_args.n_startup_trials=100", "sweep.confirm.top_k=2",
            "sweep.confirm.seeds=2", f"sweep.storage={journal}"]
-    first = subprocess.Popen(cmd, cwd=data_cache, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    first = launch(cmd, data_cache, env)
 
     def study() -> optuna.Study:
-        return optuna.load_study(study_name="twice", storage=open_storage(journal))
+        return load(journal, "twice")
 
     try:
         wait_until("a trial training", lambda: any(

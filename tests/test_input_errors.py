@@ -107,6 +107,15 @@ def test_a_sweep_without_tracking_is_refused_before_any_study_or_run(tmp_path: P
     assert not (tmp_path / "mlflow.db").exists()
 
 
+@pytest.mark.parametrize("module", ["sweeplab.train", "sweeplab.sweep"])
+def test_shell_completion_without_a_subcommand_is_one_line(tmp_path: Path,
+                                                           module: str) -> None:
+    line = one_error_line(run_cli(tmp_path, "--shell-completion", module=module))
+    assert line.startswith("error: --shell-completion needs install=<shell> or uninstall=")
+    done = run_cli(tmp_path, "--shell-completion", "install=bash", module=module)
+    assert done.returncode == 0 and "complete" in done.stdout, done.stderr[-2000:]
+
+
 def test_hydra_flags_still_work_with_the_check(tmp_path: Path) -> None:
     cfg = run_cli(tmp_path, "--cfg", "job", "model.depth=3", "hydra.run.dir=out")
     assert cfg.returncode == 0, cfg.stderr

@@ -40,6 +40,13 @@ def check_composes(config_name: str, conf_module: str, argv: Sequence[str]) -> N
     from hydra._internal.utils import get_args_parser
 
     args, _ = get_args_parser().parse_known_args(list(argv))
+    # Hydra raises a ValueError (a traceback) for no subcommand; `query` is the shell's.
+    subcommands = {o.split("=", 1)[0] for o in args.overrides}
+    if args.shell_completion and not subcommands & {"install", "uninstall", "query"}:
+        print("error: --shell-completion needs install=<shell> or uninstall=<shell> (bash, "
+              "zsh or fish): `--shell-completion install=bash` prints what to eval",
+              file=sys.stderr)
+        raise SystemExit(ExitCode.USAGE)
     if any(getattr(args, flag, None) for flag in _NOT_CHECKED) or "--version" in argv:
         return
     try:

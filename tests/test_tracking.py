@@ -353,9 +353,13 @@ def test_cli_trains_and_logs_a_run(tmp_path: Path, data_cache: Path) -> None:
     ("sqlite:///", "is an in-memory database"),
     ("sqlite:///:memory:", "is an in-memory database"),
     ("sqlite:///:memory:?cache=shared", "is an in-memory database"),
+    ("sqlite+pysqlite:///:memory:", "is an in-memory database"),
+    ("sqlite:///file:mem1?mode=memory&uri=true", "is an in-memory database"),
+    ("SQLITE:///:memory:", "is an in-memory database"),
     ("relative/folder", "is a folder (MLflow's file store)"),
     ("file:///tmp/x", "is a folder (MLflow's file store)"),
-], ids=["sqlite-empty", "sqlite-memory", "sqlite-memory-query", "folder", "file-uri"])
+], ids=["sqlite-empty", "sqlite-memory", "sqlite-memory-query", "sqlite-driver",
+        "sqlite-uri-filename", "sqlite-upper-case", "folder", "file-uri"])
 def test_a_store_that_would_lose_or_refuse_the_runs_is_named_at_once(
         uri: str, said: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each process opening an in-memory SQLite store gets its own (the sweep's writer
@@ -378,4 +382,6 @@ def test_file_stores_pass_when_mlflow_is_told_to_allow_them(
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     check_uri("relative/folder")
     check_uri("sqlite:///x/mlflow.db")
+    check_uri("sqlite+pysqlite:///x/memory.db")
+    check_uri("sqlite:///file:x.db?mode=rwc&uri=true")
     check_uri("http://127.0.0.1:5000")

@@ -415,3 +415,21 @@ def test_a_run_that_ends_no_better_than_untrained_is_not_learning(compose, lr: f
     assert f"{untrained:.4g}" in (r.reason or "")
     assert f"{r.metrics['final_train_cost']:.4g}" in (r.reason or "")
     assert "untrained" in (r.reason or "") and f"optim.lr={lr:g}" in (r.reason or "")
+
+
+def test_a_second_signal_raises_at_once_and_a_third_right_after_it_is_ignored() -> None:
+    """Three Ctrl-Cs in half a second while a sweep reported: the third cut the handling of
+    the second (closing the parent run), with a traceback and the run left RUNNING."""
+    import signal
+
+    from sweeplab.train.interrupt import SECOND_SIGNAL_GRACE, StopRequest, Terminated
+
+    stop = StopRequest()
+    stop._on_signal(signal.SIGINT, None)  # the first: asks to stop
+    assert stop.requested
+    with pytest.raises(KeyboardInterrupt):
+        stop._on_signal(signal.SIGINT, None)  # the second: at once
+    stop._on_signal(signal.SIGINT, None)  # the third, right after: ignored
+    stop._raised_at -= SECOND_SIGNAL_GRACE  # later: at once again
+    with pytest.raises(Terminated):
+        stop._on_signal(signal.SIGTERM, None)

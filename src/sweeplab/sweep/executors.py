@@ -345,6 +345,12 @@ class DaskPool:
         if address is None:
             self.cluster = start_local_cluster(n_jobs)
             self.client = Client(self.cluster)
+            # Its scheduler, in this process, times every garbage collection from a gc
+            # callback: a second Ctrl-C landing in it was printed as "Exception ignored"
+            # and lost, and once broke an import under way. It only logs long pauses.
+            from distributed.gc import disable_gc_diagnosis
+
+            disable_gc_diagnosis(force=True)
             from sweeplab.sweep.dask_plugins import IgnoreCtrlC
 
             self.client.register_plugin(IgnoreCtrlC())

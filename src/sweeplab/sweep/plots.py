@@ -249,6 +249,10 @@ def _fork(work: Callable[[], None]) -> int | None:
         return None
     if pid == 0:
         try:
+            # A Ctrl-C reaches the whole process group: the parent decides (and reaps this
+            # copy, or kills it).
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_IGN)
             work()
         finally:
             os._exit(0)  # what it did not draw, the parent draws

@@ -259,17 +259,24 @@ def controller_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+# How long a controller waits after writing its claim before reading it back.
+CLAIM_SETTLE = 0.05
+
+
 def claim(study: optuna.Study) -> None:
     """Record this process as the study's controller, unless another one on this host runs
     it now: then a ConfigError, before this one touches the study or MLflow. Two
     controllers of one study overshot n_trials, shared a parent run and ran each
     confirmation replicate twice. (A controller on another host is not seen: its pid
-    means nothing here.) Two starting at the same moment both write their claim; the one
-    whose claim was overwritten refuses."""
+    means nothing here.) Two starting at the same moment both write their claim: each
+    reads it again `CLAIM_SETTLE` seconds later, and the one whose claim was overwritten
+    refuses. (No storage offers a compare-and-set: two claims written more than that
+    apart after both read none would both stand.)"""
     mine = f"{controller_id()}:{started(os.getpid())}"
     other = _running_controller(study)
     if other is None:
         study.set_user_attr(TrialAttr.RUN_BY, mine)
+        time.sleep(CLAIM_SETTLE)  # a competitor that read no claim writes its own now
         other = _running_controller(study)  # a claim written meanwhile wins
     if other is not None:
         pid = other.split(":")[1]

@@ -79,8 +79,7 @@ def check_uri(uri: str, key: str = "tracking.uri") -> None:
     file store, refused unless $MLFLOW_ALLOW_FILE_STORE is true). `key`: what the message
     calls the URI."""
     shown = f"{key}={redact(uri)!r}" if " " not in key else f"{key} {redact(uri)!r}"
-    if uri.startswith("sqlite:") and uri.split("?", 1)[0] in (
-            "sqlite://", "sqlite:///", "sqlite:///:memory:", "sqlite://:memory:"):
+    if _in_memory(uri):
         raise TrackingStoreError(
             f"{shown} is an in-memory database: every run would be lost (each "
             f"process gets its own, gone when it exits); use a file, sqlite:///<path>")
@@ -92,6 +91,30 @@ def check_uri(uri: str, key: str = "tracking.uri") -> None:
             f"{_mlflow_version()} no longer opens; use sqlite:///<path>/mlflow.db (`mlflow "
             f"migrate-filestore` moves an existing folder's runs there), or set "
             f"MLFLOW_ALLOW_FILE_STORE=true")
+
+
+def _in_memory(uri: str) -> bool:
+    """Whether `uri` names an in-memory SQLite database, in any of SQLAlchemy's spellings:
+    no file, ``:memory:``, a driver (``sqlite+pysqlite://``), or a URI filename with
+    ``mode=memory``."""
+    if uri.split("://", 1)[0].split("+", 1)[0].lower() != "sqlite":
+        return False
+    from sqlalchemy.engine import make_url
+
+    try:
+        url = make_url(uri)
+    except Exception:  # not a URL SQLAlchemy reads: MLflow says so when it opens it
+        return False
+    database = url.database or ""
+    return (database in ("", ":memory:") or database.startswith("file::memory:")
+            or url.query.get("mode") == "memory" or "mode=memory" in database)
+
+
+def source_key(cfg: TrackingConfig) -> str:
+    """What a message calls the tracking URI of `cfg`: tracking.uri, or
+    $MLFLOW_TRACKING_URI when that is where it came from."""
+    return "tracking.uri" if cfg.uri or not os.environ.get("MLFLOW_TRACKING_URI") \
+        else "$MLFLOW_TRACKING_URI"
 
 
 def _mlflow_version() -> str:
@@ -156,14 +179,14 @@ def _get(url: str, shown: str, timeout: float) -> requests.Response:
                                   f"({type(err).__name__}): {START_IT}") from None
 
 
-def prepare_store(uri: str) -> MlflowClient:
+def prepare_store(uri: str, key: str = "tracking.uri") -> MlflowClient:
     """A client on `uri`, with the store created now, by this one process: several processes
     creating a fresh SQLite store at once corrupt it. A new SQLite store is a copy of an
     empty one (`fresh_store`), which saves MLflow's migrations. SQLite gets write-ahead logging, so
     parallel sweep workers read while one writes instead of failing with "database is
     locked". A tracking server is checked first (TrackingServerError if it does not
     answer)."""
-    check_uri(uri)
+    check_uri(uri, key)
     check_server(uri)
     quiet_store_tracebacks()
     if uri.startswith("sqlite:///"):
@@ -185,9 +208,9 @@ def prepare_store(uri: str) -> MlflowClient:
         # MLflow's (unsupported scheme), SQLAlchemy's and sqlite3's errors, OSError: all
         # say the store at this URI cannot be used, none needs a traceback.
         raise TrackingStoreError(
-            f"tracking.uri={redact(uri)!r}: cannot open the tracking store "
-            f"({type(err).__name__}: {_first_line(str(err))}); use a folder or database you "
-            f"can write, as {', '.join(STORE_FORMS)}") from None
+            f"{key}={redact(uri)!r}: cannot open the tracking store "
+            f"({type(err).__name__}: {_first_line(str(err))}); use a database you can "
+            f"write, or a server: {', '.join(STORE_FORMS)}") from None
     return client
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from types import FrameType
@@ -68,6 +69,10 @@ def exit_code(err: BaseException) -> int:
     return ExitCode.INTERRUPTED
 
 
+# After a second Ctrl-C (or SIGTERM) raised, further ones are ignored this long: what the
+# raise started (closing the parent run as KILLED) takes well under it.
+SECOND_SIGNAL_GRACE = 2.0
+
 # The StopRequests of the `deferred_interrupt` blocks open now, innermost last.
 _open: list[StopRequest] = []
 
@@ -85,6 +90,7 @@ class StopRequest:
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self._raised_at = -SECOND_SIGNAL_GRACE  # when a second signal last raised
 
     @property
     def requested(self) -> bool:
@@ -97,9 +103,16 @@ class StopRequest:
             _raise_for(self.signum)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        if self.signum is not None:  # the second one: at once
+        if self.signum is None:
+            self.signum = signum
+            return
+        # The second one: at once. Another within the grace is the same impatience, and
+        # raising again would cut the handling of the first (closing the runs it cut),
+        # with a traceback.
+        now = time.monotonic()
+        if now - self._raised_at >= SECOND_SIGNAL_GRACE:
+            self._raised_at = now
             _raise_for(signum)
-        self.signum = signum
 
 
 @contextmanager

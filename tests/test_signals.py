@@ -276,6 +276,14 @@ def ignored(pid):
         mask = next(int(line.split()[1], 16) for line in f if line.startswith("SigIgn:"))
     return bool(mask & (1 << (signal.SIGINT - 1)))
 
+import socket
+taken = socket.socket()  # Dask's default HTTP port, as another sweep's cluster holds it
+try:
+    taken.bind(("127.0.0.1", 8787))
+    taken.listen()
+except OSError:  # held already: the same case
+    pass
+
 from distributed import Client
 cluster = start_local_cluster(2)
 try:
@@ -292,7 +300,8 @@ print(json.dumps({"workers": workers, "controller": ignored(os.getpid()),
 def test_the_local_workers_are_born_ignoring_ctrl_c() -> None:
     """A Ctrl-C while the LocalCluster's workers were still importing killed them ("Nanny
     failed to start", a traceback, exit 1): they are now forked from a fork server started
-    ignoring SIGINT, before any plugin runs; the controller keeps its own handler."""
+    ignoring SIGINT, before any plugin runs; the controller keeps its own handler. Two
+    sweeps' clusters at once no longer warn about Dask's HTTP port."""
     import json
 
     proc = subprocess.run([sys.executable, "-c", BORN_DEAF], capture_output=True, text=True,
@@ -301,6 +310,7 @@ def test_the_local_workers_are_born_ignoring_ctrl_c() -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     seen = json.loads(proc.stdout.strip().splitlines()[-1])
     assert seen == {"workers": [True, True], "controller": False, "handler kept": True}
+    assert "Port 8787 is already in use" not in proc.stderr  # its HTTP routes: a free port
 
 
 def test_a_second_controller_of_a_running_sweep_is_refused_and_the_first_ends_as_alone(

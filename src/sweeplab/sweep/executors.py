@@ -318,8 +318,12 @@ def start_local_cluster(n_jobs: int) -> Any:
         # Workers log at CRITICAL only: what fails a trial comes back with it, and a worker
         # still importing when the cluster closes (a Ctrl-C at start-up) printed its lost
         # heartbeats as tracebacks.
+        # No dashboard; the scheduler's HTTP routes (health, metrics), which it serves
+        # all the same, on a free loopback port: on 8787 they warned ("Port 8787 is
+        # already in use") when two sweeps ran at once.
         return LocalCluster(n_workers=n_jobs, threads_per_worker=1, processes=True,
                             host="127.0.0.1", dashboard_address=None,
+                            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
                             silence_logs=logging.CRITICAL)
 
 

@@ -799,8 +799,11 @@ def test_a_dask_worker_killed_mid_trial_has_its_trial_queued_again(tmp_path: Pat
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         wait_mid_trial_any(journal, "wkill", running=2, proc=proc)
+        # the local workers: forked by multiprocessing's fork server, which has them as
+        # its children (executors.start_local_cluster), and run nothing below them
         workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
-                   if "spawn_main" in " ".join(p.cmdline()) and p.children() == []]
+                   if "multiprocessing.forkserver" in " ".join(p.cmdline())
+                   and p.children() == []]
         assert len(workers) >= 2, [p.cmdline() for p in workers]
         workers[0].kill()
         out, _ = proc.communicate(timeout=600)

@@ -9,6 +9,7 @@ Hydra 1.3) before the job runs, so the app's own error handling never sees them.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -76,8 +77,6 @@ def unwritable(folder: str) -> str | None:
     """Why `folder` (which may not exist yet) cannot be created and written by this
     process, or None: its nearest existing ancestor is not a folder, or it may not be
     written (a read-only file system, no permission)."""
-    import os
-
     path = Path(folder).absolute()
     while not path.exists() and path != path.parent:
         path = path.parent

@@ -297,3 +297,21 @@ def test_a_working_folder_that_cannot_be_written_is_one_line(tmp_path: Path,
     assert f"({tmp_path / 'file'} is not a folder)" in line, line
     assert not (tmp_path / "j.journal").exists()
     assert_no_run(tmp_path)
+
+
+@pytest.mark.parametrize("module", ["sweeplab.train", "sweeplab.sweep"])
+def test_a_multirun_folder_that_cannot_be_created_is_one_line(
+        tmp_path: Path, read_only_folder: Path, module: str) -> None:
+    """`-m` from a folder the command may not write: Hydra's OSError traceback (exit 1) when
+    it made multirun/... for the first job; its sweep overrides are still a sweep."""
+    env = _env(tmp_path)
+    line = one_error_line(run_cli(read_only_folder, "-m", "train.epochs=1,2",
+                                  module=module, env=env))
+    assert line.startswith("error: hydra.sweep.dir='multirun/") and \
+        f"({read_only_folder} may not be written" in line, line
+    (tmp_path / "file").write_text("")
+    line = one_error_line(run_cli(tmp_path, "-m", "train.epochs=1,2",
+                                  f"hydra.sweep.dir={tmp_path / 'file' / 'x'}",
+                                  module=module, env=env))
+    assert f"({tmp_path / 'file'} is not a folder)" in line, line
+    assert_no_run(tmp_path)

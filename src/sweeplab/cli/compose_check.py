@@ -25,11 +25,11 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 from sweeplab.config import unknown_keys
 from sweeplab.names import ExitCode
 
-# Flags under which Hydra composes nothing, or composes per job of a sweep (--multirun:
-# `a=1,2` is then a sweep, not an error), or from a search path we do not rebuild here
-# (--config-dir): Hydra handles those on its own.
-_NOT_CHECKED = ("help", "hydra_help", "shell_completion", "multirun", "experimental_rerun",
-                "info", "config_dir")
+# Flags under which Hydra composes nothing, or from a search path we do not rebuild here
+# (--config-dir): Hydra handles those on its own. Under --multirun (`a=1,2` is then a
+# sweep, not an error) Hydra composes per job: only its sweep folder is checked here.
+_NOT_CHECKED = ("help", "hydra_help", "shell_completion", "experimental_rerun", "info",
+                "config_dir")
 OVERRIDE_GRAMMAR = "https://hydra.cc/docs/advanced/override_grammar/basic/"
 
 
@@ -49,6 +49,11 @@ def check_composes(config_name: str, conf_module: str, argv: Sequence[str]) -> N
               file=sys.stderr)
         raise SystemExit(ExitCode.USAGE)
     if any(getattr(args, flag, None) for flag in _NOT_CHECKED) or "--version" in argv:
+        return
+    if args.multirun:
+        if not (args.cfg or args.resolve):
+            _check_sweep_dir(args.config_name or config_name,
+                             args.config_path or f"pkg://{conf_module}", args.overrides)
         return
     try:
         run_dir = _compose(args.config_name or config_name,
@@ -73,6 +78,21 @@ def check_composes(config_name: str, conf_module: str, argv: Sequence[str]) -> N
             raise SystemExit(ExitCode.USAGE)
 
 
+def _check_sweep_dir(config_name: str, config_path: str, overrides: list[str]) -> None:
+    """Exit with one line if the multirun's folder (hydra.sweep.dir) cannot be created.
+    A job's own errors are Hydra's to report, per job (as `a=1,2` is a sweep there)."""
+    try:
+        sweep_dir = _compose(config_name, config_path, overrides, multirun=True)
+    except Exception:  # not composable: Hydra reports it, as it would have
+        return
+    problem = unwritable(sweep_dir)
+    if problem is not None:
+        print(f"error: hydra.sweep.dir={sweep_dir!r}: Hydra cannot create the multirun's "
+              f"output folder there ({problem}); run from a folder you can write, or set "
+              f"hydra.sweep.dir=<a folder you can write>", file=sys.stderr)
+        raise SystemExit(ExitCode.USAGE)
+
+
 def unwritable(folder: str) -> str | None:
     """Why `folder` (which may not exist yet) cannot be created and written by this
     process, or None: its nearest existing ancestor is not a folder, or it may not be
@@ -92,9 +112,13 @@ def unwritable(folder: str) -> str | None:
     return None
 
 
-def _compose(config_name: str, config_path: str, overrides: list[str]) -> str:
-    """Compose as `@hydra.main` would; the run's output folder (hydra.run.dir)."""
+def _compose(config_name: str, config_path: str, overrides: list[str],
+             multirun: bool = False) -> str:
+    """Compose as `@hydra.main` would; the run's output folder (hydra.run.dir), or with
+    `multirun` the multirun's (hydra.sweep.dir), its sweep overrides left to the jobs."""
     from hydra import compose, initialize_config_dir, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
 
     if config_path.startswith("pkg://"):
         init = initialize_config_module(config_module=config_path.removeprefix("pkg://"),
@@ -103,6 +127,11 @@ def _compose(config_name: str, config_path: str, overrides: list[str]) -> str:
         folder = Path(config_path.removeprefix("file://")).absolute()
         init = initialize_config_dir(config_dir=str(folder), version_base="1.3")
     with init:  # restores Hydra's global state on the way out, for @hydra.main
+        if multirun:  # as Hydra's own look at the mode composes (hydra._internal, 1.3)
+            cfg = GlobalHydra.instance().hydra.compose_config(  # type: ignore[union-attr]
+                config_name, overrides, run_mode=RunMode.MULTIRUN,
+                with_log_configuration=False, validate_sweep_overrides=False)
+            return str(cfg.hydra.sweep.dir)
         cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
         return str(cfg.hydra.run.dir)
 

@@ -266,13 +266,14 @@ def test_a_value_refused_before_any_run_is_one_line(tmp_path: Path, overrides: l
 def test_a_sweep_refused_for_its_store_or_settings_starts_nothing(
         tmp_path: Path, data_cache: Path, overrides: list[str], expected: str) -> None:
     """Each of these used to run: every run lost to an in-memory store, every trial failed
-    by the pruner, or a study with no trial; each exited 0."""
-    journal = tmp_path / "j.journal"
+    by the pruner, or a study with no trial; each exited 0. The journal's folder, made to
+    check it can be written, is gone again (as .sweeplab/ by default)."""
+    journal = tmp_path / "state" / "j.journal"
     line = one_error_line(run_cli(data_cache, *SWEEP, *overrides,
                                   f"sweep.storage=journal:{journal}",
                                   module="sweeplab.sweep", env=_env(tmp_path)))
     assert expected in line, line
-    assert not journal.exists()
+    assert not journal.parent.exists()
     assert_no_run(tmp_path)
 
 

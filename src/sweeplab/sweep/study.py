@@ -77,6 +77,7 @@ def check_storage(url: str) -> None:
     shown = redact(url)
     if url.startswith("journal:"):
         path = Path(url.removeprefix("journal:"))
+        made = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             existed = path.exists()
@@ -84,6 +85,9 @@ def check_storage(url: str) -> None:
                 pass
             if not existed:  # nothing is left behind by a sweep that stops before its study
                 path.unlink()
+                for folder in made:  # innermost first; open_storage makes them again
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()
         except OSError as err:
             raise ConfigError(f"sweep.storage={shown!r}: cannot write the journal {path} "
                               f"({err.strerror}); choose a folder you can write") from None

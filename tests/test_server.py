@@ -30,6 +30,7 @@ from servers import (
     TrackingServer,
     free_port,
     postgres_cluster,
+    stop_process_group,
     tracking_server,
 )
 from sweeplab import train
@@ -462,3 +463,61 @@ def test_a_server_gone_as_the_sweep_reports_ends_it_with_code_2_and_the_resume_r
         assert parent.data.metrics["n_done"] == 2
         versions = client.search_model_versions("name='sweeplab-gone'")
         assert [v.run_id for v in versions] == [parent.data.tags[Tag.BEST_RUN_ID]]
+
+
+def _until_printed(proc: subprocess.Popen, text: str, timeout: float = 120) -> str:
+    """What `proc` printed on stdout up to the line holding `text` (fails the test at its
+    end or after `timeout` seconds without it)."""
+    import selectors
+    import time
+
+    seen = ""
+    sel = selectors.DefaultSelector()
+    assert proc.stdout is not None
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    while text not in seen:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"no {text!r} printed:\n{seen[-2000:]}\n{proc.communicate()[1][-3000:]}")
+        if sel.select(timeout=1):
+            seen += proc.stdout.readline()
+    return seen
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["train", "rerun"])
+def test_a_server_gone_mid_run_ends_train_and_rerun_with_one_line(
+        command: str, tmp_path: Path, data_cache: Path) -> None:
+    """The server goes away while the run trains: one line and exit 2. The rerun printed
+    a traceback (exit 1); both printed urllib3's warning at each retry before it."""
+    env = {**os.environ, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+           "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "2"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    long = ["train.epochs=200000", "train.log_every=10"]
+    with tracking_server(tmp_path / "server") as server:
+        if command == "train":
+            argv = ["-m", "sweeplab.train", *RUN, *long, f"tracking.uri={server.url}"]
+            started = "Network:"
+        else:
+            with_server = {**os.environ, "MLFLOW_TRACKING_URI": server.url}
+            done = subprocess.run([sys.executable, "-m", "sweeplab.train", *RUN],
+                                  cwd=data_cache, env=with_server, capture_output=True,
+                                  text=True, timeout=120)
+            assert done.returncode == 0, done.stderr[-3000:]
+            original = MlflowClient(server.url).search_runs(["0", "1"])[0].info.run_id
+            argv = ["-m", "sweeplab.cli.rerun", original, *long,
+                    "--tracking-uri", server.url]
+            started = "blas:"
+        proc = subprocess.Popen([sys.executable, *argv], cwd=data_cache, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            _until_printed(proc, started)
+            stop_process_group(server.proc)
+            _, err = proc.communicate(timeout=120)
+        finally:
+            proc.kill()
+    assert proc.returncode == 2, err[-3000:]
+    line = one_line(err)
+    assert line.startswith("error: the tracking server stopped answering: ") and \
+        server.url in line, line

@@ -89,6 +89,31 @@ def test_sigterm_to_make_train_closes_its_run_as_killed(tmp_path: Path,
     assert run.data.tags["sweeplab.status"] == "interrupted"
 
 
+@pytest.mark.parametrize(("sig", "code", "said"), [(signal.SIGTERM, 143, "terminated (SIGTERM)"),
+                                                   (signal.SIGINT, 130, "interrupted (Ctrl-C)")])
+def test_a_signal_to_make_rerun_closes_its_run_as_killed_in_one_line(
+        tmp_path: Path, data_cache: Path, sig: int, code: int, said: str) -> None:
+    """The rerun was killed by SIGTERM with its run left RUNNING, and Ctrl-C printed a
+    KeyboardInterrupt traceback: as `make train` now."""
+    uri, _, env = stores(tmp_path)
+    subprocess.run([sys.executable, "-m", "sweeplab.train", *FAST, "train.epochs=3"],
+                   cwd=data_cache, env=env, check=True, capture_output=True, timeout=120)
+    [original] = runs(uri)
+    proc = launch([sys.executable, "-m", "sweeplab.cli.rerun", original.info.run_id,
+                   "train.epochs=1000000", "train.log_every=100"], data_cache, env)
+    try:
+        wait_until("the rerun training", lambda: runs(uri, "RUNNING"), proc)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, err[-2000:]
+    assert err.strip() == said, err[-2000:]
+    rerun = [r for r in runs(uri) if r.info.run_id != original.info.run_id]
+    assert [r.info.status for r in rerun] == ["KILLED"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("signum", "group", "code", "said"), [
     # a batch scheduler's SIGTERM to the controller alone

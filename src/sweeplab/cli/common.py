@@ -67,18 +67,11 @@ def hydra_app(config_name: str, job: Callable[[DictConfig], Any]) -> Callable[[]
             print(f"error: {err}", file=sys.stderr)
             raise SystemExit(ExitCode.USAGE) from None
         except (OSError, MlflowException) as err:
-            full = no_space(err)
-            if full is not None:  # a write of the journal, the store or an output file
-                print(f"error: no space left on the device ({full}); free space, then run "
-                      f"the same command to resume", file=sys.stderr)
-                raise SystemExit(ExitCode.USAGE) from None
-            if not isinstance(err, MlflowException):
+            tracking = cfg.get("tracking") or {}
+            line = environment_failure(err, tracking.get("uri") or default_uri())
+            if line is None:
                 raise
-            gone = _server_gone(cfg)
-            if gone is None:
-                raise
-            # MLflow's client gave up retrying (within about a minute: tracking/store.py).
-            print(f"error: the tracking server stopped answering: {gone}", file=sys.stderr)
+            print(f"error: {line}", file=sys.stderr)
             raise SystemExit(ExitCode.USAGE) from None
         except KeyboardInterrupt as err:
             print(interruption(err), file=sys.stderr)
@@ -169,14 +162,20 @@ def guard_output() -> None:
             setattr(sys, name, _Guarded(stream))
 
 
-def _server_gone(cfg: DictConfig) -> TrackingServerError | None:
-    """Why the tracking server of `cfg` does not answer now (None if it does, or if the
-    store is no server)."""
-    tracking = cfg.get("tracking") or {}
-    try:
-        check_server(tracking.get("uri") or default_uri())
-    except TrackingServerError as err:
-        return err
+def environment_failure(err: BaseException, uri: str) -> str | None:
+    """One line for what the environment did to a command whose tracking store is `uri`: a
+    full disk (a write of the journal, the store or an output file), or a tracking server
+    that stopped answering (MLflow's client gave up retrying, within about a minute:
+    tracking/store.py); None for any other error, which is the caller's to raise."""
+    full = no_space(err)
+    if full is not None:
+        return (f"no space left on the device ({full}); free space, then run the same "
+                f"command to resume")
+    if isinstance(err, MlflowException):
+        try:
+            check_server(uri)
+        except TrackingServerError as gone:
+            return f"the tracking server stopped answering: {gone}"
     return None
 
 

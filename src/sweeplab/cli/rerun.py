@@ -28,11 +28,12 @@ from contextlib import nullcontext
 from dataclasses import replace
 
 from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from threadpoolctl import threadpool_limits
 
 from sweeplab import train
-from sweeplab.cli.common import draw_into_files
+from sweeplab.cli.common import draw_into_files, environment_failure
 from sweeplab.config import Config, ConfigError
 from sweeplab.data import DataError, Dataset
 from sweeplab.names import ExitCode, Metric, MlflowTag, RunStatus, Tag
@@ -48,6 +49,7 @@ from sweeplab.tracking.logged_run import (
     typed_config,
 )
 from sweeplab.train.callbacks import Callback, ProgressBar, StopTraining
+from sweeplab.train.interrupt import exit_code, interruption, sigterm_as_interrupt
 
 DIFF_ARTIFACT = "git_diff.patch"
 # Statuses a callback (an Optuna pruner, say) gave the original; the rerun replays the stop.
@@ -269,12 +271,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     """`python -m sweeplab.cli.rerun`: returns the exit status (see the module docstring)."""
     draw_into_files()
     args = parse_args(argv)
+    uri = args.tracking_uri or default_uri()
     try:
-        return rerun(args.run_id, args.overrides, uri=args.tracking_uri or default_uri(),
-                     allow_data_change=args.allow_data_change)
+        with sigterm_as_interrupt():  # the rerun's run is closed as KILLED, as on Ctrl-C
+            return rerun(args.run_id, args.overrides, uri=uri,
+                         allow_data_change=args.allow_data_change)
     except (RunError, ConfigError, DataError, ShapeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return ExitCode.USAGE
+    except (OSError, MlflowException) as err:  # a full disk, a server gone mid-run
+        line = environment_failure(err, uri)
+        if line is None:
+            raise
+        print(f"error: {line.removesuffix(' to resume')}", file=sys.stderr)
+        return ExitCode.USAGE
+    except KeyboardInterrupt as err:
+        print(interruption(err), file=sys.stderr)
+        return exit_code(err)
 
 
 if __name__ == "__main__":

@@ -63,7 +63,10 @@ def quiet_store_tracebacks() -> None:
     """Silence the traceback MLflow 3.17 logs (mlflow/store/db/utils.py, at ERROR) for every
     SQLAlchemy OperationalError before it raises the same error as an MlflowException: the
     caller handles that exception (a full disk is one line), and the log printed a
-    traceback on stderr besides."""
+    traceback on stderr besides. Also urllib3's warning at each retry of a request to a
+    tracking server that went away (six lines before the command's own one, under Hydra's
+    logging): the error after the last retry says it."""
     import logging
 
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)

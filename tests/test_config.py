@@ -97,6 +97,10 @@ BAD_SWEEP_VALUES = [
     ("sweep.timeout=-5", "sweep.timeout", "-5.0", "> 0, or null"),
     ("sweep.timeout=0", "sweep.timeout", "0.0", "> 0, or null"),
     ("sweep.register_model=", "sweep.register_model", "''", "a model name, or null"),
+    # refused by MLflow's registry once the whole sweep had run: a traceback, parent RUNNING
+    ("sweep.register_model=a/b", "sweep.register_model", "a/b", "without '/' or ':'"),
+    # the saved view's key went over MLflow's 250 characters after the parent run existed
+    ("sweep.name=" + "x" * 201, "sweep.name", "<201 characters>", "at most 200"),
 ]
 BAD_CASES = [(*b, "config") for b in BAD_VALUES] + [(*b, "sweep_app") for b in BAD_SWEEP_VALUES]
 
@@ -112,6 +116,13 @@ def test_bad_value_names_key_value_and_allowed(compose, override, key, value, al
     assert f"{key}=" in msg and "\n" not in msg
     assert value in msg.split(f"{key}=", 1)[1].split(":", 1)[0]
     assert allowed in msg
+
+
+def test_a_sweep_name_the_registry_refuses_is_named_with_its_model(compose) -> None:
+    """A ':' in sweep.name reaches the registered model's default name, sweeplab-<name>."""
+    with pytest.raises(ConfigError, match=r"sweep.register_model='sweeplab-d:v2': must be a "
+                                          r"model name without '/' or ':'"):
+        to_config(compose("sweep.name=d:v2", config_name="sweep_app"))
 
 
 def test_single_problem_is_one_line(compose) -> None:

@@ -36,6 +36,9 @@ TRACKING_SCHEMES = ("file", "sqlite", "postgresql", "mysql", "mssql", "http", "h
                     "databricks")
 # MLflow 3.17 accepts 500 characters but its SQL stores keep 256 (experiments.name).
 MAX_EXPERIMENT_NAME = 256
+# A sweep's name goes into the key of its saved view in the MLflow UI, an experiment tag
+# (mlflow.sharedViewState.sweeplab-<name>), whose keys MLflow caps at 250 characters.
+MAX_SWEEP_NAME = 200
 
 # Seeds feed NumPy's SeedSequence and, for the course's initialisations, RandomState.
 MAX_SEED = 2**32 - 1
@@ -345,6 +348,9 @@ def _validate_sweep(p: list[str], cfg: Config) -> None:
     assert s is not None
     _check(p, bool(s.name) and "/" not in s.name, "sweep.name", s.name,
            "must be a non-empty name without '/'")
+    _check(p, len(s.name) <= MAX_SWEEP_NAME, "sweep.name", f"<{len(s.name)} characters>",
+           f"must be at most {MAX_SWEEP_NAME} characters (it names the sweep's saved view "
+           f"in the MLflow UI)")
     _check(p, s.n_trials >= 1, "sweep.n_trials", s.n_trials, "must be an integer >= 1")
     _check(p, s.n_jobs >= 1, "sweep.n_jobs", s.n_jobs, "must be an integer >= 1")
     _check(p, s.cluster is None or s.cluster.startswith(("tcp://", "tls://")), "sweep.cluster",
@@ -362,6 +368,15 @@ def _validate_sweep(p: list[str], cfg: Config) -> None:
     _check(p, s.register_model is None or bool(s.register_model.strip()),
            "sweep.register_model", s.register_model,
            "must be a model name, or null (register nothing)")
+    # MLflow's registry refuses these only when the sweep has run (and its summary with it)
+    _check(p, s.register_model is None or not any(c in s.register_model for c in "/:"),
+           "sweep.register_model", s.register_model,
+           "must be a model name without '/' or ':' (MLflow's registry refuses them; it is "
+           "sweeplab-${sweep.name} by default: rename the sweep, or set "
+           "sweep.register_model), or null (register nothing)")
+    _check(p, s.register_model is None or len(s.register_model) <= MAX_EXPERIMENT_NAME,
+           "sweep.register_model", f"<{len(s.register_model or '')} characters>",
+           f"must be at most {MAX_EXPERIMENT_NAME} characters")
     _check(p, s.timeout is None or s.timeout > 0, "sweep.timeout", s.timeout,
            "must be a number of seconds > 0, or null (no limit)")
     _check(p, s.params != {}, "sweep.params", s.params,

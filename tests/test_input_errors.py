@@ -316,3 +316,32 @@ def test_a_multirun_folder_that_cannot_be_created_is_one_line(
                                   module=module, env=env))
     assert f"({tmp_path / 'file'} is not a folder)" in line, line
     assert_no_run(tmp_path)
+
+
+def test_a_deleted_experiment_is_one_line_for_train_sweep_and_rerun(
+        tmp_path: Path, data_cache: Path) -> None:
+    """An experiment deleted in the UI: MLflow refused the run with a traceback (exit 1),
+    the sweep after it had created its study."""
+    from mlflow.entities import ViewType
+    from mlflow.tracking import MlflowClient
+
+    env = _env(tmp_path)
+    uri = env["MLFLOW_TRACKING_URI"]
+    done = run_cli(data_cache, *RUN, "tracking.experiment=gone", env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("gone")
+    [original] = client.search_runs([exp.experiment_id])
+    client.delete_experiment(exp.experiment_id)
+    journal = tmp_path / "state" / "j.journal"
+    for module, args in [("sweeplab.train", RUN),
+                         ("sweeplab.sweep", [*SWEEP, f"sweep.storage=journal:{journal}"])]:
+        line = one_error_line(run_cli(data_cache, *args, "tracking.experiment=gone",
+                                      module=module, env=env))
+        assert line.startswith("error: tracking.experiment='gone': the experiment is "
+                               "deleted") and f"restore -x {exp.experiment_id}" in line, line
+    line = one_error_line(run_cli(data_cache, original.info.run_id, env=env,
+                                  module="sweeplab.cli.rerun"))
+    assert "which is deleted" in line and f"restore -x {exp.experiment_id}" in line, line
+    assert not journal.parent.exists()
+    assert len(client.search_runs([exp.experiment_id], run_view_type=ViewType.ALL)) == 1

@@ -57,7 +57,7 @@ from sweeplab.sweep.worker import (
 from sweeplab.tracking import get_experiment_id, prepare_store, resolve_uri
 from sweeplab.tracking.errors import no_space, unavailable_reason
 from sweeplab.tracking.quick_exit import settle
-from sweeplab.tracking.store import source_key
+from sweeplab.tracking.store import check_experiment, source_key
 from sweeplab.tracking.writer import TrackingWriter, discard_prestarted
 from sweeplab.train import load_data
 from sweeplab.train.interrupt import StopRequest, deferred_interrupt, exit_code, interruption
@@ -100,7 +100,8 @@ def sweep_job(cfg: DictConfig, run_tags: dict[str, str] | None = None) -> int:
         # The two stores, before any study, run or worker exists: one line if either
         # cannot be opened or written.
         st.check_storage(st.storage_url(s))
-        prepare_store(uri, source_key(typed.tracking))
+        client = prepare_store(uri, source_key(typed.tracking))
+        check_experiment(client, typed.tracking.experiment, uri)
         settle()  # MLflow's store and Optuna's storage imported
     except BaseException:
         if writer is not None:

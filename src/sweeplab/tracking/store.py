@@ -11,7 +11,7 @@ import contextlib
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mlflow.tracking import MlflowClient
 
@@ -234,11 +234,24 @@ def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else "no message"
 
 
+def check_experiment(client: MlflowClient, name: str, uri: str) -> Any:
+    """Experiment `name` (an mlflow Experiment), or None if there is none yet;
+    TrackingStoreError if it is deleted, since MLflow refuses new runs there."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None and exp.lifecycle_stage == "deleted":
+        raise TrackingStoreError(
+            f"tracking.experiment={name!r}: the experiment is deleted in {redact(uri)} (id "
+            f"{exp.experiment_id}); restore it (MLFLOW_TRACKING_URI={redact(uri)} mlflow "
+            f"experiments restore -x {exp.experiment_id}) or set tracking.experiment=<another "
+            f"name>")
+    return exp
+
+
 def get_experiment_id(client: MlflowClient, name: str, uri: str) -> str:
     """The id of experiment `name`, created (artifacts under ./mlruns for SQLite) if needed,
     and marked as model training (`MODEL_TRAINING_KIND`) unless it has a kind already."""
     kind = {MlflowTag.EXPERIMENT_KIND: MODEL_TRAINING_KIND}
-    exp = client.get_experiment_by_name(name)
+    exp = check_experiment(client, name, uri)
     if exp is not None:
         if MlflowTag.EXPERIMENT_KIND not in exp.tags:  # made before sweeplab set it
             client.set_experiment_tag(exp.experiment_id, *kind.popitem())

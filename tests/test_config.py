@@ -21,6 +21,7 @@ from sweeplab.config import (
     Config,
     ConfigError,
     flatten,
+    local_cores,
     to_config,
     validate,
 )
@@ -101,6 +102,9 @@ BAD_SWEEP_VALUES = [
     ("sweep.register_model=a/b", "sweep.register_model", "a/b", "without '/' or ':'"),
     # the saved view's key went over MLflow's 250 characters after the parent run existed
     ("sweep.name=" + "x" * 201, "sweep.name", "<201 characters>", "at most 200"),
+    # a local cluster of 1000 workers: ~600 processes, which a SIGTERM did not stop
+    (f"sweep.n_jobs={local_cores() + 1}", "sweep.n_jobs", str(local_cores() + 1),
+     f"at most {local_cores()}, this machine's cores"),
 ]
 BAD_CASES = [(*b, "config") for b in BAD_VALUES] + [(*b, "sweep_app") for b in BAD_SWEEP_VALUES]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -343,6 +344,12 @@ def _check_tracking(p: list[str], t: TrackingConfig) -> None:
                "($MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
 
 
+def local_cores() -> int:
+    """The cores this process may run on (its CPU affinity, where the system has one)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+
+
 def _validate_sweep(p: list[str], cfg: Config) -> None:
     s = cfg.sweep
     assert s is not None
@@ -353,6 +360,12 @@ def _validate_sweep(p: list[str], cfg: Config) -> None:
            f"in the MLflow UI)")
     _check(p, s.n_trials >= 1, "sweep.n_trials", s.n_trials, "must be an integer >= 1")
     _check(p, s.n_jobs >= 1, "sweep.n_jobs", s.n_jobs, "must be an integer >= 1")
+    cores = local_cores()
+    # A worker per core at most: 1000 started ~600 processes that a SIGTERM could not stop.
+    _check(p, s.cluster is not None or s.n_jobs <= cores, "sweep.n_jobs", s.n_jobs,
+           f"must be at most {cores}, this machine's cores, for a local cluster (more workers "
+           f"would only wait for a core); for more, run `dask worker` on other hosts and set "
+           f"sweep.cluster=tcp://<scheduler>:8786")
     _check(p, s.cluster is None or s.cluster.startswith(("tcp://", "tls://")), "sweep.cluster",
            s.cluster, "must be a Dask scheduler address such as tcp://host:8786, or null")
     _one_of(p, "sweep.sampler", s.sampler, SAMPLERS)

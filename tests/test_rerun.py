@@ -333,6 +333,10 @@ def test_run_without_config_artifact(store: Store, capsys: pytest.CaptureFixture
     ("model.depth=-1", "model.depth=-1: must be an integer >= 0"),
     ("data=planar", "'data' is a config section"),
     ("train.epochs", "expected key=value"),
+    # a traceback (yaml's ParserError), then ignored yet recorded as the rerun's config
+    ("model.hidden=[5,5", "its value is not YAML"),
+    ("tracking.enabled=false", "a rerun is always logged beside its original"),
+    ("tracking.uri=sqlite:///other.db", "--tracking-uri names the store"),
 ])
 def test_bad_override_creates_no_run(store: Store, capsys: pytest.CaptureFixture[str],
                                      override: str, message: str) -> None:

@@ -110,6 +110,10 @@ def typed_config(logged: DictConfig, run_id: str) -> Config:
                        f"schema: {err}") from None
 
 
+# Where a rerun is logged is its original's store and experiment, whatever its config says.
+PLACED_BY_ORIGINAL = ("tracking.uri", "tracking.experiment", "tracking.enabled")
+
+
 def apply_overrides(logged: DictConfig, overrides: Sequence[str]) -> Config:
     """The logged config with `key=value` overrides (YAML values, existing keys only),
     type- and value-checked. Hydra's group choices (``data=planar``) and ``+key`` do not
@@ -128,8 +132,16 @@ def apply_overrides(logged: DictConfig, overrides: Sequence[str]) -> Config:
         if key not in known:
             raise RunError(f"override {item!r}: the config has no key {key!r} (keys look "
                            f"like train.epochs, model.depth, optim.lr)")
+        if key in PLACED_BY_ORIGINAL:  # they were ignored, yet recorded as the rerun's
+            raise RunError(f"override {item!r}: a rerun is always logged beside its "
+                           f"original, in its experiment, so {key} does not apply; "
+                           f"--tracking-uri names the store the original is in")
         try:
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
         except OmegaConfBaseException as err:
             raise RunError(f"override {item!r}: {str(err).splitlines()[0]}") from None
+        except yaml.YAMLError as err:  # `model.hidden=[5,5`, say
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            raise RunError(f"override {item!r}: its value is not YAML ({first}); write "
+                           f"lists as [5, 5] and quote text with brackets or colons") from None
     return to_config(cfg)

@@ -297,12 +297,32 @@ def test_hints_name_make_targets_in_a_checkout_and_scripts_elsewhere(
     from helpers import REPO
     from sweeplab.tracking.links import command, ui_hint
 
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///x.db")
     monkeypatch.chdir(REPO)
     assert command("rerun", "abc") == "make rerun RUN=abc"
     assert ui_hint("sqlite:///x.db", "1").startswith("make ui   then open")
     monkeypatch.chdir(tmp_path)
     assert command("rerun", "abc") == "sweeplab-rerun abc"
     assert ui_hint("sqlite:///x.db", "1").startswith("sweeplab-ui   then open")
+
+
+def test_hints_for_a_store_named_by_override_name_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make train ARGS="tracking.uri=sqlite:///other.db"` printed `make rerun RUN=...`,
+    which looked for the run in the default store (and `make ui` showed that one)."""
+    from helpers import REPO
+    from sweeplab.tracking.links import command, ui_hint
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(REPO)
+    other = "sqlite:///other.db"
+    assert command("rerun", "abc", other) == f"MLFLOW_TRACKING_URI={other} make rerun RUN=abc"
+    hint = ui_hint(other, "1")
+    assert hint.startswith(f"MLFLOW_TRACKING_URI={other} make ui   then open")
+    assert f"MLFLOW_TRACKING_URI={other} make ui PORT=5001" in hint
+    default = f"sqlite:///{REPO / 'mlflow.db'}"
+    assert command("rerun", "abc", default) == "make rerun RUN=abc"
+    assert command("rerun", "abc", "http://u:pw@h:1") == \
+        "MLFLOW_TRACKING_URI=http://u:***@h:1 make rerun RUN=abc"
 
 
 # -- the layout the UI opens in, and its port ---------------------------------------------------
@@ -315,6 +335,7 @@ def test_printed_addresses_open_the_model_training_layout_and_say_how_to_change_
     from helpers import REPO
     from sweeplab.tracking.links import runs_url, ui_hint
 
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///x.db")
     monkeypatch.chdir(REPO)
     hint = ui_hint("sqlite:///x.db", "3", "abc")
     assert "http://127.0.0.1:5000/#/experiments/3/runs/abc?workflowType=machine_learning " \

@@ -229,7 +229,7 @@ def report_run(result: RunResult, tracker: MlflowTracker | None) -> None:
         print(f"  {metrics}")
     if tracker is not None and tracker.run_id is not None:
         print(f"  logged to MLflow run {tracker.run_id}")
-        print(f"  rerun:  {command('rerun', tracker.run_id)}")
+        print(f"  rerun:  {command('rerun', tracker.run_id, tracker.uri)}")
         print(f"  look:   {ui_hint(tracker.uri, tracker.experiment_id, tracker.run_id)}")
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from sweeplab.names import MODEL_TRAINING_LAYOUT
-from sweeplab.tracking.store import is_server, redact
+from sweeplab.tracking.store import default_uri, is_server, redact
 
 # The UI and every server sweeplab starts listen on loopback unless told otherwise.
 HOST = "127.0.0.1"
@@ -42,13 +42,16 @@ def run_link(experiment_id: str, run_id: str) -> str:
     return f"[{run_id}](" + ui_route(f"#/experiments/{experiment_id}/runs/{run_id}") + ")"
 
 
-def command(target: str, run_id: str = "") -> str:
+def command(target: str, run_id: str = "", uri: str | None = None) -> str:
     """How to run sweeplab's `target` (ui, rerun) from here: the Makefile's target in a
-    checkout (the README's commands), else the installed script (pip install sweeplab)."""
+    checkout (the README's commands), else the installed script (pip install sweeplab);
+    on the store at `uri` when it is not the one the command finds by default (a
+    tracking.uri override), which it is then told through $MLFLOW_TRACKING_URI."""
     here = Path.cwd()
+    env = f"MLFLOW_TRACKING_URI={redact(uri)} " if uri and uri != default_uri() else ""
     if (here / "Makefile").is_file() and (here / "src" / "sweeplab").is_dir():
-        return f"make {target}" + (f" RUN={run_id}" if run_id else "")
-    return f"sweeplab-{target}" + (f" {run_id}" if run_id else "")
+        return f"{env}make {target}" + (f" RUN={run_id}" if run_id else "")
+    return f"{env}sweeplab-{target}" + (f" {run_id}" if run_id else "")
 
 
 def ui_hint(uri: str, experiment_id: str | None, run_id: str | None = None) -> str:
@@ -59,11 +62,12 @@ def ui_hint(uri: str, experiment_id: str | None, run_id: str | None = None) -> s
         return f"open {ui_base(uri)}/{page}   (the tracking server's UI)"
     # The UI is not running yet, so its port is the one the user will choose: say how.
     other = DEFAULT_UI_PORT + 1
-    return (f"{command('ui')}   then open {ui_base(uri)}/{page}   (on another port: "
-            f"{ui_command_with_port(other)} and {other} in the address; store: {redact(uri)})")
+    return (f"{command('ui', uri=uri)}   then open {ui_base(uri)}/{page}   (on another port: "
+            f"{ui_command_with_port(other, uri)} and {other} in the address; store: "
+            f"{redact(uri)})")
 
 
-def ui_command_with_port(port: int) -> str:
+def ui_command_with_port(port: int, uri: str | None = None) -> str:
     """`make ui PORT=<port>` in a checkout, else `sweeplab-ui --port <port>`."""
-    ui = command("ui")
-    return f"{ui} PORT={port}" if ui.startswith("make ") else f"{ui} --port {port}"
+    ui = command("ui", uri=uri)
+    return f"{ui} PORT={port}" if "make ui" in ui else f"{ui} --port {port}"

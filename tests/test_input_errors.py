@@ -345,3 +345,11 @@ def test_a_deleted_experiment_is_one_line_for_train_sweep_and_rerun(
     assert "which is deleted" in line and f"restore -x {exp.experiment_id}" in line, line
     assert not journal.parent.exists()
     assert len(client.search_runs([exp.experiment_id], run_view_type=ViewType.ALL)) == 1
+
+
+def test_a_network_larger_than_memory_is_one_line(tmp_path: Path, data_cache: Path) -> None:
+    """NumPy's MemoryError was a traceback (exit 1); its message names the size."""
+    line = one_error_line(run_cli(data_cache, *RUN, "model.width=10000000000",
+                                  env=_env(tmp_path)))
+    assert line.startswith("error: not enough memory (Unable to allocate ") and \
+        "model.width" in line, line

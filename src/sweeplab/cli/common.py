@@ -73,6 +73,9 @@ def hydra_app(config_name: str, job: Callable[[DictConfig], Any]) -> Callable[[]
                 raise
             print(f"error: {line}", file=sys.stderr)
             raise SystemExit(ExitCode.USAGE) from None
+        except MemoryError as err:  # NumPy's "Unable to allocate ..." names the size
+            print(f"error: {out_of_memory(err)}", file=sys.stderr)
+            raise SystemExit(ExitCode.USAGE) from None
         except KeyboardInterrupt as err:
             print(interruption(err), file=sys.stderr)
             raise SystemExit(exit_code(err)) from None
@@ -160,6 +163,13 @@ def guard_output() -> None:
         stream = getattr(sys, name)
         if stream is not None and not isinstance(stream, _Guarded):
             setattr(sys, name, _Guarded(stream))
+
+
+def out_of_memory(err: MemoryError) -> str:
+    """One line for a run that asked for more memory than the machine has."""
+    what = str(err).strip().splitlines()[0] if str(err).strip() else "MemoryError"
+    return (f"not enough memory ({what}); make the network or the data smaller "
+            f"(model.width, model.hidden, data.n_samples, train.batch_size)")
 
 
 def environment_failure(err: BaseException, uri: str) -> str | None:

@@ -33,7 +33,7 @@ from mlflow.tracking import MlflowClient
 from threadpoolctl import threadpool_limits
 
 from sweeplab import train
-from sweeplab.cli.common import draw_into_files, environment_failure
+from sweeplab.cli.common import draw_into_files, environment_failure, out_of_memory
 from sweeplab.config import Config, ConfigError
 from sweeplab.data import DataError, Dataset
 from sweeplab.names import ExitCode, Metric, MlflowTag, RunStatus, Tag
@@ -290,6 +290,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if line is None:
             raise
         print(f"error: {line.removesuffix(' to resume')}", file=sys.stderr)
+        return ExitCode.USAGE
+    except MemoryError as err:  # an override that asks for too large a network
+        print(f"error: {out_of_memory(err)}", file=sys.stderr)
         return ExitCode.USAGE
     except KeyboardInterrupt as err:
         print(interruption(err), file=sys.stderr)

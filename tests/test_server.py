@@ -176,6 +176,8 @@ def test_a_sweep_logs_the_parent_and_every_trial_to_the_server(
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"look: open {server.url}/#/experiments/" in proc.stdout
+    # MLflow's own two lines a run, between the trials' (MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT)
+    assert "View run" not in proc.stdout and "View experiment" not in proc.stdout
 
     client = MlflowClient(tracking_uri=server.url)
     exp = client.get_experiment_by_name("sweeplab")

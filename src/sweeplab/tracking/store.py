@@ -31,7 +31,11 @@ if TYPE_CHECKING:
 HTTP_RETRY_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
                        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                        "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
-for _name, _value in HTTP_RETRY_DEFAULTS.items():
+# MLflow's client prints "🏃 View run ... at: <url>" and "🧪 View experiment at: <url>" on
+# stdout at the end of each run on a server: between a sweep's trial lines, twice a trial,
+# without the layout sweeplab's own addresses ask for (tracking/links.py).
+QUIET_DEFAULTS = {**HTTP_RETRY_DEFAULTS, "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
+for _name, _value in QUIET_DEFAULTS.items():
     os.environ.setdefault(_name, _value)
 
 # How long a tracking server has to answer its health check before a run or sweep starts.

@@ -283,6 +283,21 @@ def test_max_failure_rate_stops_a_sweep_that_only_fails(sweep_env) -> None:
     assert all(t.state == TrialState.FAIL for t in study.trials)
 
 
+def test_a_sweep_with_no_trial_completed_exits_1_with_its_parent_failed(sweep_env) -> None:
+    """Fewer trials than min_trials_for_failure_rate, all failed: it exited 0, parent
+    FINISHED, with "no trial completed" as its only word."""
+    compose, journal, uri = sweep_env
+    code = sweep_job(only(compose("sweep.name=nonedone", "sweep.n_trials=2",
+                                  "sweep.pruner=none", "optim=gd"),
+                          {"optim.lr": "tag(log, interval(1e250, 1e300))"}))
+    assert code == 1
+    study = load(journal, "nonedone")
+    assert [t.state for t in study.trials] == [TrialState.FAIL] * 2
+    parent = MlflowClient(uri).get_run(study.user_attrs[TrialAttr.PARENT_RUN_ID])
+    assert parent.info.status == "FAILED"
+    assert parent.data.tags[Tag.STOPPED_BECAUSE].endswith("no trial completed")
+
+
 @pytest.mark.slow
 def test_champion_model_is_registered_and_predicts(sweep_env) -> None:
     import mlflow

@@ -188,6 +188,9 @@ def _control(cfg: DictConfig, typed: Config, base: DictConfig, space: dict[str, 
         why = controller.run(stop, started=time.time())
         if controller.failed_out:  # the search space cannot learn: not a success
             code = ExitCode.FAILED
+        elif st.tally(study).complete == 0:  # nothing to confirm or register: no success
+            code = ExitCode.FAILED
+            why += "; no trial completed"
         else:  # the search ended normally: confirm its best across seeds
             printer.poll()
             printer.close()

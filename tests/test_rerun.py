@@ -253,6 +253,21 @@ def test_changed_data_is_caught_before_any_run(store: Store, tmp_path: Path,
     assert only_rerun(store, run_id).data.tags["sweeplab.data_fingerprint"] == now
 
 
+def test_data_that_moved_is_found_with_a_data_dir_override(
+        store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The original's data was loaded first, from where it was: data.dir=<its new folder>
+    could never help (--allow-data-change neither)."""
+    cfg = h5_config(store, tmp_path / "then")
+    run_id = store.original(cfg)
+    (tmp_path / "then").rename(tmp_path / "now")
+    assert rerun.main([run_id]) == 2
+    assert "train.h5" in capsys.readouterr().err
+    assert rerun.main([run_id, f"data.dir={tmp_path / 'now'}"]) == 0
+    out = capsys.readouterr().out
+    assert "the overrides find the same data" in out
+    assert "identical: every compared point is bit-identical" in out
+
+
 def test_changed_code_and_versions_are_reported(store: Store,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     run_id = store.original(store.config())

@@ -221,10 +221,16 @@ def rerun(run_id: str, overrides: Sequence[str], *, uri: str,
               f"{tags[MlflowTag.PARENT_RUN_ID]}; the rerun is a run of its own, not in the sweep")
 
     # Provenance, before any run is created.
-    data, data_changed = check_data(original, before, allow_data_change)
     if train.data_key(cfg) != train.data_key(before):
+        # The data as the overrides say, not the original's first: data.dir=<where the
+        # files are now> is how a rerun finds data that moved.
         data = train.load_data(cfg)
-        print(f"  data:      the overrides change the data: now {data.fingerprint[:12]}")
+        data_changed = data.fingerprint != tags.get(Tag.DATA_FINGERPRINT)
+        print("  data:      the overrides " + (
+            f"change the data: now {data.fingerprint[:12]}" if data_changed else
+            f"find the same data, fingerprint {data.fingerprint[:12]}") + f" ({data.source})")
+    else:
+        data, data_changed = check_data(original, before, allow_data_change)
     provenance_report(client, original)
     threads = blas_threads(original)
 

@@ -353,3 +353,15 @@ def test_a_network_larger_than_memory_is_one_line(tmp_path: Path, data_cache: Pa
                                   env=_env(tmp_path)))
     assert line.startswith("error: not enough memory (Unable to allocate ") and \
         "model.width" in line, line
+
+
+@pytest.mark.parametrize("multirun", [False, True], ids=["run", "multirun"])
+def test_hydra_job_chdir_is_refused_before_any_run(tmp_path: Path, multirun: bool) -> None:
+    """With it, each run had new stores in its output folder: a sweep never resumed, and
+    said its journal was in .sweeplab/ of the folder it started in."""
+    line = one_error_line(run_cli(tmp_path, *(["-m"] if multirun else []),
+                                  "hydra.job.chdir=true", "sweep.n_trials=1",
+                                  module="sweeplab.sweep"))
+    assert line.startswith("error: hydra.job.chdir=True: ") and "never resume" in line, line
+    assert not (tmp_path / ".sweeplab").exists()
+    assert_no_run(tmp_path)

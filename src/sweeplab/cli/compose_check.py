@@ -58,6 +58,11 @@ def check_composes(config_name: str, conf_module: str, argv: Sequence[str]) -> N
     try:
         run_dir = _compose(args.config_name or config_name,
                            args.config_path or f"pkg://{conf_module}", args.overrides)
+    except ChdirRefused:
+        if args.cfg or args.resolve:  # printed, not run
+            return
+        print(f"error: {CHDIR_REFUSED}", file=sys.stderr)
+        raise SystemExit(ExitCode.USAGE) from None
     except (OverrideParseException, ConfigCompositionException,
             OmegaConfBaseException) as err:
         print(f"error: {describe(err)}", file=sys.stderr)
@@ -83,6 +88,9 @@ def _check_sweep_dir(config_name: str, config_path: str, overrides: list[str]) -
     A job's own errors are Hydra's to report, per job (as `a=1,2` is a sweep there)."""
     try:
         sweep_dir = _compose(config_name, config_path, overrides, multirun=True)
+    except ChdirRefused:
+        print(f"error: {CHDIR_REFUSED}", file=sys.stderr)
+        raise SystemExit(ExitCode.USAGE) from None
     except Exception:  # not composable: Hydra reports it, as it would have
         return
     problem = unwritable(sweep_dir)
@@ -131,9 +139,21 @@ def _compose(config_name: str, config_path: str, overrides: list[str],
             cfg = GlobalHydra.instance().hydra.compose_config(  # type: ignore[union-attr]
                 config_name, overrides, run_mode=RunMode.MULTIRUN,
                 with_log_configuration=False, validate_sweep_overrides=False)
-            return str(cfg.hydra.sweep.dir)
-        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
-        return str(cfg.hydra.run.dir)
+        else:
+            cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+        if cfg.hydra.job.chdir:
+            raise ChdirRefused
+        return str(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir)
+
+
+class ChdirRefused(Exception):
+    """hydra.job.chdir=true: the job would run inside its output folder."""
+
+
+CHDIR_REFUSED = ("hydra.job.chdir=True: sweeplab keeps its stores (mlflow.db, .sweeplab/, "
+                 "data/) in the folder it is started from; run inside each run's output "
+                 "folder, every run would get new ones there, and a sweep could never "
+                 "resume; leave it false (the default)")
 
 
 def describe(err: Exception) -> str:

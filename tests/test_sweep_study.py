@@ -9,6 +9,7 @@ and journal, read back through MlflowClient and Optuna.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -326,3 +327,14 @@ def test_the_champion_says_which_study_value_and_parent_run_it_came_from(sweep_e
         in text
     assert version.tags == {"sweeplab.study": "crowned",
                             "sweeplab.trial_number": str(best.number)}
+
+
+def test_view_keys_of_two_sweeps_never_meet() -> None:
+    """`a b`, `a.b` and `a-b` shared one saved view: the link printed for one showed
+    another's trials."""
+    from sweeplab.sweep.view import VIEW_TAG, view_key
+
+    keys = [view_key(n) for n in ("a-b", "a b", "a.b", "a/b")]
+    assert keys[0] == "sweeplab-a-b" and len(set(keys)) == 4
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]+", k) for k in keys)
+    assert len(VIEW_TAG + view_key("ü" * 200)) <= 250  # MLflow's cap on a tag's key

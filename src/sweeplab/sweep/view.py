@@ -10,6 +10,7 @@ format ignores it.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 import time
@@ -33,8 +34,13 @@ VIEW_TAGS = (Tag.TRIAL_STATE,)
 
 
 def view_key(study: str) -> str:
-    """The saved-view key of sweep `study`: ``sweeplab-<study>``, safe in a tag and a URL."""
-    return VIEW_KEY_PREFIX + re.sub(r"[^A-Za-z0-9_-]", "-", study)
+    """The saved-view key of sweep `study`: ``sweeplab-<study>``, safe in a tag and a URL.
+    A name with other characters gets a short digest of itself after them, so that two
+    sweeps' keys never meet (`a b` and `a.b` were both ``sweeplab-a-b``)."""
+    safe = re.sub(r"[^A-Za-z0-9_-]", "-", study)
+    if safe != study:
+        safe += "-" + hashlib.sha1(study.encode()).hexdigest()[:8]
+    return VIEW_KEY_PREFIX + safe
 
 
 def _col(kind: str, name: str) -> str:

@@ -365,3 +365,21 @@ def test_hydra_job_chdir_is_refused_before_any_run(tmp_path: Path, multirun: boo
     assert line.startswith("error: hydra.job.chdir=True: ") and "never resume" in line, line
     assert not (tmp_path / ".sweeplab").exists()
     assert_no_run(tmp_path)
+
+
+@pytest.mark.parametrize(("module", "sweep", "said"), [
+    ("sweeplab.train", "model.depth=1,-1", "multirun job #1 (model.depth=-1): invalid config: "
+                                           "model.depth=-1: must be an integer >= 0"),
+    ("sweeplab.train", "data=moons,nope", "multirun job #1 (data=nope): data=nope: no such "
+                                          "option in config group 'data'"),
+    ("sweeplab.sweep", "sweep.n_trials=1,0", "multirun job #1 (sweep.n_trials=0): invalid "
+                                             "config: sweep.n_trials=0"),
+], ids=["bad-value", "bad-option", "bad-sweep-value"])
+def test_a_multirun_with_a_bad_job_runs_none(tmp_path: Path, module: str, sweep: str,
+                                              said: str) -> None:
+    """Job #0 trained and was logged, then job #1 stopped on its config (or Hydra's
+    multi-line error, exit 1)."""
+    line = one_error_line(run_cli(tmp_path, "-m", sweep, module=module))
+    assert line.startswith(f"error: {said}") and line.endswith("no job ran"), line
+    assert not (tmp_path / "multirun").exists()
+    assert_no_run(tmp_path)

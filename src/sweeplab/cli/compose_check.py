@@ -14,6 +14,7 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from hydra.errors import (
     ConfigCompositionException,
@@ -84,12 +85,16 @@ def check_composes(config_name: str, conf_module: str, argv: Sequence[str]) -> N
 
 
 def _check_sweep_dir(config_name: str, config_path: str, overrides: list[str]) -> None:
-    """Exit with one line if the multirun's folder (hydra.sweep.dir) cannot be created.
-    A job's own errors are Hydra's to report, per job (as `a=1,2` is a sweep there)."""
+    """Exit with one line if the multirun's folder (hydra.sweep.dir) cannot be created, or
+    if one of its jobs' configs does not compose or is invalid (`_check_jobs`)."""
     try:
         sweep_dir = _compose(config_name, config_path, overrides, multirun=True)
     except ChdirRefused:
         print(f"error: {CHDIR_REFUSED}", file=sys.stderr)
+        raise SystemExit(ExitCode.USAGE) from None
+    except (OverrideParseException, ConfigCompositionException,
+            OmegaConfBaseException) as err:  # an override of every job (sweeps not read)
+        print(f"error: {describe(err)}", file=sys.stderr)
         raise SystemExit(ExitCode.USAGE) from None
     except Exception:  # not composable: Hydra reports it, as it would have
         return
@@ -99,6 +104,40 @@ def _check_sweep_dir(config_name: str, config_path: str, overrides: list[str]) -
               f"output folder there ({problem}); run from a folder you can write, or set "
               f"hydra.sweep.dir=<a folder you can write>", file=sys.stderr)
         raise SystemExit(ExitCode.USAGE)
+    _check_jobs(config_name, config_path, overrides)
+
+
+# Jobs of a multirun checked before the first runs (each compose takes ~0.1 s).
+MAX_CHECKED_JOBS = 100
+
+
+def _check_jobs(config_name: str, config_path: str, overrides: list[str]) -> None:
+    """Compose and validate each job of the multirun as Hydra's basic sweeper will launch
+    it; exit with one line naming the first bad job. Before, `model.depth=1,-1` trained
+    and logged job #0, then stopped at job #1."""
+    from hydra import compose
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from sweeplab.config import ConfigError, to_config
+
+    if any(o.lstrip("+~").startswith("hydra/sweeper") for o in overrides):
+        return  # another sweeper launches its own jobs
+    try:
+        [jobs] = BasicSweeper.split_arguments(
+            OverridesParser.create().parse_overrides(overrides), None)
+    except Exception:  # a sweep the basic sweeper refuses: Hydra says so
+        return
+    with _initialized(config_path):
+        for number, job in enumerate(jobs[:MAX_CHECKED_JOBS]):
+            try:
+                to_config(compose(config_name, overrides=job))
+            except (OverrideParseException, ConfigCompositionException,
+                    OmegaConfBaseException, ConfigError) as err:
+                why = str(err) if isinstance(err, ConfigError) else describe(err)
+                print(f"error: multirun job #{number} ({' '.join(job)}): {why}; no job ran",
+                      file=sys.stderr)
+                raise SystemExit(ExitCode.USAGE) from None
 
 
 def unwritable(folder: str) -> str | None:
@@ -124,17 +163,11 @@ def _compose(config_name: str, config_path: str, overrides: list[str],
              multirun: bool = False) -> str:
     """Compose as `@hydra.main` would; the run's output folder (hydra.run.dir), or with
     `multirun` the multirun's (hydra.sweep.dir), its sweep overrides left to the jobs."""
-    from hydra import compose, initialize_config_dir, initialize_config_module
+    from hydra import compose
     from hydra.core.global_hydra import GlobalHydra
     from hydra.types import RunMode
 
-    if config_path.startswith("pkg://"):
-        init = initialize_config_module(config_module=config_path.removeprefix("pkg://"),
-                                        version_base="1.3")
-    else:
-        folder = Path(config_path.removeprefix("file://")).absolute()
-        init = initialize_config_dir(config_dir=str(folder), version_base="1.3")
-    with init:  # restores Hydra's global state on the way out, for @hydra.main
+    with _initialized(config_path):  # Hydra's global state restored after, for @hydra.main
         if multirun:  # as Hydra's own look at the mode composes (hydra._internal, 1.3)
             cfg = GlobalHydra.instance().hydra.compose_config(  # type: ignore[union-attr]
                 config_name, overrides, run_mode=RunMode.MULTIRUN,
@@ -144,6 +177,18 @@ def _compose(config_name: str, config_path: str, overrides: list[str],
         if cfg.hydra.job.chdir:
             raise ChdirRefused
         return str(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir)
+
+
+def _initialized(config_path: str) -> Any:
+    """Hydra initialised on `config_path` (pkg:// or a folder) for `compose`, as a context
+    that restores Hydra's global state on the way out."""
+    from hydra import initialize_config_dir, initialize_config_module
+
+    if config_path.startswith("pkg://"):
+        return initialize_config_module(config_module=config_path.removeprefix("pkg://"),
+                                        version_base="1.3")
+    folder = Path(config_path.removeprefix("file://")).absolute()
+    return initialize_config_dir(config_dir=str(folder), version_base="1.3")
 
 
 class ChdirRefused(Exception):

@@ -49,6 +49,14 @@ def test_a_seed_other_than_the_default_is_in_the_run_name(in_data_cache: Path) -
     assert describe(to_config(compose_config(*SMALL, "seed=7"))) == f"{default} seed7"
 
 
+def test_a_network_without_hidden_layers_is_named_d0() -> None:
+    """model.hidden=[] was named `digits h adam ...`; depth 0 `d0w32`, its width unused."""
+    for overrides in (["model.hidden=[]"], ["model.depth=0"]):
+        assert describe(to_config(compose_config(*SMALL, *overrides))).split()[1] == "d0"
+    assert describe(to_config(compose_config(*SMALL, "model.hidden=[5,3]"))).split()[1] == \
+        "h5-3"
+
+
 def test_train_tags_hydras_choices_and_a_multirun_as_one_group(
         in_data_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         empty_mlflow_db: Path) -> None:

@@ -79,7 +79,10 @@ def describe(cfg: Config) -> str:
     when it is not the default one (``... seed7``): runs that differ only in their seed
     would otherwise share a name."""
     m = cfg.model
-    arch = "h" + "-".join(map(str, m.hidden)) if m.hidden is not None else f"d{m.depth}w{m.width}"
+    if m.hidden is not None:  # no hidden layer at all is depth 0, logistic regression
+        arch = "h" + "-".join(map(str, m.hidden)) if m.hidden else "d0"
+    else:
+        arch = f"d{m.depth}w{m.width}" if m.depth else "d0"
     extra = ""
     if m.keep_prob < 1:
         extra += f" kp{m.keep_prob:g}"

@@ -380,6 +380,17 @@ def test_flags_may_follow_overrides() -> None:
     assert args.overrides == ["train.epochs=5", "optim.lr=0.1"]
 
 
+@pytest.mark.parametrize("argv", [[], ["--tracking-uri", "sqlite:///x.db"]])
+def test_a_missing_run_id_is_said_alone(argv: list[str],
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """argparse said "required: run_id, key=value": the overrides are optional."""
+    with pytest.raises(SystemExit) as exit_:
+        rerun.parse_args(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "the run id to rerun is required" in err and "key=value" not in err.splitlines()[-1]
+
+
 def metric(step: int, value: float, ts: int = 0) -> Metric:
     return Metric("m", value, ts, step)
 

@@ -61,7 +61,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m sweeplab.cli.rerun",
         description="Rerun a logged sweeplab run from its config.yaml and compare the result.")
-    p.add_argument("run_id", help="the MLflow run id to rerun")
+    # Optional to argparse only: it would say the overrides are required too when it is
+    # missing (intermixed parsing).
+    p.add_argument("run_id", nargs="?", help="the MLflow run id to rerun")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config values to change, e.g. train.epochs=5000 (recorded on the rerun)")
     p.add_argument("--allow-data-change", action="store_true",
@@ -69,7 +71,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     # Intermixed: flags may come after the overrides, as `make rerun ARGS=...` puts them.
-    return p.parse_intermixed_args(argv)
+    args = p.parse_intermixed_args(argv)
+    if args.run_id is None:
+        p.error("the run id to rerun is required (make rerun RUN=<run id>)")
+    return args
 
 
 def check_data(run: Run, original: Config, allow_change: bool) -> tuple[Dataset, bool]:

@@ -292,6 +292,16 @@ def test_unknown_run(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
     assert rerun.main(["0123456789abcdef0123456789abcdef"]) == 2
     err = capsys.readouterr().err
     assert f"no run 0123456789abcdef0123456789abcdef in {store.uri}" in err
+    assert "--tracking-uri" in err
+
+
+def test_a_deleted_run_is_not_rerun(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    run_id = store.original(store.config())
+    store.client.delete_run(run_id)
+    n_runs = store.n_runs()
+    assert rerun.main([run_id]) == 2
+    assert f"mlflow runs restore --run-id {run_id}" in capsys.readouterr().err
+    assert store.n_runs() == n_runs
 
 
 def test_missing_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -26,6 +26,7 @@ from sweeplab.tracking.store import (
     TrackingStoreError,
     check_server,
     check_uri,
+    redact,
 )
 
 CONFIG_ARTIFACT = "config.yaml"
@@ -60,12 +61,20 @@ def open_store(uri: str) -> MlflowClient:
 
 
 def fetch_run(client: MlflowClient, run_id: str, uri: str) -> Run:
+    """Run `run_id` of the store at `uri`; RunError if it has none (or it is deleted)."""
     try:
-        return client.get_run(run_id)
+        run = client.get_run(run_id)
     except MlflowException as err:
         if err.error_code == "RESOURCE_DOES_NOT_EXIST":
-            raise RunError(f"no run {run_id} in {uri}") from None
+            raise RunError(f"no run {run_id} in {uri}; a run logged to another store is "
+                           f"rerun with --tracking-uri <that store> (make rerun RUN=... "
+                           f"ARGS=\"--tracking-uri ...\")") from None
         raise RunError(f"cannot read run {run_id} from {uri}: {err.message}") from None
+    if run.info.lifecycle_stage == "deleted":  # rerun silently before
+        raise RunError(f"run {run_id} is deleted in {redact(uri)}; restore it "
+                       f"(MLFLOW_TRACKING_URI={redact(uri)} mlflow runs restore --run-id "
+                       f"{run_id}) to rerun it")
+    return run
 
 
 def logged_config(client: MlflowClient, run: Run) -> DictConfig:

@@ -242,12 +242,15 @@ CONFIG_VALUES = [
     (["experiment=course_2layer", "model.width=5"], ["model.hidden=[7]", "model.width=5"]),
     (["tracking.uri=sqlite:///:memory:"], ["tracking.uri='sqlite:///:memory:'",
                                           "in-memory database", "sqlite:///<path>"]),
+    # was called a folder (MLflow's file store)
+    (["tracking.uri=databricks"], ["tracking.uri='databricks'", "a Databricks workspace",
+                                   "sqlite:///<path>"]),
 ]
 
 
 @pytest.mark.parametrize(("overrides", "expected"), CONFIG_VALUES,
                          ids=["tracking-scheme", "long-experiment", "depth-and-hidden",
-                              "preset-hidden-and-width", "in-memory-store"])
+                              "preset-hidden-and-width", "in-memory-store", "databricks"])
 def test_a_value_refused_before_any_run_is_one_line(tmp_path: Path, overrides: list[str],
                                                     expected: list[str]) -> None:
     line = one_error_line(run_cli(tmp_path, *overrides, "train.epochs=1"))

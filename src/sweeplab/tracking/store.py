@@ -76,6 +76,10 @@ def redact(uri: str) -> str:
     return re.sub(r"://([^/@:]*):[^/]*@", r"://\1:***@", uri)
 
 
+# Tracking URIs of MLflow's hosted service (`databricks`, `databricks://<profile>`, ...).
+HOSTED_SCHEMES = ("databricks", "databricks-uc", "uc")
+
+
 def check_uri(uri: str, key: str = "tracking.uri") -> None:
     """Raise TrackingStoreError for a store that would lose what is logged or that MLflow
     refuses: an in-memory SQLite database (each process that opens it, the sweep's writer
@@ -87,6 +91,11 @@ def check_uri(uri: str, key: str = "tracking.uri") -> None:
         raise TrackingStoreError(
             f"{shown} is an in-memory database: every run would be lost (each "
             f"process gets its own, gone when it exits); use a file, sqlite:///<path>")
+    if re.split(r"[:/]", uri, maxsplit=1)[0].lower() in HOSTED_SCHEMES:
+        # MLflow's own names for a Databricks workspace, which would read as a folder below
+        raise TrackingStoreError(
+            f"{shown} names a Databricks workspace, which sweeplab does not log to; use "
+            f"{', '.join(STORE_FORMS)}")
     file_store = uri.startswith("file:") or "://" not in uri
     allowed = os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() in ("true", "1")
     if file_store and not allowed:

@@ -386,3 +386,25 @@ def test_a_multirun_with_a_bad_job_runs_none(tmp_path: Path, module: str, sweep:
     assert line.startswith(f"error: {said}") and line.endswith("no job ran"), line
     assert not (tmp_path / "multirun").exists()
     assert_no_run(tmp_path)
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["--help", "model.nope=1"], "error: model.nope: no such key"),
+    (["-m", "--cfg", "job"], "error: --cfg prints one job's config"),
+    (["--experimental-rerun", "nothing.pickle"], "error: --experimental-rerun 'nothing.pickle'"),
+    (["-sc", "query=bash"], "error: --shell-completion query=... is what the shell's"),
+    (["--config-dir", "/nonexistent"], "error: --config-dir '/nonexistent': no such folder"),
+], ids=["help-bad-override", "multirun-cfg", "rerun-no-file", "query-no-shell", "config-dir"])
+def test_hydra_flags_that_would_end_in_a_traceback_are_one_line(
+        tmp_path: Path, args: list[str], said: str) -> None:
+    """Each was Hydra's traceback (or several lines), exit 1."""
+    env = {k: v for k, v in _env(tmp_path).items() if k != "COMP_LINE"}
+    for module in ("sweeplab.train", "sweeplab.sweep"):
+        line = one_error_line(run_cli(tmp_path, *args, module=module, env=env))
+        assert line.startswith(said), line
+
+
+def test_help_still_shows_the_config_its_overrides_make(tmp_path: Path) -> None:
+    proc = run_cli(tmp_path, "--help", "data=moons")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "name: moons" in proc.stdout

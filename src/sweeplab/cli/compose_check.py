@@ -27,10 +27,10 @@ from sweeplab.config import unknown_keys
 from sweeplab.names import ExitCode
 
 # Flags under which Hydra composes nothing, or from a search path we do not rebuild here
-# (--config-dir): Hydra handles those on its own. Under --multirun (`a=1,2` is then a
+# (--config-dir): Hydra handles those on its own (`_flag_problem` checks what would end in
+# its traceback). --help composes the overrides it is given. Under --multirun (`a=1,2` is then a
 # sweep, not an error) Hydra composes per job: only its sweep folder is checked here.
-_NOT_CHECKED = ("help", "hydra_help", "shell_completion", "experimental_rerun", "info",
-                "config_dir")
+_NOT_CHECKED = ("shell_completion", "experimental_rerun", "info", "config_dir")
 OVERRIDE_GRAMMAR = "https://hydra.cc/docs/advanced/override_grammar/basic/"
 
 
@@ -49,6 +49,10 @@ def check_composes(config_name: str, conf_module: str, argv: Sequence[str]) -> N
               "zsh or fish): `--shell-completion install=bash` prints what to eval",
               file=sys.stderr)
         raise SystemExit(ExitCode.USAGE)
+    problem = _flag_problem(args)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        raise SystemExit(ExitCode.USAGE)
     if any(getattr(args, flag, None) for flag in _NOT_CHECKED) or "--version" in argv:
         return
     if args.multirun:
@@ -60,7 +64,7 @@ def check_composes(config_name: str, conf_module: str, argv: Sequence[str]) -> N
         run_dir = _compose(args.config_name or config_name,
                            args.config_path or f"pkg://{conf_module}", args.overrides)
     except ChdirRefused:
-        if args.cfg or args.resolve:  # printed, not run
+        if args.cfg or args.resolve or args.help or args.hydra_help:  # printed, not run
             return
         print(f"error: {CHDIR_REFUSED}", file=sys.stderr)
         raise SystemExit(ExitCode.USAGE) from None
@@ -75,13 +79,31 @@ def check_composes(config_name: str, conf_module: str, argv: Sequence[str]) -> N
               f"({type(err).__name__}: {_first_line(str(err))}); check each key exists in "
               f"`--cfg job` output", file=sys.stderr)
         raise SystemExit(ExitCode.USAGE) from None
-    if not (args.cfg or args.resolve):  # --cfg prints the config and runs nothing
+    if not (args.cfg or args.resolve or args.help or args.hydra_help):  # these run nothing
         problem = unwritable(run_dir)
         if problem is not None:
             print(f"error: hydra.run.dir={run_dir!r}: Hydra cannot create the run's output "
                   f"folder there ({problem}); run from a folder you can write, or set "
                   f"hydra.run.dir=<a folder you can write>", file=sys.stderr)
             raise SystemExit(ExitCode.USAGE)
+
+
+def _flag_problem(args: Any) -> str | None:
+    """Why Hydra's flags in `args` would end in its traceback, or None."""
+    if args.shell_completion and any(o.startswith("query=") for o in args.overrides) \
+            and "COMP_LINE" not in os.environ:
+        return ("--shell-completion query=... is what the shell's completion runs (it reads "
+                "$COMP_LINE); install it instead: eval \"$(<command> --shell-completion "
+                "install=bash)\"")
+    if args.multirun and (args.cfg or args.resolve):
+        return "--cfg prints one job's config: drop -m (--multirun), one value per key"
+    if args.experimental_rerun and not Path(args.experimental_rerun).is_file():
+        return (f"--experimental-rerun {args.experimental_rerun!r}: no such file; give a "
+                f"run's .hydra/config.pickle")
+    if args.config_dir and not Path(args.config_dir).is_dir():
+        return (f"--config-dir {args.config_dir!r}: no such folder (it adds a folder of "
+                f"config files to Hydra's search path)")
+    return None
 
 
 def _check_sweep_dir(config_name: str, config_path: str, overrides: list[str]) -> None:

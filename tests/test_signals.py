@@ -120,7 +120,11 @@ def test_a_signal_to_make_rerun_closes_its_run_as_killed_in_one_line(
     (signal.SIGTERM, False, 143, "terminated (SIGTERM)"),
     # a terminal's Ctrl-C, which reaches the whole process group, Dask workers included
     (signal.SIGINT, True, 130, "interrupted (Ctrl-C)"),
-], ids=["sigterm", "ctrl-c"])
+    # `timeout`, `kill -- -<pgid>`, a batch scheduler's pre-emption of the job: the workers
+    # died of it, the scheduler's warnings printed, trials and replicates reported lost
+    # to dead workers (or the command ended "the Dask scheduler stopped answering", exit 2)
+    (signal.SIGTERM, True, 143, "terminated (SIGTERM)"),
+], ids=["sigterm", "ctrl-c", "sigterm-to-group"])
 def test_a_signal_to_a_dask_sweep_stops_it_cleanly_and_the_resume_finishes(
         tmp_path: Path, data_cache: Path, signum: int, group: bool, code: int,
         said: str) -> None:
@@ -153,7 +157,7 @@ def test_a_signal_to_a_dask_sweep_stops_it_cleanly_and_the_resume_finishes(
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == code, err[-2000:]
-    assert "Traceback" not in err, err[-3000:]
+    assert "Traceback" not in err and "distributed." not in err, err[-3000:]
     assert f"stopped: {said}; run the same command again to resume" in out
     trials = study().trials
     assert not [t for t in trials if t.state == TrialState.RUNNING]

@@ -13,11 +13,14 @@ from distributed import WorkerPlugin
 
 
 class IgnoreCtrlC(WorkerPlugin):
-    """A terminal's Ctrl-C reaches every process of the sweep's process group: the local
-    workers leave it to the controller, which stops their trials at a safe point and then
-    closes the cluster, instead of dying mid-write with a traceback each."""
+    """A terminal's Ctrl-C, and a batch scheduler's SIGTERM (`kill -- -<pgid>`, `timeout`),
+    reach every process of the sweep's process group: the local workers leave them to the
+    controller, which stops their trials at a safe point and then closes the cluster,
+    instead of dying mid-write with a traceback each (and, on SIGTERM, being reported as
+    workers that died, their replicates queued again)."""
 
     name = "sweeplab-ignore-ctrl-c"
 
     def setup(self, worker: Any) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)

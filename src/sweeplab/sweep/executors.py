@@ -297,11 +297,13 @@ def _forkserver_ignoring_ctrl_c() -> None:
 
     if threading.current_thread() is not threading.main_thread():
         return
-    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    handlers = {sig: signal.signal(sig, signal.SIG_IGN)
+                for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         forkserver.ensure_running()
     finally:
-        signal.signal(signal.SIGINT, handler)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
 
 
 def start_local_cluster(n_jobs: int) -> Any:

@@ -6,6 +6,7 @@ Nothing here starts a server or a browser: that is tests/test_ui_e2e.py (marker 
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -218,7 +219,7 @@ def test_saved_view_round_trips_through_the_experiment_tag(tmp_mlflow: str,
     exp = client.create_experiment("views")
     s = sweep_cfg("sweep.name=my sweep.v2")
     key = view.save_sweep_view(client, exp, s)
-    assert key == "sweeplab-my-sweep-v2"
+    assert re.fullmatch(r"sweeplab-my-sweep-v2-[0-9a-f]{8}", key)  # its digest: unique
     tag = client.get_experiment(exp).tags[view.VIEW_TAG + key]
     assert view.read_view_state(tag) == view.sweep_view_state(s)
     view.save_sweep_view(client, exp, s)  # saving again replaces it

@@ -80,12 +80,7 @@ def check_composes(config_name: str, conf_module: str, argv: Sequence[str]) -> N
               f"`--cfg job` output", file=sys.stderr)
         raise SystemExit(ExitCode.USAGE) from None
     if not (args.cfg or args.resolve or args.help or args.hydra_help):  # these run nothing
-        problem = unwritable(run_dir)
-        if problem is not None:
-            print(f"error: hydra.run.dir={run_dir!r}: Hydra cannot create the run's output "
-                  f"folder there ({problem}); run from a folder you can write, or set "
-                  f"hydra.run.dir=<a folder you can write>", file=sys.stderr)
-            raise SystemExit(ExitCode.USAGE)
+        _check_writable("hydra.run.dir", run_dir, "the run's")
 
 
 def _flag_problem(args: Any) -> str | None:
@@ -120,13 +115,18 @@ def _check_sweep_dir(config_name: str, config_path: str, overrides: list[str]) -
         raise SystemExit(ExitCode.USAGE) from None
     except Exception:  # not composable: Hydra reports it, as it would have
         return
-    problem = unwritable(sweep_dir)
-    if problem is not None:
-        print(f"error: hydra.sweep.dir={sweep_dir!r}: Hydra cannot create the multirun's "
-              f"output folder there ({problem}); run from a folder you can write, or set "
-              f"hydra.sweep.dir=<a folder you can write>", file=sys.stderr)
-        raise SystemExit(ExitCode.USAGE)
+    _check_writable("hydra.sweep.dir", sweep_dir, "the multirun's")
     _check_jobs(config_name, config_path, overrides)
+
+
+def _check_writable(key: str, folder: str, whose: str) -> None:
+    """Exit with one line if Hydra cannot create its output folder `folder` (config `key`)."""
+    problem = unwritable(folder)
+    if problem is not None:
+        print(f"error: {key}={folder!r}: Hydra cannot create {whose} output folder there "
+              f"({problem}); run from a folder you can write, or set {key}=<a folder you "
+              f"can write>", file=sys.stderr)
+        raise SystemExit(ExitCode.USAGE)
 
 
 # Jobs of a multirun checked before the first runs (each compose takes ~0.1 s).

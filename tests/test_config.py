@@ -100,6 +100,7 @@ BAD_SWEEP_VALUES = [
     ("sweep.register_model=", "sweep.register_model", "''", "a model name, or null"),
     # refused by MLflow's registry once the whole sweep had run: a traceback, parent RUNNING
     ("sweep.register_model=a/b", "sweep.register_model", "a/b", "without '/' or ':'"),
+    ("sweep.register_model=..champ", "sweep.register_model", "..champ", "not starting with"),
     # the saved view's key went over MLflow's 250 characters after the parent run existed
     ("sweep.name=" + "x" * 201, "sweep.name", "<201 characters>", "at most 200"),
     # a local cluster of 1000 workers: ~600 processes, which a SIGTERM did not stop

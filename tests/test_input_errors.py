@@ -394,7 +394,12 @@ def test_a_multirun_with_a_bad_job_runs_none(tmp_path: Path, module: str, sweep:
     (["--experimental-rerun", "nothing.pickle"], "error: --experimental-rerun 'nothing.pickle'"),
     (["-sc", "query=bash"], "error: --shell-completion query=... is what the shell's"),
     (["--config-dir", "/nonexistent"], "error: --config-dir '/nonexistent': no such folder"),
-], ids=["help-bad-override", "multirun-cfg", "rerun-no-file", "query-no-shell", "config-dir"])
+    (["-m", "--info"], "error: --help and --info show one config"),
+    (["--run", "-m", "model.depth=1"], "error: --run (-r) and --multirun (-m)"),
+    (["--resolve"], "error: --resolve goes with --cfg"),
+    (["--info", "-sc", "install=bash"], "error: --info and --shell-completion"),
+], ids=["help-bad-override", "multirun-cfg", "rerun-no-file", "query-no-shell", "config-dir",
+        "multirun-info", "run-and-multirun", "resolve-alone", "info-and-completion"])
 def test_hydra_flags_that_would_end_in_a_traceback_are_one_line(
         tmp_path: Path, args: list[str], said: str) -> None:
     """Each was Hydra's traceback (or several lines), exit 1."""

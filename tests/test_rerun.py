@@ -261,11 +261,20 @@ def test_data_that_moved_is_found_with_a_data_dir_override(
     run_id = store.original(cfg)
     (tmp_path / "then").rename(tmp_path / "now")
     assert rerun.main([run_id]) == 2
-    assert "train.h5" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "train.h5" in err and "data.dir=<folder>" in err
     assert rerun.main([run_id, f"data.dir={tmp_path / 'now'}"]) == 0
     out = capsys.readouterr().out
     assert "the overrides find the same data" in out
     assert "identical: every compared point is bit-identical" in out
+    # other data where it points: refused as the original's changed data is
+    with h5py.File(tmp_path / "now" / "train.h5", "r+") as f:
+        f["train_set_x"][5, 1] += 1.0
+    n_runs = store.n_runs()
+    assert rerun.main([run_id, f"data.dir={tmp_path / 'now'}"]) == 2
+    assert "is not the data of run" in capsys.readouterr().err
+    assert store.n_runs() == n_runs
+    assert rerun.main([run_id, f"data.dir={tmp_path / 'now'}", "--allow-data-change"]) == 0
 
 
 def test_changed_code_and_versions_are_reported(store: Store,

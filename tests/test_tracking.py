@@ -358,8 +358,11 @@ def test_cli_trains_and_logs_a_run(tmp_path: Path, data_cache: Path) -> None:
     ("SQLITE:///:memory:", "is an in-memory database"),
     ("relative/folder", "is a folder (MLflow's file store)"),
     ("file:///tmp/x", "is a folder (MLflow's file store)"),
+    ("databricks", "names a Databricks workspace"),
+    ("databricks://profile", "names a Databricks workspace"),
 ], ids=["sqlite-empty", "sqlite-memory", "sqlite-memory-query", "sqlite-driver",
-        "sqlite-uri-filename", "sqlite-upper-case", "folder", "file-uri"])
+        "sqlite-uri-filename", "sqlite-upper-case", "folder", "file-uri", "databricks",
+        "databricks-profile"])
 def test_a_store_that_would_lose_or_refuse_the_runs_is_named_at_once(
         uri: str, said: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each process opening an in-memory SQLite store gets its own (the sweep's writer
@@ -381,6 +384,7 @@ def test_file_stores_pass_when_mlflow_is_told_to_allow_them(
 
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     check_uri("relative/folder")
+    check_uri("databricks/runs")  # a folder of that name, not the workspace
     check_uri("sqlite:///x/mlflow.db")
     check_uri("sqlite+pysqlite:///x/memory.db")
     check_uri("sqlite:///file:x.db?mode=rwc&uri=true")

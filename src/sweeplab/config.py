@@ -344,6 +344,13 @@ def _check_tracking(p: list[str], t: TrackingConfig) -> None:
                "($MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
 
 
+def _registrable(name: str) -> bool:
+    """Whether MLflow's model registry takes `name` (MLflow 3.17 refuses '/' and ':', and a
+    name a path would read otherwise, such as '..champ', only once the sweep has run)."""
+    return not name.strip() or (not any(c in name for c in "/:") and
+                                not name.startswith(".") and os.path.normpath(name) == name)
+
+
 def local_cores() -> int:
     """The cores this process may run on (its CPU affinity, where the system has one)."""
     affinity = getattr(os, "sched_getaffinity", None)
@@ -382,11 +389,11 @@ def _validate_sweep(p: list[str], cfg: Config) -> None:
            "sweep.register_model", s.register_model,
            "must be a model name, or null (register nothing)")
     # MLflow's registry refuses these only when the sweep has run (and its summary with it)
-    _check(p, s.register_model is None or not any(c in s.register_model for c in "/:"),
+    _check(p, s.register_model is None or _registrable(s.register_model),
            "sweep.register_model", s.register_model,
-           "must be a model name without '/' or ':' (MLflow's registry refuses them; it is "
-           "sweeplab-${sweep.name} by default: rename the sweep, or set "
-           "sweep.register_model), or null (register nothing)")
+           "must be a model name without '/' or ':', not starting with '.' (MLflow's "
+           "registry refuses them; it is sweeplab-${sweep.name} by default: rename the "
+           "sweep, or set sweep.register_model), or null (register nothing)")
     _check(p, s.register_model is None or len(s.register_model) <= MAX_EXPERIMENT_NAME,
            "sweep.register_model", f"<{len(s.register_model or '')} characters>",
            f"must be at most {MAX_EXPERIMENT_NAME} characters")

@@ -92,6 +92,14 @@ def _flag_problem(args: Any) -> str | None:
                 "install=bash)\"")
     if args.multirun and (args.cfg or args.resolve):
         return "--cfg prints one job's config: drop -m (--multirun), one value per key"
+    if args.multirun and args.run:
+        return "--run (-r) and --multirun (-m) each choose how to run: give one"
+    if args.multirun and (args.info or args.help or args.hydra_help):
+        return "--help and --info show one config: drop -m (--multirun), one value per key"
+    if args.resolve and not args.cfg:
+        return "--resolve goes with --cfg (job, hydra or all): it resolves what --cfg prints"
+    if args.info and args.shell_completion:
+        return "--info and --shell-completion each do something else: give one"
     if args.experimental_rerun and not Path(args.experimental_rerun).is_file():
         return (f"--experimental-rerun {args.experimental_rerun!r}: no such file; give a "
                 f"run's .hydra/config.pickle")

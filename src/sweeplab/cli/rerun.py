@@ -81,7 +81,11 @@ def check_data(run: Run, original: Config, allow_change: bool) -> tuple[Dataset,
     """Load the data as the original config asks and compare its fingerprint with the
     recorded one. Returns (data, changed); a change is an error unless `allow_change`."""
     tags = run.data.tags
-    data = train.load_data(original)
+    try:
+        data = train.load_data(original)
+    except DataError as err:  # moved since: an override says where it is now
+        raise DataError(f"{err} (if the data moved, give its folder now: data.dir=<folder>)"
+                        ) from None
     recorded = tags.get(Tag.DATA_FINGERPRINT)
     if recorded is None:
         _warn("the original run recorded no data fingerprint: the data cannot be checked")
@@ -231,6 +235,13 @@ def rerun(run_id: str, overrides: Sequence[str], *, uri: str,
         # files are now> is how a rerun finds data that moved.
         data = train.load_data(cfg)
         data_changed = data.fingerprint != tags.get(Tag.DATA_FINGERPRINT)
+        moved = replace(cfg, data=replace(cfg.data, dir=before.data.dir))
+        if data_changed and train.data_key(moved) == train.data_key(before) \
+                and not allow_data_change:  # only data.dir changed: it must be that data
+            raise RunError(f"the data in data.dir={cfg.data.dir!r} is not the data of run "
+                           f"{run_id} (fingerprint {data.fingerprint} against "
+                           f"{tags.get(Tag.DATA_FINGERPRINT)}); point data.dir at a copy of "
+                           f"that data, or pass --allow-data-change to rerun on this one")
         print("  data:      the overrides " + (
             f"change the data: now {data.fingerprint[:12]}" if data_changed else
             f"find the same data, fingerprint {data.fingerprint[:12]}") + f" ({data.source})")

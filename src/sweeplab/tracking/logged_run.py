@@ -71,6 +71,13 @@ def fetch_run(client: MlflowClient, run_id: str, uri: str) -> Run:
                            f"ARGS=\"--tracking-uri ...\")") from None
         raise RunError(f"cannot read run {run_id} from {uri}: {err.message}") from None
     if run.info.lifecycle_stage == "deleted":  # rerun silently before
+        experiment = client.get_experiment(run.info.experiment_id)
+        if experiment.lifecycle_stage == "deleted":  # restoring it restores its runs
+            raise RunError(
+                f"run {run_id} is in experiment {experiment.name!r}, which is deleted in "
+                f"{redact(uri)} (id {experiment.experiment_id}); restore it "
+                f"(MLFLOW_TRACKING_URI={redact(uri)} mlflow experiments restore -x "
+                f"{experiment.experiment_id}), then rerun")
         raise RunError(f"run {run_id} is deleted in {redact(uri)}; restore it "
                        f"(MLFLOW_TRACKING_URI={redact(uri)} mlflow runs restore --run-id "
                        f"{run_id}) to rerun it")
@@ -133,7 +140,8 @@ def apply_overrides(logged: DictConfig, overrides: Sequence[str]) -> Config:
         key, eq, _ = item.partition("=")
         if not eq or not key:
             raise RunError(f"override {item!r}: expected key=value, e.g. train.epochs=5000")
-        inside = sorted(k for k in known if k.startswith(key + "."))
+        inside = sorted(k for k in known if k.startswith(key + ".")
+                        and k not in PLACED_BY_ORIGINAL)
         if key not in known and inside:
             raise RunError(f"override {item!r}: {key!r} is a config section, not a value; "
                            f"a logged config is already composed, so set its keys instead "

@@ -91,7 +91,8 @@ def check_uri(uri: str, key: str = "tracking.uri") -> None:
         raise TrackingStoreError(
             f"{shown} is an in-memory database: every run would be lost (each "
             f"process gets its own, gone when it exits); use a file, sqlite:///<path>")
-    if re.split(r"[:/]", uri, maxsplit=1)[0].lower() in HOSTED_SCHEMES:
+    scheme = uri.split("://", 1)[0] if "://" in uri else uri.split(":", 1)[0]
+    if scheme.lower() in HOSTED_SCHEMES and (uri == scheme or ":" in uri):
         # MLflow's own names for a Databricks workspace, which would read as a folder below
         raise TrackingStoreError(
             f"{shown} names a Databricks workspace, which sweeplab does not log to; use "

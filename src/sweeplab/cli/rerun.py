@@ -48,7 +48,6 @@ from sweeplab.tracking.logged_run import (
     open_store,
     typed_config,
 )
-from sweeplab.tracking.store import redact
 from sweeplab.train.callbacks import Callback, ProgressBar, StopTraining
 from sweeplab.train.interrupt import exit_code, interruption, sigterm_as_interrupt
 
@@ -218,11 +217,6 @@ def rerun(run_id: str, overrides: Sequence[str], *, uri: str,
     cfg = apply_overrides(logged, overrides)
     tags = original.data.tags
     experiment = client.get_experiment(original.info.experiment_id)
-    if experiment.lifecycle_stage == "deleted":  # the rerun goes there: MLflow refuses it
-        raise RunError(f"run {run_id} is in experiment {experiment.name!r}, which is deleted "
-                       f"in {redact(uri)} (id {experiment.experiment_id}); restore it "
-                       f"(MLFLOW_TRACKING_URI={redact(uri)} mlflow experiments restore -x "
-                       f"{experiment.experiment_id}), then rerun")
     print(f"rerun of {run_id} ({original.info.run_name}) in experiment {experiment.name!r}"
           + (f" with {' '.join(overrides)}" if overrides else ""))
     if MlflowTag.PARENT_RUN_ID in tags:

@@ -26,6 +26,7 @@ from sweeplab.tracking.store import (
     TrackingStoreError,
     check_server,
     check_uri,
+    deleted,
     redact,
 )
 
@@ -70,14 +71,13 @@ def fetch_run(client: MlflowClient, run_id: str, uri: str) -> Run:
                            f"rerun with --tracking-uri <that store> (make rerun RUN=... "
                            f"ARGS=\"--tracking-uri ...\")") from None
         raise RunError(f"cannot read run {run_id} from {uri}: {err.message}") from None
+    # The rerun goes into the original's experiment, where MLflow refuses a new run once
+    # it is deleted; restoring the experiment restores its runs, so it is named first.
+    experiment = client.get_experiment(run.info.experiment_id)
+    if experiment.lifecycle_stage == "deleted":
+        raise RunError(f"run {run_id} is in experiment {experiment.name!r}, which "
+                       f"{deleted(experiment, uri)}, then rerun")
     if run.info.lifecycle_stage == "deleted":  # rerun silently before
-        experiment = client.get_experiment(run.info.experiment_id)
-        if experiment.lifecycle_stage == "deleted":  # restoring it restores its runs
-            raise RunError(
-                f"run {run_id} is in experiment {experiment.name!r}, which is deleted in "
-                f"{redact(uri)} (id {experiment.experiment_id}); restore it "
-                f"(MLFLOW_TRACKING_URI={redact(uri)} mlflow experiments restore -x "
-                f"{experiment.experiment_id}), then rerun")
         raise RunError(f"run {run_id} is deleted in {redact(uri)}; restore it "
                        f"(MLFLOW_TRACKING_URI={redact(uri)} mlflow runs restore --run-id "
                        f"{run_id}) to rerun it")

@@ -253,12 +253,18 @@ def check_experiment(client: MlflowClient, name: str, uri: str) -> Any:
     TrackingStoreError if it is deleted, since MLflow refuses new runs there."""
     exp = client.get_experiment_by_name(name)
     if exp is not None and exp.lifecycle_stage == "deleted":
-        raise TrackingStoreError(
-            f"tracking.experiment={name!r}: the experiment is deleted in {redact(uri)} (id "
-            f"{exp.experiment_id}); restore it (MLFLOW_TRACKING_URI={redact(uri)} mlflow "
-            f"experiments restore -x {exp.experiment_id}) or set tracking.experiment=<another "
-            f"name>")
+        raise TrackingStoreError(f"tracking.experiment={name!r}: the experiment "
+                                 f"{deleted(exp, uri)} or set tracking.experiment=<another "
+                                 f"name>")
     return exp
+
+
+def deleted(experiment: Any, uri: str) -> str:
+    """"is deleted in <uri> (id N); restore it (<command>)", of `experiment` (an mlflow
+    Experiment)."""
+    return (f"is deleted in {redact(uri)} (id {experiment.experiment_id}); "
+            f"restore it (MLFLOW_TRACKING_URI={redact(uri)} mlflow experiments restore -x "
+            f"{experiment.experiment_id})")
 
 
 def get_experiment_id(client: MlflowClient, name: str, uri: str) -> str:

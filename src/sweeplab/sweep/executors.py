@@ -4,6 +4,9 @@ Both take a `TrialTask` with its live Optuna trial and hand back `Finished` outc
 the controller touches the study. On Dask, a trial's pruning reports travel to the
 controller through a Dask queue, and the verdict back through a queue of the trial's own
 (a few milliseconds a log point on loopback), so any pruner works as it does in-process.
+Both puts are sent without waiting for the scheduler's answer (`_send`): the worker waits
+for its verdict anyway, and the controller's one thread that serves every worker's reports
+is then busy for the pruner's own work only, not for a round trip per report.
 """
 
 from __future__ import annotations
@@ -243,7 +246,8 @@ def run_on_worker(task: TrialTask, token: str, data: Dataset, attempt: str,
 
     def report(step: int, value: float | None) -> bool:
         try:
-            reports.put((channel, step, None if value is None else float(value)))
+            _send(reports.client, reports.name,
+                  (channel, step, None if value is None else float(value)))
             verdict = verdicts.get(timeout=VERDICT_TIMEOUT)
         except Exception as err:  # the controller is gone (or its scheduler)
             raise TrialStopped(f"lost its controller ({type(err).__name__})") from None
@@ -259,6 +263,19 @@ def run_on_worker(task: TrialTask, token: str, data: Dataset, attempt: str,
         outcome = TrialOutcome(task.number, RunStatus.INTERRUPTED, str(stopped))
     outcome.worker = str(get_worker().name)
     return outcome
+
+
+def _send(client: Any, queue: str, item: Any) -> None:
+    """Put `item` on the Dask queue named `queue` (which exists already) from `client`'s
+    event loop, without waiting for the scheduler to take it. A put that fails (the
+    scheduler gone) is dropped: whoever waits for an answer to it times out, or loses the
+    scheduler itself."""
+
+    async def put() -> None:
+        with contextlib.suppress(Exception):
+            await client.scheduler.queue_put(name=queue, data=item)
+
+    client.loop.add_callback(put)
 
 
 def probe_scheduler(address: str, timeout: float = SCHEDULER_TIMEOUT) -> None:
@@ -496,7 +513,6 @@ class DaskPool:
         from distributed import Queue
 
         reports = Queue(f"sweeplab-reports-{self.token}", client=self.client)
-        verdicts: dict[int, Queue] = {}  # each trial's, made once (a scheduler round trip)
         while True:
             try:
                 item = reports.get()  # `close` puts None
@@ -512,10 +528,5 @@ class DaskPool:
             elif trial is not None and value is not None:  # None: only "go on?"
                 trial.report(value, step)
                 verdict = trial.should_prune()
-            if number not in verdicts:
-                verdicts[number] = Queue(f"sweeplab-verdict-{self.token}-{number}",
-                                         client=self.client)
-            verdicts[number].put(verdict)
-            if len(verdicts) > 4 * self.slots:  # those of long finished trials
-                for old in [n for n in verdicts if n not in self._trials and n != number]:
-                    del verdicts[old]
+            # the task made its verdict queue before its first report
+            _send(self.client, f"sweeplab-verdict-{self.token}-{number}", verdict)

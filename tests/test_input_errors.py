@@ -339,8 +339,9 @@ def test_a_deleted_experiment_is_one_line_for_train_sweep_and_rerun(
     journal = tmp_path / "state" / "j.journal"
     for module, args in [("sweeplab.train", RUN),
                          ("sweeplab.sweep", [*SWEEP, f"sweep.storage=journal:{journal}"])]:
-        line = one_error_line(run_cli(data_cache, *args, "tracking.experiment=gone",
-                                      module=module, env=env))
+        done = run_cli(data_cache, *args, "tracking.experiment=gone", module=module, env=env)
+        assert "Network: layer_dims" not in done.stdout, done.stdout  # said before training
+        line = one_error_line(done)
         assert line.startswith("error: tracking.experiment='gone': the experiment is "
                                "deleted") and f"restore -x {exp.experiment_id}" in line, line
     line = one_error_line(run_cli(data_cache, original.info.run_id, env=env,
@@ -392,17 +393,21 @@ def test_a_multirun_with_a_bad_job_runs_none(tmp_path: Path, module: str, sweep:
     (["--help", "model.nope=1"], "error: model.nope: no such key"),
     (["-m", "--cfg", "job"], "error: --cfg prints one job's config"),
     (["--experimental-rerun", "nothing.pickle"], "error: --experimental-rerun 'nothing.pickle'"),
+    (["--experimental-rerun", "text.pickle"], "error: --experimental-rerun 'text.pickle': "
+                                               "not a config Hydra saved"),
     (["-sc", "query=bash"], "error: --shell-completion query=... is what the shell's"),
     (["--config-dir", "/nonexistent"], "error: --config-dir '/nonexistent': no such folder"),
     (["-m", "--info"], "error: --help and --info show one config"),
     (["--run", "-m", "model.depth=1"], "error: --run (-r) and --multirun (-m)"),
     (["--resolve"], "error: --resolve goes with --cfg"),
     (["--info", "-sc", "install=bash"], "error: --info and --shell-completion"),
-], ids=["help-bad-override", "multirun-cfg", "rerun-no-file", "query-no-shell", "config-dir",
+], ids=["help-bad-override", "multirun-cfg", "rerun-no-file", "rerun-not-pickle",
+        "query-no-shell", "config-dir",
         "multirun-info", "run-and-multirun", "resolve-alone", "info-and-completion"])
 def test_hydra_flags_that_would_end_in_a_traceback_are_one_line(
         tmp_path: Path, args: list[str], said: str) -> None:
     """Each was Hydra's traceback (or several lines), exit 1."""
+    (tmp_path / "text.pickle").write_text("not a pickle\n")
     env = {k: v for k, v in _env(tmp_path).items() if k != "COMP_LINE"}
     for module in ("sweeplab.train", "sweeplab.sweep"):
         line = one_error_line(run_cli(tmp_path, *args, module=module, env=env))

@@ -283,9 +283,10 @@ def test_max_failure_rate_stops_a_sweep_that_only_fails(sweep_env) -> None:
     assert all(t.state == TrialState.FAIL for t in study.trials)
 
 
-def test_a_sweep_with_no_trial_completed_exits_1_with_its_parent_failed(sweep_env) -> None:
+def test_a_sweep_with_no_trial_completed_exits_1_with_its_parent_failed(
+        sweep_env, capsys: pytest.CaptureFixture[str]) -> None:
     """Fewer trials than min_trials_for_failure_rate, all failed: it exited 0, parent
-    FINISHED, with "no trial completed" as its only word."""
+    FINISHED, with "no trial completed" as its only word (printed twice at its end)."""
     compose, journal, uri = sweep_env
     code = sweep_job(only(compose("sweep.name=nonedone", "sweep.n_trials=2",
                                   "sweep.pruner=none", "optim=gd"),
@@ -296,6 +297,7 @@ def test_a_sweep_with_no_trial_completed_exits_1_with_its_parent_failed(sweep_en
     parent = MlflowClient(uri).get_run(study.user_attrs[TrialAttr.PARENT_RUN_ID])
     assert parent.info.status == "FAILED"
     assert parent.data.tags[Tag.STOPPED_BECAUSE].endswith("no trial completed")
+    assert capsys.readouterr().out.count("no trial completed") == 1
 
 
 @pytest.mark.slow

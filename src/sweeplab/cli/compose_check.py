@@ -21,6 +21,7 @@ from hydra.errors import (
     MissingConfigException,
     OverrideParseException,
 )
+from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from sweeplab.config import unknown_keys
@@ -100,13 +101,33 @@ def _flag_problem(args: Any) -> str | None:
         return "--resolve goes with --cfg (job, hydra or all): it resolves what --cfg prints"
     if args.info and args.shell_completion:
         return "--info and --shell-completion each do something else: give one"
-    if args.experimental_rerun and not Path(args.experimental_rerun).is_file():
-        return (f"--experimental-rerun {args.experimental_rerun!r}: no such file; give a "
-                f"run's .hydra/config.pickle")
+    if args.experimental_rerun:
+        return _rerun_file_problem(args.experimental_rerun)
     if args.config_dir and not Path(args.config_dir).is_dir():
         return (f"--config-dir {args.config_dir!r}: no such folder (it adds a folder of "
                 f"config files to Hydra's search path)")
     return None
+
+
+def _rerun_file_problem(name: str) -> str | None:
+    """Why `name` is not a config Hydra saved (its .hydra/config.pickle), or None. Hydra
+    unpickles it itself, with a traceback for anything else."""
+    import pickle
+
+    path = Path(name)
+    if not path.is_file():
+        return f"--experimental-rerun {name!r}: no such file; give a run's .hydra/config.pickle"
+    try:
+        with path.open("rb") as f:
+            saved = pickle.load(f)
+    except Exception as err:  # whatever the bytes are, they are not Hydra's pickle
+        saved = err
+    if isinstance(saved, DictConfig):
+        return None
+    what = type(saved).__name__
+    return (f"--experimental-rerun {name!r}: not a config Hydra saved (it reads as "
+            f"{'' if isinstance(saved, Exception) else 'a '}{what}); give a run's "
+            f".hydra/config.pickle")
 
 
 def _check_sweep_dir(config_name: str, config_path: str, overrides: list[str]) -> None:

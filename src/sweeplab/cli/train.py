@@ -14,7 +14,7 @@ from sweeplab.cli.common import hydra_app, hydra_run_tags, report_run
 from sweeplab.config import to_config
 from sweeplab.names import ExitCode, RunStatus
 from sweeplab.tracking import MlflowTracker, prepare_store, resolve_uri
-from sweeplab.tracking.store import source_key
+from sweeplab.tracking.store import check_experiment, source_key
 from sweeplab.train import Callback, ProgressBar, RunStart, load_data, run
 
 
@@ -26,8 +26,11 @@ def main() -> None:
 def _train_job(cfg: DictConfig) -> None:
     typed = to_config(cfg)  # fails before any run is created
     if typed.tracking.enabled:
-        # A tracking server that does not answer, a store that cannot be opened or written.
-        prepare_store(resolve_uri(typed.tracking), source_key(typed.tracking))
+        # A tracking server that does not answer, a store that cannot be opened or written,
+        # an experiment deleted: said before the network's table and its training.
+        uri = resolve_uri(typed.tracking)
+        client = prepare_store(uri, source_key(typed.tracking))
+        check_experiment(client, typed.tracking.experiment, uri)
     data = load_data(typed)
     callbacks: list[Callback] = [PrintSummary(), ProgressBar(typed.train.progress)]
     tracker = MlflowTracker(typed.tracking, overrides=_hydra_overrides(),

@@ -39,6 +39,7 @@ from sweeplab.sweep.executors import (
 from sweeplab.sweep.identity import check_identity, settings
 from sweeplab.sweep.plots import PLOT_MODULES
 from sweeplab.sweep.report import (
+    NONE_COMPLETE,
     TrialPrinter,
     close_orphan_runs,
     queue_plots,
@@ -190,7 +191,7 @@ def _control(cfg: DictConfig, typed: Config, base: DictConfig, space: dict[str, 
             code = ExitCode.FAILED
         elif st.tally(study).complete == 0:  # nothing to confirm or register: no success
             code = ExitCode.FAILED
-            why += "; no trial completed"
+            why += f"; {NONE_COMPLETE}"
         else:  # the search ended normally: confirm its best across seeds
             printer.poll()
             printer.close()

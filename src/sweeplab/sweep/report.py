@@ -31,6 +31,7 @@ from sweeplab.tracking.links import run_link, runs_url, ui_base, ui_hint, ui_rou
 from sweeplab.tracking.writer import TrackingWriter, WriterDied
 
 CHAMPION = "champion"  # the registered model's alias for a sweep's best trial
+NONE_COMPLETE = "no trial completed"  # why a sweep whose trials all failed or pruned failed
 
 
 def _value(t: FrozenTrial) -> str:
@@ -368,8 +369,8 @@ def _print_summary(study: optuna.Study, best: list[FrozenTrial], objectives: Seq
             extra += f"  test_accuracy={test:.4f}" if test is not None and test_shown else ""
             print(f"  trial {trial.number:>3}  {short(trial.params):<40} "
                   f"{_value(trial)}{extra}")
-    else:
-        print("no trial completed")
+    elif not why.endswith(NONE_COMPLETE):  # else said on the line above
+        print(NONE_COMPLETE)
     if model:
         print(f"best model registered: models:/{model}@champion (version {version})")
     elif held:

@@ -6,10 +6,12 @@ runs the sweep exactly as `python -m sweeplab.sweep [overrides]` does, after wra
 controller's calls in time.perf_counter (wall) and time.thread_time (the CPU of the
 calling thread): per trial, `start_one` (split into Optuna's `ask`, `make_task` and the
 executor's `submit`), `finish` (user attributes and `tell`), and the pruning verdicts the
-controller's thread serves for it (from a report taken off the Dask queue to the verdict
-put back); for the whole sweep, `why_stop` (the study's tally), `TrialPrinter.poll`, the
-time spent waiting for workers (`executor.wait`), the main loop (`Controller.run`) and the
-process's CPU over it (every thread: Dask's client included). Nothing in the product is
+controller's thread serves for it (from a report taken off the Dask queue until the
+next is asked for: the pruner's own work, and the verdict handed to the Dask client's
+event loop, which sends it without this thread waiting); for the whole sweep, `why_stop`
+(the study's tally), `TrialPrinter.poll`, the time spent waiting for workers
+(`executor.wait`), the main loop (`Controller.run`) and the process's CPU over it (every
+thread: Dask's client included). Nothing in the product is
 changed; the wrappers cost microseconds. At exit the figures go to TIMINGS.json.
 """
 

@@ -338,6 +338,65 @@ def test_a_worker_killed_on_a_users_cluster_has_its_trial_queued_once(
             assert t.user_attrs[TrialAttr.RUN_ID] in {r.info.run_id for r in runs}
 
 
+@pytest.mark.slow
+def test_a_sigkilled_controllers_trial_on_a_users_cluster_stops_at_its_next_log_point(
+        tmp_path: Path, data_cache: Path) -> None:
+    """SIGKILL the controller while its trial trains on a user's `dask worker`: the task
+    trained on, its run RUNNING, until its wait for a verdict timed out (120 s), and held
+    the worker from the resumed sweep's trials meanwhile. Dask cancels it once the
+    scheduler has dropped the controller's client: it stops at its next log point, its run
+    closed KILLED saying why, and the same command then finishes the sweep."""
+    from sweeplab.sweep.executors import RELEASED, VERDICT_TIMEOUT
+
+    journal = f"journal:{tmp_path / 'optuna.journal'}"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    with tracking_server(tmp_path / "server") as server, \
+            dask_cluster(tmp_path / "dask", n_workers=1) as cluster:
+        cmd = [sys.executable, "-m", "sweeplab.sweep", *SMALL, "sweep.name=ckill",
+               "sweep.n_trials=2", "data.n_samples=1000", "train.epochs=8000",
+               "train.log_every=50", "++sweep.pruner_args.n_startup_trials=100",
+               f"sweep.cluster={cluster.address}", f"tracking.uri={server.url}",
+               f"sweep.storage={journal}"]
+        proc = subprocess.Popen(cmd, cwd=data_cache, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 300
+            while True:  # its trial training, its reports arriving
+                time.sleep(0.2)
+                assert proc.poll() is None, "the sweep ended before its trial trained"
+                assert time.monotonic() < deadline, "the sweep's trial never trained"
+                with contextlib.suppress(KeyError):
+                    trials = optuna.load_study(study_name="ckill",
+                                               storage=open_storage(journal)).trials
+                    if any(t.state == TrialState.RUNNING and t.intermediate_values
+                           for t in trials):
+                        break
+            proc.kill()  # the controller alone: the worker and the scheduler live on
+            proc.wait(timeout=30)
+        finally:
+            stop_process_group(proc)
+        client = MlflowClient(tracking_uri=server.url)
+        # the run closed before the verdict's own timeout would have closed it
+        deadline = time.monotonic() + VERDICT_TIMEOUT * 0.75
+        while True:
+            runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                      "tags.`sweeplab.role` = 'trial'")
+            if runs and all(r.info.status != "RUNNING" for r in runs):
+                break
+            assert time.monotonic() < deadline, [r.info.status for r in runs]
+            time.sleep(0.5)
+        [run] = runs
+        assert run.info.status == "KILLED"
+        assert run.data.tags["sweeplab.reason"] == RELEASED
+        done = subprocess.run(cmd, cwd=data_cache, env=env, capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        study = optuna.load_study(study_name="ckill", storage=open_storage(journal))
+        assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 2
+        runs = client.search_runs([run.info.experiment_id], "tags.`sweeplab.role` = 'trial'")
+        assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED", "KILLED"]
+
+
 def _replicate_runs(client: MlflowClient, status: str | None = None,
                     role: str = "confirm") -> list:
     """Every confirmation replicate's run in the store (or every run of `role`), of any

@@ -11,6 +11,7 @@ is then busy for the pruner's own work only, not for a round trip per report.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import signal
@@ -42,6 +43,12 @@ from sweeplab.train.interrupt import StopRequest
 # How long a worker waits for the controller's verdict before it takes the controller
 # for gone and stops the trial.
 VERDICT_TIMEOUT = 120.0
+# How often a worker waiting for a verdict looks whether its task is still wanted: a
+# controller killed (SIGKILL) leaves its tasks running on a user's cluster, where Dask
+# marks them cancelled once the scheduler has dropped the controller's client.
+VERDICT_POLL = 1.0
+# Why a task stops when Dask has cancelled it.
+RELEASED = "lost its controller (Dask cancelled its task: the controller is gone)"
 # The verdict that stops a trial now (the sweep is stopping), besides prune or go on.
 STOP = "stop"
 # How often a task with no pruner asks whether the sweep is stopping (at a log point).
@@ -243,12 +250,17 @@ def run_on_worker(task: TrialTask, token: str, data: Dataset, attempt: str,
     channel = task.number if channel is None else channel
     reports = Queue(f"sweeplab-reports-{token}")
     verdicts = Queue(f"sweeplab-verdict-{token}-{channel}")
+    worker = get_worker()
+    key = worker.get_current_task()
 
     def report(step: int, value: float | None) -> bool:
         try:
             _send(reports.client, reports.name,
                   (channel, step, None if value is None else float(value)))
-            verdict = verdicts.get(timeout=VERDICT_TIMEOUT)
+            verdict = _verdict(verdicts.client, verdicts.name,
+                               lambda: _cancelled(worker, key))
+        except TrialStopped:
+            raise
         except Exception as err:  # the controller is gone (or its scheduler)
             raise TrialStopped(f"lost its controller ({type(err).__name__})") from None
         if verdict == STOP:
@@ -263,6 +275,36 @@ def run_on_worker(task: TrialTask, token: str, data: Dataset, attempt: str,
         outcome = TrialOutcome(task.number, RunStatus.INTERRUPTED, str(stopped))
     outcome.worker = str(get_worker().name)
     return outcome
+
+
+def _verdict(client: Any, queue: str, cancelled: Callable[[], bool]) -> Any:
+    """The next item of Dask queue `queue` (the trial's verdict), waited for up to
+    `VERDICT_TIMEOUT` seconds (then TimeoutError), looking every `VERDICT_POLL` seconds
+    whether the task was `cancelled` (then TrialStopped). The get runs on `client`'s event
+    loop, and this thread waits for it: a get with a short timeout of its own, repeated,
+    would have the scheduler log a traceback for every one that timed out."""
+
+    async def get() -> Any:
+        record = await client.scheduler.queue_get(name=queue, timeout=VERDICT_TIMEOUT)
+        return record["value"]  # sweeplab puts plain values, never futures
+
+    fut = asyncio.run_coroutine_threadsafe(get(), client.loop.asyncio_loop)
+    while True:
+        try:
+            return fut.result(timeout=VERDICT_POLL)
+        except TimeoutError:
+            if fut.done():  # the scheduler's own timeout, or a verdict just in
+                return fut.result()
+            if cancelled():
+                fut.cancel()
+                raise TrialStopped(RELEASED) from None
+
+
+def _cancelled(worker: Any, key: Any) -> bool:
+    """Whether Dask no longer wants task `key` on `worker`: released by the scheduler (its
+    client, the controller, gone), the worker marks it cancelled and lets it run on."""
+    ts = worker.state.tasks.get(key)
+    return ts is None or ts.state == "cancelled"
 
 
 def _send(client: Any, queue: str, item: Any) -> None:

@@ -330,7 +330,10 @@ class MlflowTracker(Callback):
         # A full disk is the machine's failure, not the run's: the sweep runs it again.
         full = no_space(exc) if exc is not None else None
         status = RunStatus.INTERRUPTED if interrupted or full else RunStatus.ERROR
-        reason = "interrupted" if interrupted else full if full else f"{exc_type}: {exc}"
+        # what stopped it, when it says (a sweep's trial that lost its controller, say)
+        said = str(exc) if interrupted and exc is not None else ""
+        reason = (said or "interrupted") if interrupted else full if full else \
+            f"{exc_type}: {exc}"
         self._closed = True
         self.sink.call(op_close, self._run(), status, reason)
 

@@ -64,6 +64,9 @@ COMPOSITION = [
     ("model.depth=[1,", ["'model.depth=[1,'", "override_grammar"]),
     ("model.depth=1,2", ["model.depth=1,2", "--multirun"]),
     ("~nosuch", ["nosuch"]),
+    # was "hydra: no such key; the config has seed, data, ...": Hydra's node is not ours
+    ("hydra.callbacks.x._target_=a.B", ["hydra.callbacks.x._target_", "+hydra.callbacks.x",
+                                        "not in struct"]),
 ]
 
 
@@ -395,6 +398,10 @@ def test_a_multirun_with_a_bad_job_runs_none(tmp_path: Path, module: str, sweep:
     (["--experimental-rerun", "nothing.pickle"], "error: --experimental-rerun 'nothing.pickle'"),
     (["--experimental-rerun", "text.pickle"], "error: --experimental-rerun 'text.pickle': "
                                                "not a config Hydra saved"),
+    (["--experimental-rerun", "config.pickle"], "error: --experimental-rerun 'config.pickle': "
+                                                 "not a config Hydra saved (it reads as a "
+                                                 "config without Hydra's own node)"),
+    (["--experimental-rerun", "."], "error: --experimental-rerun '.' is a folder"),
     (["-sc", "query=bash"], "error: --shell-completion query=... is what the shell's"),
     (["--config-dir", "/nonexistent"], "error: --config-dir '/nonexistent': no such folder"),
     (["-m", "--info"], "error: --help and --info show one config"),
@@ -402,12 +409,17 @@ def test_a_multirun_with_a_bad_job_runs_none(tmp_path: Path, module: str, sweep:
     (["--resolve"], "error: --resolve goes with --cfg"),
     (["--info", "-sc", "install=bash"], "error: --info and --shell-completion"),
 ], ids=["help-bad-override", "multirun-cfg", "rerun-no-file", "rerun-not-pickle",
-        "query-no-shell", "config-dir",
+        "rerun-not-hydras", "rerun-folder", "query-no-shell", "config-dir",
         "multirun-info", "run-and-multirun", "resolve-alone", "info-and-completion"])
 def test_hydra_flags_that_would_end_in_a_traceback_are_one_line(
         tmp_path: Path, args: list[str], said: str) -> None:
     """Each was Hydra's traceback (or several lines), exit 1."""
+    import pickle
+
+    from omegaconf import OmegaConf
+
     (tmp_path / "text.pickle").write_text("not a pickle\n")
+    (tmp_path / "config.pickle").write_bytes(pickle.dumps(OmegaConf.create({"a": 1})))
     env = {k: v for k, v in _env(tmp_path).items() if k != "COMP_LINE"}
     for module in ("sweeplab.train", "sweeplab.sweep"):
         line = one_error_line(run_cli(tmp_path, *args, module=module, env=env))

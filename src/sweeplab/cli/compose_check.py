@@ -115,19 +115,22 @@ def _rerun_file_problem(name: str) -> str | None:
     import pickle
 
     path = Path(name)
+    give = "give a run's .hydra/config.pickle"
+    if path.is_dir():
+        return f"--experimental-rerun {name!r} is a folder; {give}"
     if not path.is_file():
-        return f"--experimental-rerun {name!r}: no such file; give a run's .hydra/config.pickle"
+        return f"--experimental-rerun {name!r}: no such file; {give}"
     try:
         with path.open("rb") as f:
             saved = pickle.load(f)
     except Exception as err:  # whatever the bytes are, they are not Hydra's pickle
         saved = err
-    if isinstance(saved, DictConfig):
+    if isinstance(saved, DictConfig) and "hydra" in saved:  # what a run saves: both parts
         return None
-    what = type(saved).__name__
-    return (f"--experimental-rerun {name!r}: not a config Hydra saved (it reads as "
-            f"{'' if isinstance(saved, Exception) else 'a '}{what}); give a run's "
-            f".hydra/config.pickle")
+    what = ("a config without Hydra's own node" if isinstance(saved, DictConfig) else
+            type(saved).__name__ if isinstance(saved, Exception) else
+            f"a {type(saved).__name__}")
+    return f"--experimental-rerun {name!r}: not a config Hydra saved (it reads as {what}); {give}"
 
 
 def _check_sweep_dir(config_name: str, config_path: str, overrides: list[str]) -> None:
@@ -272,7 +275,9 @@ def describe(err: Exception) -> str:
                     f"choose one of {', '.join(err.options)}")
     cause = err.__cause__
     key = getattr(cause, "full_key", None)
-    if isinstance(cause, ConfigAttributeError | ConfigKeyError) and key:
+    # Hydra's own settings (hydra.*) are not sweeplab's schema: Hydra's message says it
+    if isinstance(cause, ConfigAttributeError | ConfigKeyError) and key and \
+            not str(key).startswith("hydra."):
         nested: dict[str, object] = {}
         for part in reversed(str(key).split(".")):
             nested = {part: nested or None}

@@ -48,7 +48,7 @@ VERDICT_TIMEOUT = 120.0
 # marks them cancelled once the scheduler has dropped the controller's client.
 VERDICT_POLL = 1.0
 # Why a task stops when Dask has cancelled it.
-RELEASED = "lost its controller (Dask cancelled its task: the controller is gone)"
+RELEASED = "lost its controller (Dask cancelled its task: the controller is gone or gave it up)"
 # The verdict that stops a trial now (the sweep is stopping), besides prune or go on.
 STOP = "stop"
 # How often a task with no pruner asks whether the sweep is stopping (at a log point).

@@ -570,6 +570,8 @@ def test_a_scheduler_lost_mid_sweep_stops_it_in_one_line_and_another_finishes_it
         for r in runs:  # a run's status and its tags agree (no FINISHED run "interrupted")
             assert (r.info.status == "KILLED") == \
                 (r.data.tags.get("sweeplab.status") == "interrupted"), r.data.tags
+            # the scheduler went away, not the controller
+            assert "controller" not in r.data.tags.get("sweeplab.reason", ""), r.data.tags
         study = optuna.load_study(study_name="slost", storage=open_storage(journal))
         assert not [t for t in study.trials if t.state == TrialState.RUNNING]
 

@@ -402,6 +402,10 @@ def test_a_multirun_with_a_bad_job_runs_none(tmp_path: Path, module: str, sweep:
                                                  "not a config Hydra saved (it reads as a "
                                                  "config without Hydra's own node)"),
     (["--experimental-rerun", "."], "error: --experimental-rerun '.' is a folder"),
+    (["--experimental-rerun", "/dev/null"], "error: --experimental-rerun '/dev/null' is not "
+                                             "a regular file"),
+    (["--experimental-rerun", "shallow.pickle"], "error: --experimental-rerun "
+                                                 "'shallow.pickle': not a config Hydra saved"),
     (["-sc", "query=bash"], "error: --shell-completion query=... is what the shell's"),
     (["--config-dir", "/nonexistent"], "error: --config-dir '/nonexistent': no such folder"),
     (["-m", "--info"], "error: --help and --info show one config"),
@@ -409,7 +413,8 @@ def test_a_multirun_with_a_bad_job_runs_none(tmp_path: Path, module: str, sweep:
     (["--resolve"], "error: --resolve goes with --cfg"),
     (["--info", "-sc", "install=bash"], "error: --info and --shell-completion"),
 ], ids=["help-bad-override", "multirun-cfg", "rerun-no-file", "rerun-not-pickle",
-        "rerun-not-hydras", "rerun-folder", "query-no-shell", "config-dir",
+        "rerun-not-hydras", "rerun-folder", "rerun-device", "rerun-shallow", "query-no-shell",
+        "config-dir",
         "multirun-info", "run-and-multirun", "resolve-alone", "info-and-completion"])
 def test_hydra_flags_that_would_end_in_a_traceback_are_one_line(
         tmp_path: Path, args: list[str], said: str) -> None:
@@ -420,6 +425,7 @@ def test_hydra_flags_that_would_end_in_a_traceback_are_one_line(
 
     (tmp_path / "text.pickle").write_text("not a pickle\n")
     (tmp_path / "config.pickle").write_bytes(pickle.dumps(OmegaConf.create({"a": 1})))
+    (tmp_path / "shallow.pickle").write_bytes(pickle.dumps(OmegaConf.create({"hydra": 1})))
     env = {k: v for k, v in _env(tmp_path).items() if k != "COMP_LINE"}
     for module in ("sweeplab.train", "sweeplab.sweep"):
         line = one_error_line(run_cli(tmp_path, *args, module=module, env=env))

@@ -283,6 +283,13 @@ def test_max_failure_rate_stops_a_sweep_that_only_fails(sweep_env) -> None:
     assert all(t.state == TrialState.FAIL for t in study.trials)
 
 
+def test_a_training_runs_config_given_to_the_sweep_is_refused(compose) -> None:
+    """`python -m sweeplab.sweep --experimental-rerun <a training run's config.pickle>`:
+    an AssertionError traceback."""
+    with pytest.raises(ConfigError, match=r"no sweep section: it is a training run's"):
+        sweep_job(compose("data=planar"))
+
+
 def test_a_sweep_with_no_trial_completed_exits_1_with_its_parent_failed(
         sweep_env, capsys: pytest.CaptureFixture[str]) -> None:
     """Fewer trials than min_trials_for_failure_rate, all failed: it exited 0, parent

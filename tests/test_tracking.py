@@ -275,6 +275,46 @@ def test_exception_inside_training_closes_the_run(compose, tmp_mlflow: str, exc:
     assert [s for s, _ in history(client, tracker.run_id, "train_cost")] == [0, 5, 10]
 
 
+class ClosedFromOutside(Callback):
+    """Closes its run as a sweep's controller does (op_close from another client), then
+    stops the training with `exc`, as a Dask task reaching its next log point does."""
+
+    def __init__(self, tracker: MlflowTracker, uri: str, exc: BaseException) -> None:
+        self.tracker, self.uri, self.exc = tracker, uri, exc
+
+    def on_log(self, step: int, metrics: Mapping[str, float]) -> None:
+        if step >= 10:
+            from sweeplab.tracking.tracker import op_close
+
+            op_close(MlflowClient(self.uri), self.tracker.run_id, "interrupted",
+                     "interrupted (Ctrl-C)")
+            raise self.exc
+
+
+def test_an_interrupted_run_says_why_and_leaves_a_close_made_before_it(
+        compose, tmp_mlflow: str) -> None:
+    """A trial stopped with a reason keeps it (it was "interrupted" whatever stopped it);
+    one its controller closed already is not closed again: a Dask task cancelled after the
+    controller's grace reached its next log point later and overwrote the controller's
+    reason and end time."""
+    cfg = compose("data=planar", "train.epochs=30", "train.log_every=5", *QUICK)
+    typed = to_config(cfg)
+    tracker = MlflowTracker(typed.tracking)
+    with pytest.raises(KeyboardInterrupt), tracker:
+        train.run(typed, [tracker, Boom(10, KeyboardInterrupt("lost its controller (x)"))])
+    run = MlflowClient(tmp_mlflow).get_run(tracker.run_id)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["sweeplab.reason"] == "lost its controller (x)"
+
+    tracker = MlflowTracker(typed.tracking)
+    with pytest.raises(KeyboardInterrupt), tracker:
+        train.run(typed, [tracker, ClosedFromOutside(tracker, tmp_mlflow,
+                                                     KeyboardInterrupt("lost it (y)"))])
+    run = MlflowClient(tmp_mlflow).get_run(tracker.run_id)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["sweeplab.reason"] == "interrupted (Ctrl-C)"
+
+
 def test_pruned_run_is_killed_with_its_status(compose, tmp_mlflow: str) -> None:
     class Prune(Callback):
         def on_log(self, step: int, metrics: Mapping[str, float]) -> None:

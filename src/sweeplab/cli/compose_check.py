@@ -118,6 +118,8 @@ def _rerun_file_problem(name: str) -> str | None:
     give = "give a run's .hydra/config.pickle"
     if path.is_dir():
         return f"--experimental-rerun {name!r} is a folder; {give}"
+    if path.exists() and not path.is_file():
+        return f"--experimental-rerun {name!r} is not a regular file; {give}"
     if not path.is_file():
         return f"--experimental-rerun {name!r}: no such file; {give}"
     try:
@@ -125,7 +127,9 @@ def _rerun_file_problem(name: str) -> str | None:
             saved = pickle.load(f)
     except Exception as err:  # whatever the bytes are, they are not Hydra's pickle
         saved = err
-    if isinstance(saved, DictConfig) and "hydra" in saved:  # what a run saves: both parts
+    hydra = saved.get("hydra") if isinstance(saved, DictConfig) else None
+    # what a run saves: its config and Hydra's node, with what Hydra reads first
+    if isinstance(hydra, DictConfig) and {"run", "job", "job_logging"} <= set(hydra):
         return None
     what = ("a config without Hydra's own node" if isinstance(saved, DictConfig) else
             type(saved).__name__ if isinstance(saved, Exception) else

@@ -71,7 +71,9 @@ def sweep_job(cfg: DictConfig, run_tags: dict[str, str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     typed = to_config(cfg)
     s = typed.sweep
-    assert s is not None
+    if s is None:  # a training run's config (its --experimental-rerun pickle, say)
+        raise ConfigError("this config has no sweep section: it is a training run's; run "
+                          "it with python -m sweeplab.train (make train)")
     if not typed.tracking.enabled:
         # It used to be ignored: every trial was logged all the same, its confirmation skipped.
         raise ConfigError(

@@ -261,7 +261,12 @@ def run_on_worker(task: TrialTask, token: str, data: Dataset, attempt: str,
                                lambda: _cancelled(worker, key))
         except TrialStopped:
             raise
-        except Exception as err:  # the controller is gone (or its scheduler)
+        except TimeoutError:
+            raise TrialStopped(f"lost its controller (no verdict within "
+                               f"{VERDICT_TIMEOUT:g} s)") from None
+        except OSError as err:  # CommClosedError among them: the scheduler is gone
+            raise TrialStopped(f"lost the Dask scheduler ({type(err).__name__})") from None
+        except Exception as err:
             raise TrialStopped(f"lost its controller ({type(err).__name__})") from None
         if verdict == STOP:
             raise TrialStopped("stopped by its controller")
@@ -281,23 +286,28 @@ def _verdict(client: Any, queue: str, cancelled: Callable[[], bool]) -> Any:
     """The next item of Dask queue `queue` (the trial's verdict), waited for up to
     `VERDICT_TIMEOUT` seconds (then TimeoutError), looking every `VERDICT_POLL` seconds
     whether the task was `cancelled` (then TrialStopped). The get runs on `client`'s event
-    loop, and this thread waits for it: a get with a short timeout of its own, repeated,
-    would have the scheduler log a traceback for every one that timed out."""
+    loop, without a timeout of its own on the scheduler, which logs a traceback for every
+    get that times out there; one given up here is ended with an item of no meaning."""
 
     async def get() -> Any:
-        record = await client.scheduler.queue_get(name=queue, timeout=VERDICT_TIMEOUT)
+        record = await client.scheduler.queue_get(name=queue)
         return record["value"]  # sweeplab puts plain values, never futures
 
     fut = asyncio.run_coroutine_threadsafe(get(), client.loop.asyncio_loop)
+    deadline = time.monotonic() + VERDICT_TIMEOUT
     while True:
         try:
             return fut.result(timeout=VERDICT_POLL)
         except TimeoutError:
-            if fut.done():  # the scheduler's own timeout, or a verdict just in
+            if fut.done():  # a verdict just in, or the get failed
                 return fut.result()
-            if cancelled():
+            gone = cancelled()
+            if gone or time.monotonic() >= deadline:
                 fut.cancel()
-                raise TrialStopped(RELEASED) from None
+                _send(client, queue, None)  # the scheduler's pending get returns
+                if gone:
+                    raise TrialStopped(RELEASED) from None
+                raise
 
 
 def _cancelled(worker: Any, key: Any) -> bool:

@@ -196,6 +196,14 @@ def op_close(client: MlflowClient, run_id: str, status: str, reason: str) -> Non
     client.set_terminated(run_id, MLFLOW_STATUS[status])
 
 
+def op_close_if_running(client: MlflowClient, run_id: str, status: str, reason: str) -> None:
+    """`op_close`, unless the run is closed already: a sweep's controller that stopped its
+    trials closes what they left open, and a trial it gave up on (a Dask task cancelled
+    after its grace) reaches its next log point only later."""
+    if client.get_run(run_id).info.status == "RUNNING":
+        op_close(client, run_id, status, reason)
+
+
 def op_end(client: MlflowClient, started: Started, end: Ending) -> None:
     """Final metrics, status tags, the plot and the model; then the run's terminal status,
     only once its model is READY. If writing fails, the run is closed as interrupted (a
@@ -335,7 +343,9 @@ class MlflowTracker(Callback):
         reason = (said or "interrupted") if interrupted else full if full else \
             f"{exc_type}: {exc}"
         self._closed = True
-        self.sink.call(op_close, self._run(), status, reason)
+        # interrupted: the controller may have closed the run already, with its own reason
+        self.sink.call(op_close_if_running if interrupted else op_close, self._run(),
+                       status, reason)
 
     def tag(self, tags: Mapping[str, str], metrics: list[Metric] | None = None) -> None:
         """Set tags (and log metrics) on the run, after its end too."""

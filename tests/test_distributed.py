@@ -34,6 +34,11 @@ SMALL = ["sweep.confirm.top_k=0",  # no confirmation stage: trials only
          "++sweep.params.optim.lr='tag(log, interval(1e-3, 0.05))'"]  # rates that learn
 
 
+# Long trials (seconds each, a log point every 50 epochs), so that a kill lands mid-run.
+LONG = ["data.n_samples=1000", "train.epochs=8000", "train.log_every=50",
+        "++sweep.pruner_args.n_startup_trials=100"]
+
+
 def confirming(top_k: int, seeds: int) -> list[str]:
     """SMALL with a confirmation stage: the best `top_k` configurations x `seeds` seeds."""
     return [o for o in SMALL if not o.startswith("sweep.confirm.")] + [
@@ -94,6 +99,14 @@ def dask_cluster(root: Path, n_workers: int = 2) -> Iterator[DaskCluster]:
     finally:
         for proc in reversed(procs):
             stop_process_group(proc)
+
+
+def _long_trials(name: str, n_trials: int, cluster: DaskCluster, uri: str,
+                 journal: str) -> list[str]:
+    """The command of a sweep of `n_trials` LONG trials on `cluster`, tracked at `uri`."""
+    return [sys.executable, "-m", "sweeplab.sweep", *SMALL, *LONG, f"sweep.name={name}",
+            f"sweep.n_trials={n_trials}", f"sweep.cluster={cluster.address}",
+            f"tracking.uri={uri}", f"sweep.storage={journal}"]
 
 
 def files_in(folder: Path) -> list[str]:
@@ -284,11 +297,7 @@ def test_a_worker_killed_on_a_users_cluster_has_its_trial_queued_once(
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     with tracking_server(tmp_path / "server") as server, \
             dask_cluster(tmp_path / "dask") as cluster:
-        cmd = [sys.executable, "-m", "sweeplab.sweep", *SMALL, "sweep.name=ukill",
-               "sweep.n_trials=4", "data.n_samples=1000", "train.epochs=8000",
-               "train.log_every=50", "++sweep.pruner_args.n_startup_trials=100",
-               f"sweep.cluster={cluster.address}", f"tracking.uri={server.url}",
-               f"sweep.storage={journal}"]
+        cmd = _long_trials("ukill", 4, cluster, server.url, journal)
         proc = subprocess.Popen(cmd, cwd=data_cache, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, start_new_session=True)
         try:
@@ -352,11 +361,7 @@ def test_a_sigkilled_controllers_trial_on_a_users_cluster_stops_at_its_next_log_
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     with tracking_server(tmp_path / "server") as server, \
             dask_cluster(tmp_path / "dask", n_workers=1) as cluster:
-        cmd = [sys.executable, "-m", "sweeplab.sweep", *SMALL, "sweep.name=ckill",
-               "sweep.n_trials=2", "data.n_samples=1000", "train.epochs=8000",
-               "train.log_every=50", "++sweep.pruner_args.n_startup_trials=100",
-               f"sweep.cluster={cluster.address}", f"tracking.uri={server.url}",
-               f"sweep.storage={journal}"]
+        cmd = _long_trials("ckill", 2, cluster, server.url, journal)
         proc = subprocess.Popen(cmd, cwd=data_cache, env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True)
         try:
@@ -438,11 +443,6 @@ def _sigterm_while_training(cmd: list[str], env: dict[str, str], cwd: Path,
     finally:
         stop_process_group(proc)
     return proc, out, family
-
-
-# Long replicates (seconds each, a log point every 50 epochs), so that a kill lands mid-run.
-LONG = ["data.n_samples=1000", "train.epochs=8000", "train.log_every=50",
-        "++sweep.pruner_args.n_startup_trials=100"]
 
 
 @pytest.mark.slow

@@ -39,7 +39,7 @@ from mlflow.entities import DatasetInput, Metric, Param, RunTag
 from sweeplab.config import Config, TrackingConfig, flatten
 from sweeplab.names import MLFLOW_STATUS, TAG_PREFIX, MlflowTag, RunStatus, Tag
 from sweeplab.tracking import provenance
-from sweeplab.tracking.errors import no_space, quiet_store_tracebacks
+from sweeplab.tracking.errors import no_space, quiet_store_tracebacks, unavailable_reason
 from sweeplab.tracking.store import check_server, get_experiment_id, redact, resolve_uri
 from sweeplab.tracking.writer import Inline, Ref, TrackingWriter
 from sweeplab.train.callbacks import Callback, RunStart
@@ -166,7 +166,9 @@ def op_describe(client: MlflowClient, started: Started, config: Config, override
 def _log_datasets(client: MlflowClient, run_id: str, inputs: list[DatasetInput]) -> None:
     """Parallel sweep workers can race to add the same dataset to the store, and the
     loser's insert fails: it is tried again (it then finds the dataset), then only warned
-    about, since the inputs describe the run and rerunning needs none."""
+    about, since the inputs describe the run and rerunning needs none. A store that does
+    not answer (a server gone) or a full disk is no race: raised, for the run to stop with
+    one line, as on any other write."""
     from mlflow.exceptions import MlflowException
 
     for attempt in range(2):
@@ -174,6 +176,8 @@ def _log_datasets(client: MlflowClient, run_id: str, inputs: list[DatasetInput])
             client.log_inputs(run_id, datasets=inputs)
             return
         except MlflowException as err:
+            if unavailable_reason(err) is not None or no_space(err) is not None:
+                raise
             if attempt:
                 logging.getLogger(__name__).warning("dataset inputs not logged: %s", err)
 

@@ -10,7 +10,9 @@ this tree's, interleaved (old, new, sklearn, old, new, ...) and summarised by th
 Prints seconds per epoch and the ratio old/new; also the largest relative difference
 between the two cost histories, which must be rounding (< 1e-12), and the floor any
 float64 NumPy step meets: an epoch's matrix products alone (Z = W A forward; dW = dZ Aᵀ
-and dA = Wᵀ dZ backward, no dA[0]), timed the same way. When scikit-learn is
+and dA = Wᵀ dZ backward, no dA[0]), timed the same way, then with Adam's square root
+and division over every parameter on every step added (any float64 Adam does both, in
+whatever language). When scikit-learn is
 installed, its MLPClassifier (same layers, batch 64, Adam, no early stopping) is timed too.
 
 BLAS runs on `--threads` threads (default 1, through threadpoolctl): at these sizes a
@@ -132,6 +134,25 @@ def gemm_floor(dims: list[int], m: int, batch: int, epochs: int, repeats: int) -
     return best
 
 
+def adam_floor(dims: list[int], m: int, batch: int, epochs: int, repeats: int) -> float:
+    """Seconds for `epochs` epochs of only Adam's square root and division, over every
+    parameter of layers `dims`, once per mini-batch of `batch` out of m: the fastest of
+    `repeats`. Any float64 Adam computes both per parameter on every step (its other
+    arithmetic could ride along in a compiled loop; these two are the CPU's slowest)."""
+    n = sum(n_prev * n_l + n_l for n_prev, n_l in pairwise(dims))
+    rng = np.random.default_rng(0)
+    s, v, out = rng.random(n), rng.standard_normal(n), np.empty(n)
+    steps = -(-m // batch)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for _ in range(epochs * steps):
+            np.sqrt(s, out=out)
+            np.divide(v, out, out=out)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=60)
@@ -194,6 +215,12 @@ def main() -> None:
               f"{1e3 * (med['flat'] - floor) / args.epochs:.2f})"
               + (f"; 2.2x under sklearn needs {1e3 * med['sklearn'] / 2.2 / args.epochs:.2f} "
                  f"ms/epoch" if have_sklearn else ""))
+        both = floor + adam_floor(dims, X.shape[1], args.batch, args.epochs, args.repeats)
+        print(f"    and Adam's square root and division per parameter: "
+              f"{1e3 * both / args.epochs:.2f} ms/epoch, leaving "
+              f"{1e3 * (need - both) / args.epochs:.2f} ms under 1.5x for the biases, "
+              f"activations, cost, the rest of Adam and Python (flat spends "
+              f"{1e3 * (med['flat'] - both) / args.epochs:.2f})")
 
 
 if __name__ == "__main__":

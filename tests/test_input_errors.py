@@ -432,6 +432,31 @@ def test_hydra_flags_that_would_end_in_a_traceback_are_one_line(
         assert line.startswith(said), line
 
 
+@pytest.mark.parametrize(("args", "said"), [
+    (["model=mine", "model.dept=3"], "error: model.dept: no such key (did you mean "
+                                     "model.depth?)"),
+    (["model=mne"], "error: model=mne: no such option in config group 'model'; choose one "
+                    "of default, mine"),
+    (["-m", "model=mine", "model.depth=1,-1"], "error: multirun job #1 (model=mine "
+                                               "model.depth=-1): invalid config: "
+                                               "model.depth=-1"),
+], ids=["unknown-key", "unknown-option", "multirun-bad-job"])
+def test_overrides_beside_a_config_dir_are_checked_with_its_configs(
+        tmp_path: Path, args: list[str], said: str) -> None:
+    """With --config-dir the check was skipped: Hydra's lines, exit 1, and a multirun's
+    bad job found only when its turn came. The folder's own options count as Hydra's do."""
+    mine = tmp_path / "mine" / "model"
+    mine.mkdir(parents=True)
+    (mine / "mine.yaml").write_text("defaults:\n  - default\n  - _self_\nwidth: 17\n")
+    line = one_error_line(run_cli(tmp_path, "--config-dir", str(tmp_path / "mine"), *args))
+    assert line.startswith(said), line
+    assert_no_run(tmp_path)
+    shown = run_cli(tmp_path, "--config-dir", str(tmp_path / "mine"), "model=mine", "--cfg",
+                    "job")
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert "width: 17" in shown.stdout
+
+
 def test_help_still_shows_the_config_its_overrides_make(tmp_path: Path) -> None:
     proc = run_cli(tmp_path, "--help", "data=moons")
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -9,10 +9,12 @@ Hydra 1.3) before the job runs, so the app's own error handling never sees them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +29,11 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 from sweeplab.config import unknown_keys
 from sweeplab.names import ExitCode
 
-# Flags under which Hydra composes nothing, or from a search path we do not rebuild here
-# (--config-dir): Hydra handles those on its own (`_flag_problem` checks what would end in
-# its traceback). --help composes the overrides it is given. Under --multirun (`a=1,2` is then a
-# sweep, not an error) Hydra composes per job: only its sweep folder is checked here.
-_NOT_CHECKED = ("shell_completion", "experimental_rerun", "info", "config_dir")
+# Flags under which Hydra composes nothing: Hydra handles those on its own (`_flag_problem`
+# checks what would end in its traceback). --help composes the overrides it is given; a
+# --config-dir is put on the search path as Hydra puts it. Under --multirun (`a=1,2` is
+# then a sweep, not an error) Hydra composes per job: its folder and jobs are checked.
+_NOT_CHECKED = ("shell_completion", "experimental_rerun", "info")
 OVERRIDE_GRAMMAR = "https://hydra.cc/docs/advanced/override_grammar/basic/"
 
 
@@ -56,14 +58,13 @@ def check_composes(config_name: str, conf_module: str, argv: Sequence[str]) -> N
         raise SystemExit(ExitCode.USAGE)
     if any(getattr(args, flag, None) for flag in _NOT_CHECKED) or "--version" in argv:
         return
+    where = Where(args.config_path or f"pkg://{conf_module}", args.config_dir)
     if args.multirun:
         if not (args.cfg or args.resolve):
-            _check_sweep_dir(args.config_name or config_name,
-                             args.config_path or f"pkg://{conf_module}", args.overrides)
+            _check_sweep_dir(args.config_name or config_name, where, args.overrides)
         return
     try:
-        run_dir = _compose(args.config_name or config_name,
-                           args.config_path or f"pkg://{conf_module}", args.overrides)
+        run_dir = _compose(args.config_name or config_name, where, args.overrides)
     except ChdirRefused:
         if args.cfg or args.resolve or args.help or args.hydra_help:  # printed, not run
             return
@@ -137,11 +138,11 @@ def _rerun_file_problem(name: str) -> str | None:
     return f"--experimental-rerun {name!r}: not a config Hydra saved (it reads as {what}); {give}"
 
 
-def _check_sweep_dir(config_name: str, config_path: str, overrides: list[str]) -> None:
+def _check_sweep_dir(config_name: str, where: Where, overrides: list[str]) -> None:
     """Exit with one line if the multirun's folder (hydra.sweep.dir) cannot be created, or
     if one of its jobs' configs does not compose or is invalid (`_check_jobs`)."""
     try:
-        sweep_dir = _compose(config_name, config_path, overrides, multirun=True)
+        sweep_dir = _compose(config_name, where, overrides, multirun=True)
     except ChdirRefused:
         print(f"error: {CHDIR_REFUSED}", file=sys.stderr)
         raise SystemExit(ExitCode.USAGE) from None
@@ -152,7 +153,7 @@ def _check_sweep_dir(config_name: str, config_path: str, overrides: list[str]) -
     except Exception:  # not composable: Hydra reports it, as it would have
         return
     _check_writable("hydra.sweep.dir", sweep_dir, "the multirun's")
-    _check_jobs(config_name, config_path, overrides)
+    _check_jobs(config_name, where, overrides)
 
 
 def _check_writable(key: str, folder: str, whose: str) -> None:
@@ -169,7 +170,7 @@ def _check_writable(key: str, folder: str, whose: str) -> None:
 MAX_CHECKED_JOBS = 100
 
 
-def _check_jobs(config_name: str, config_path: str, overrides: list[str]) -> None:
+def _check_jobs(config_name: str, where: Where, overrides: list[str]) -> None:
     """Compose and validate each job of the multirun as Hydra's basic sweeper will launch
     it; exit with one line naming the first bad job. Before, `model.depth=1,-1` trained
     and logged job #0, then stopped at job #1."""
@@ -186,7 +187,7 @@ def _check_jobs(config_name: str, config_path: str, overrides: list[str]) -> Non
             OverridesParser.create().parse_overrides(overrides), None)
     except Exception:  # a sweep the basic sweeper refuses: Hydra says so
         return
-    with _initialized(config_path):
+    with _initialized(where):
         for number, job in enumerate(jobs[:MAX_CHECKED_JOBS]):
             try:
                 to_config(compose(config_name, overrides=job))
@@ -217,7 +218,7 @@ def unwritable(folder: str) -> str | None:
     return None
 
 
-def _compose(config_name: str, config_path: str, overrides: list[str],
+def _compose(config_name: str, where: Where, overrides: list[str],
              multirun: bool = False) -> str:
     """Compose as `@hydra.main` would; the run's output folder (hydra.run.dir), or with
     `multirun` the multirun's (hydra.sweep.dir), its sweep overrides left to the jobs."""
@@ -225,7 +226,7 @@ def _compose(config_name: str, config_path: str, overrides: list[str],
     from hydra.core.global_hydra import GlobalHydra
     from hydra.types import RunMode
 
-    with _initialized(config_path):  # Hydra's global state restored after, for @hydra.main
+    with _initialized(where):  # Hydra's global state restored after, for @hydra.main
         if multirun:  # as Hydra's own look at the mode composes (hydra._internal, 1.3)
             cfg = GlobalHydra.instance().hydra.compose_config(  # type: ignore[union-attr]
                 config_name, overrides, run_mode=RunMode.MULTIRUN,
@@ -237,16 +238,50 @@ def _compose(config_name: str, config_path: str, overrides: list[str],
         return str(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir)
 
 
-def _initialized(config_path: str) -> Any:
-    """Hydra initialised on `config_path` (pkg:// or a folder) for `compose`, as a context
-    that restores Hydra's global state on the way out."""
+@dataclass(frozen=True)
+class Where:
+    """Where Hydra looks for the configs: the app's config path (pkg:// or a folder) and
+    the folder --config-dir adds (None without the flag)."""
+
+    config_path: str
+    config_dir: str | None = None
+
+
+@contextlib.contextmanager
+def _initialized(where: Where) -> Iterator[None]:
+    """Hydra initialised on `where` for `compose`, with Hydra's global state restored on
+    the way out (for @hydra.main)."""
     from hydra import initialize_config_dir, initialize_config_module
 
-    if config_path.startswith("pkg://"):
-        return initialize_config_module(config_module=config_path.removeprefix("pkg://"),
+    path = where.config_path
+    if path.startswith("pkg://"):
+        init = initialize_config_module(config_module=path.removeprefix("pkg://"),
                                         version_base="1.3")
-    folder = Path(config_path.removeprefix("file://")).absolute()
-    return initialize_config_dir(config_dir=str(folder), version_base="1.3")
+    else:
+        init = initialize_config_dir(
+            config_dir=str(Path(path.removeprefix("file://")).absolute()), version_base="1.3")
+    with init:
+        if where.config_dir is not None:
+            _add_config_dir(path, where.config_dir)
+        yield
+
+
+def _add_config_dir(config_path: str, config_dir: str) -> None:
+    """Make Hydra's global instance search `config_dir` first, as @hydra.main does for
+    --config-dir (hydra._internal.utils._run_hydra, Hydra 1.3: no public API takes it)."""
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.config_search_path import SearchPathQuery
+    from hydra.core.global_hydra import GlobalHydra
+
+    search_path = create_config_search_path(
+        config_path if config_path.startswith("pkg://")
+        else f"file://{Path(config_path.removeprefix('file://')).absolute()}")
+    search_path.prepend(provider="command-line",
+                        path=f"file://{Path(config_dir).absolute()}",
+                        anchor=SearchPathQuery(provider="schema"))
+    GlobalHydra.instance().clear()  # `_initialized`'s context restores the caller's state
+    Hydra.create_main_hydra2(task_name="app", config_search_path=search_path)
 
 
 class ChdirRefused(Exception):

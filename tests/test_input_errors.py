@@ -89,12 +89,15 @@ def test_a_sweep_override_hydra_cannot_compose_starts_no_study(tmp_path: Path) -
     assert_no_run(tmp_path)
 
 
-def test_a_search_space_key_set_without_plus_says_to_use_plus_plus(tmp_path: Path) -> None:
-    """Hydra's own message pointed at `+`, which cannot change a key already searched."""
-    line = one_error_line(run_cli(tmp_path, "sweep.params.model.depth=range(1,3)",
+@pytest.mark.parametrize("space", ["range(1,3)", "range(1, 3)"], ids=["no-space", "spaces"])
+def test_a_search_space_key_set_without_plus_says_to_use_plus_plus(tmp_path: Path,
+                                                                   space: str) -> None:
+    """Hydra's own message pointed at `+`, which cannot change a key already searched; the
+    ++ given back is the whole override (it was cut at the expression's first space)."""
+    line = one_error_line(run_cli(tmp_path, f"sweep.params.model.depth={space}",
                                   module="sweeplab.sweep"))
     assert line == ("error: sweep.params.model.depth: a search-space key is set with ++ (add "
-                    "or change: ++sweep.params.model.depth='range(1,3)') or + (add only); see "
+                    f"or change: ++sweep.params.model.depth='{space}') or + (add only); see "
                     "`--cfg job` for the keys searched now")
     assert_no_run(tmp_path)
 

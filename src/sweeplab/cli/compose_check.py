@@ -301,8 +301,9 @@ def describe(err: Exception) -> str:
                 f"(quote values with brackets, commas, spaces or non-ASCII characters; "
                 f"grammar: {OVERRIDE_GRAMMAR})")
     message = str(err)
+    # the rest of Hydra's line: a space's expression has spaces ("interval(0.5, 1.0)")
     params = re.match(r"Could not override '(sweep\.params\.[^']+)'\.?\s*To append to "
-                      r"your config use \+(\S+)", message)
+                      r"your config use \+(.+?)\s*$", message, re.MULTILINE)
     if params:  # the space's keys are dotted names ("model.depth"), not nested sections
         return (f"{params[1]}: a search-space key is set with ++ (add or change: "
                 f"++{params[2]}) or + (add only); see `--cfg job` for the keys searched now")

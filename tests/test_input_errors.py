@@ -209,6 +209,51 @@ def test_an_mlflow_store_in_a_read_only_folder_is_one_line(
     assert not journal.exists()
 
 
+def test_a_read_only_mlflow_database_is_one_line_for_train_sweep_and_rerun(
+        tmp_path: Path, data_cache: Path) -> None:
+    """A database that may be read but not written (chmod a-w; here chattr +i, since tests
+    run as root) passed the folder's probe: each command failed at its first write with
+    ~130 lines of traceback, the sweep after creating its study."""
+    import shutil
+
+    from mlflow.tracking import MlflowClient
+
+    env = _env(tmp_path)
+    proc = run_cli(data_cache, *RUN, env=env)  # a run to rerun
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    db = tmp_path / "mlflow.db"
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    [run] = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    if shutil.which("chattr") is None or subprocess.run(
+            ["chattr", "+i", str(db)], capture_output=True).returncode != 0:
+        pytest.skip("cannot make a read-only file: chattr +i is unavailable or refused")
+    try:
+        journal = tmp_path / "j.journal"
+        for proc in (run_cli(data_cache, *RUN, env=env),
+                     run_cli(data_cache, *SWEEP, f"sweep.storage=journal:{journal}",
+                             module="sweeplab.sweep", env=env),
+                     run_cli(data_cache, run.info.run_id, module="sweeplab.cli.rerun",
+                             env=env)):
+            line = one_error_line(proc)
+            assert f"cannot write the database file {db}" in line, line
+            assert "read-only" in line and "sqlite:///<path>" in line, line
+        assert not journal.exists()
+    finally:
+        subprocess.run(["chattr", "-i", str(db)], check=True)
+    assert len(client.search_runs([run.info.experiment_id])) == 1
+
+
+def test_a_store_folder_that_is_a_file_names_where_the_uri_came_from(
+        tmp_path: Path, data_cache: Path) -> None:
+    """It said tracking.uri (the user set $MLFLOW_TRACKING_URI) and "File exists"."""
+    (tmp_path / "afile").write_text("not a folder\n")
+    uri = f"sqlite:///{tmp_path / 'afile' / 'mlflow.db'}"
+    line = one_error_line(run_cli(data_cache, *RUN,
+                                  env=_env(tmp_path) | {"MLFLOW_TRACKING_URI": uri}))
+    assert line.startswith(f"error: $MLFLOW_TRACKING_URI='{uri}': cannot open"), line
+    assert f"cannot write its folder {tmp_path / 'afile'}: it is a file, not a folder" in line
+
+
 # -- the environment -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("module", ["sweeplab.train", "sweeplab.sweep"])

@@ -26,6 +26,7 @@ from sweeplab.tracking.store import (
     TrackingStoreError,
     check_server,
     check_uri,
+    check_writable,
     deleted,
     redact,
 )
@@ -52,6 +53,10 @@ def open_store(uri: str) -> MlflowClient:
         if not db.is_file():
             raise RunError(f"no MLflow store at {db} (run from the folder holding mlflow.db, "
                            f"or pass --tracking-uri / set $MLFLOW_TRACKING_URI)")
+        try:  # a rerun logs a run of its own
+            check_writable(db, uri, key="the tracking URI")
+        except TrackingStoreError as err:
+            raise RunError(str(err)) from None
     try:
         return MlflowClient(uri)
     except MlflowException as err:  # a scheme MLflow has no store for, say

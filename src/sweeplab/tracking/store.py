@@ -86,7 +86,7 @@ def check_uri(uri: str, key: str = "tracking.uri") -> None:
     and workers too, gets an empty one of its own, gone at its exit), or a folder (MLflow 3's
     file store, refused unless $MLFLOW_ALLOW_FILE_STORE is true). `key`: what the message
     calls the URI."""
-    shown = f"{key}={redact(uri)!r}" if " " not in key else f"{key} {redact(uri)!r}"
+    shown = _shown(key, uri)
     if _in_memory(uri):
         raise TrackingStoreError(
             f"{shown} is an in-memory database: every run would be lost (each "
@@ -105,6 +105,11 @@ def check_uri(uri: str, key: str = "tracking.uri") -> None:
             f"{_mlflow_version()} no longer opens; use sqlite:///<path>/mlflow.db (`mlflow "
             f"migrate-filestore` moves an existing folder's runs there), or set "
             f"MLFLOW_ALLOW_FILE_STORE=true")
+
+
+def _shown(key: str, uri: str) -> str:
+    """How a message names the URI: key=uri, or "the tracking URI 'uri'"."""
+    return f"{key}={redact(uri)!r}" if " " not in key else f"{key} {redact(uri)!r}"
 
 
 def _in_memory(uri: str) -> bool:
@@ -205,7 +210,7 @@ def prepare_store(uri: str, key: str = "tracking.uri") -> MlflowClient:
     quiet_store_tracebacks()
     if uri.startswith("sqlite:///"):
         db = Path(uri.removeprefix("sqlite:///"))
-        _check_writable(db.parent, uri)
+        check_writable(db, uri, key)
         if "?" not in uri:
             seed_sqlite_store(db)  # a copy of an empty store: no migrations to run
     try:
@@ -228,20 +233,33 @@ def prepare_store(uri: str, key: str = "tracking.uri") -> MlflowClient:
     return client
 
 
-def _check_writable(folder: Path, uri: str) -> None:
-    """SQLite writes its journal beside the database: probe the folder, since MLflow retries
-    a database it cannot open for minutes before giving up."""
+def check_writable(db: Path, uri: str, key: str = "tracking.uri") -> None:
+    """Probe SQLite database `db` and its folder (SQLite writes its journal beside the
+    database): MLflow retries a database it cannot open for minutes before giving up, and
+    one it may read but not write fails only at the first run it logs, with a traceback."""
     import tempfile
 
+    folder = db.parent
+    what = f"its folder {folder}"
     try:
+        if folder.exists() and not folder.is_dir():
+            raise NotADirectoryError(20, "it is a file, not a folder")
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".sweeplab-probe-"):
             pass
+        if db.exists():
+            what = f"the database file {db}"
+            if not db.is_file():
+                raise IsADirectoryError(21, "it is a folder, not a file")
+            with open(db, "r+b"):  # opened for writing, nothing written
+                pass
     except OSError as err:
+        why = err.strerror or str(err)
+        if err.errno in (1, 13, 30):  # EPERM (immutable), EACCES, EROFS
+            why += " (the store is read-only to this user)"
         raise TrackingStoreError(
-            f"tracking.uri={redact(uri)!r}: cannot open the tracking store (cannot write "
-            f"its folder {folder}: {err.strerror}); use a folder you can write, or another "
-            f"store: {', '.join(STORE_FORMS)}") from None
+            f"{_shown(key, uri)}: cannot open the tracking store (cannot write {what}: "
+            f"{why}); use a store you can write: {', '.join(STORE_FORMS)}") from None
 
 
 def _first_line(text: str) -> str:

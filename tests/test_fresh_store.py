@@ -181,3 +181,26 @@ def test_scratch_files_a_killed_process_left_are_removed(tmp_path: Path, cache: 
     assert seed_sqlite_store(db)  # makes the cached store, then copies it
     assert {k for k, f in left.items() if not f.exists()} == {"cache-stale", "work-stale"}
     assert template.is_file()
+
+
+def test_opening_a_store_again_leaves_this_processs_connections_reading_fresh_data(
+        tmp_path: Path, cache: Path) -> None:
+    """`prepare_store` probes that the database may be written. Probing by opening the file
+    dropped the SQLite locks this process held on it (POSIX locks belong to the process,
+    and any close releases them): a client of the same process then read stale snapshots.
+    A study script opens the store once per study, beside a client from the one before,
+    and read the previous champion of a sweep that had just chosen another."""
+    import subprocess
+    import sys
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = prepare_store(uri)
+    run_id = client.create_run(client.create_experiment("e")).info.run_id
+    seen = []
+    for i in range(4):
+        client.get_run(run_id)  # a pooled connection that has read the database
+        prepare_store(uri)
+        subprocess.run([sys.executable, "-c", "from mlflow.tracking import MlflowClient; "
+                        f"MlflowClient({uri!r}).set_tag({run_id!r}, 'k', '{i}')"], check=True)
+        seen.append(client.get_run(run_id).data.tags.get("k"))
+    assert seen == ["0", "1", "2", "3"]

@@ -251,8 +251,11 @@ def check_writable(db: Path, uri: str, key: str = "tracking.uri") -> None:
             what = f"the database file {db}"
             if not db.is_file():
                 raise IsADirectoryError(21, "it is a folder, not a file")
-            with open(db, "r+b"):  # opened for writing, nothing written
-                pass
+            # access(2), not open(): closing any descriptor of a database drops every
+            # SQLite lock this process holds on it (POSIX locks are per process), which
+            # let a connection of this process read a stale snapshot
+            if not os.access(db, os.W_OK):
+                raise PermissionError(13, "Permission denied")
     except OSError as err:
         why = err.strerror or str(err)
         if err.errno in (1, 13, 30):  # EPERM (immutable), EACCES, EROFS

@@ -44,6 +44,67 @@ def usage_error(message: str) -> NoReturn:
     raise SystemExit(ExitCode.USAGE)
 
 
+def common(uri: str, experiment: str, name: str) -> list[str]:
+    """The overrides every job of a study gets: its store, experiment and run name."""
+    return [f"tracking.uri={uri}", f"tracking.experiment={experiment}",
+            f"tracking.run_name={name}", "train.progress=false"]
+
+
+# The config each CLI a study runs composes (its Hydra app's config name).
+APP_CONFIG = {"sweeplab.train": "config", "sweeplab.sweep": "sweep_app"}
+
+
+def check_jobs(jobs: Sequence[Job], extra: Sequence[str] = ()) -> None:
+    """Compose and validate each job's config as its CLI will (with `extra` overrides, the
+    ones `Study.common` adds), before any of them runs: one line and exit code 2 naming the
+    first one refused, instead of the CLI refusing it once the jobs before it have run (and
+    once per job at a time)."""
+    from hydra import compose, initialize_config_module
+
+    from sweeplab.cli.common import CONF_MODULE
+    from sweeplab.config import ConfigError, register_configs, to_config
+
+    register_configs()
+    with initialize_config_module(config_module=CONF_MODULE, version_base="1.3"):
+        for job in jobs:
+            try:
+                to_config(compose(APP_CONFIG[job.module], overrides=[*job.overrides, *extra]))
+            except ConfigError as err:
+                usage_error(f"{job.name}: {err}")
+            except Exception as err:  # Hydra's or OmegaConf's: an override that does not fit
+                first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                usage_error(f"{job.name}: the overrides {' '.join(job.overrides)!r} do not "
+                            f"compose ({type(err).__name__}: {first})")
+
+
+def check_jobs_at_once(jobs: int, option: str = "--jobs") -> None:
+    """Refuse `jobs` runs at once below 1 or above this machine's cores (each run takes one
+    core: more only make every run slower)."""
+    cores = os.cpu_count() or 1
+    if not 1 <= jobs <= cores:
+        usage_error(f"{option} {jobs}: must be between 1 and this machine's {cores} cores "
+                    f"(runs at once, one core each)")
+
+
+def check_results(results: Path) -> None:
+    """Refuse a tables file that could not be written, before any run: it is written last.
+    Its folder is created now, and a file is made and removed in it."""
+    import tempfile
+
+    if results.is_dir():
+        usage_error(f"--results {results}: is a folder; name a file (the tables go there)")
+    try:
+        results.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=results.parent, prefix=".sweeplab-probe-"):
+            pass
+        if results.exists():
+            with open(results, "r+b"):  # opened for writing, nothing written
+                pass
+    except OSError as err:
+        usage_error(f"--results {results}: cannot write the tables there "
+                    f"({err.strerror or err}); name a file in a folder you can write")
+
+
 def default_uri() -> str:
     """The repository's own store, as `make train` and `make sweep` use it from the root."""
     return f"sqlite:///{REPO / 'mlflow.db'}"
@@ -74,17 +135,29 @@ class Study:
     def __init__(self, experiment: str, uri: str, workdir: Path, jobs: int = 1,
                  rerun: bool = False) -> None:
         from sweeplab.tracking import prepare_store
+        from sweeplab.tracking.store import TrackingServerError, TrackingStoreError
 
+        check_jobs_at_once(jobs)
         self.experiment, self.uri, self.workdir = experiment, uri, workdir
-        self.jobs, self.rerun = max(1, jobs), rerun
-        workdir.mkdir(parents=True, exist_ok=True)
+        self.jobs, self.rerun = jobs, rerun
+        try:
+            if workdir.exists() and not workdir.is_dir():
+                raise NotADirectoryError(20, "it is a file, not a folder")
+            workdir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            usage_error(f"--workdir {workdir}: cannot use it ({err.strerror}); name a "
+                        f"folder you can write")
+        if not workdir.is_dir() or not os.access(workdir, os.W_OK):
+            usage_error(f"--workdir {workdir}: not a folder this user can write")
         # The store is created (and switched to write-ahead logging) once, here, before
         # several processes write to it.
-        self.client = prepare_store(uri)
+        try:
+            self.client = prepare_store(uri, key="--tracking-uri")
+        except (TrackingStoreError, TrackingServerError) as err:
+            usage_error(str(err))
 
     def common(self, name: str) -> list[str]:
-        return [f"tracking.uri={self.uri}", f"tracking.experiment={self.experiment}",
-                f"tracking.run_name={name}", "train.progress=false"]
+        return common(self.uri, self.experiment, name)
 
     def run(self, jobs: Sequence[Job]) -> None:
         """Run the jobs not already finished, `self.jobs` at a time, each with its share of
@@ -199,9 +272,14 @@ def write_results(generated: str, results: Path, readme: Path, write_readme: boo
                   source: str) -> None:
     """Write the tables `generated` to `results`, headed by where they came from (`source`,
     the store), and with `write_readme` also between the BEGIN and END markers of `readme`."""
-    results.parent.mkdir(parents=True, exist_ok=True)
-    results.write_text(f"<!-- generated by study.py from {source}, "
-                       f"{time.strftime('%Y-%m-%d %H:%M')} -->\n\n{generated.rstrip()}\n")
+    try:  # checked before the runs (`check_results`); the disk may have filled since
+        results.parent.mkdir(parents=True, exist_ok=True)
+        results.write_text(f"<!-- generated by study.py from {source}, "
+                           f"{time.strftime('%Y-%m-%d %H:%M')} -->\n\n{generated.rstrip()}\n")
+    except OSError as err:
+        usage_error(f"--results {results}: cannot write the tables ({err.strerror or err}); "
+                    f"the runs are in MLflow: run the same command with --table-only and "
+                    f"--results <a file you can write>")
     print(f"tables written to {results}")
     if not write_readme:
         print(f"{readme} (tracked by git) is left as it is; --write-readme rewrites its tables")

@@ -134,6 +134,49 @@ def test_hydra_flags_still_work_with_the_check(tmp_path: Path) -> None:
     assert swept.returncode == 0 and swept.stdout.startswith("sweep is powered by Hydra")
 
 
+STUDY_DATA = {"course1_week4": "train_catvnoncat.h5", "course2_regularization": "train_football.h5"}
+
+
+@pytest.mark.parametrize(("study", "args", "said"), [
+    ("course1_week4", ["--trials", "0"], "sweep-course1_week4-val_cost: invalid config: "
+                                         "sweep.n_trials=0"),
+    ("course1_week4", ["--sweep-jobs", "0"], "sweep-course1_week4-val_cost: invalid config: "
+                                             "sweep.n_jobs=0"),
+    ("course1_week4", ["--seeds", "1", "-1"], "course_2layer-seed-1: invalid config: seed=-1"),
+    ("course2_regularization", ["--seeds", "-1"], "course2_baseline-seed-1: invalid config: "
+                                                  "seed=-1"),
+    ("course1_week4", ["--jobs", "0"], "--jobs 0: must be between 1 and this machine's"),
+    ("course2_regularization", ["--jobs", "4096"], "--jobs 4096: must be between 1 and"),
+    ("course1_week4", ["--tracking-uri", "sqlite:///:memory:"],
+     "--tracking-uri='sqlite:///:memory:' is an in-memory database"),
+    ("course2_regularization", ["--workdir", "{tmp}/afile"],
+     "--workdir {tmp}/afile: cannot use it (it is a file, not a folder)"),
+    ("course1_week4", ["--results", "{tmp}/afile/r.md"],
+     "--results {tmp}/afile/r.md: cannot write the tables there"),
+], ids=["trials", "sweep-jobs", "seeds-1", "seeds-2", "jobs-0", "jobs-many", "in-memory",
+        "workdir-file", "results-unwritable"])
+def test_a_studys_bad_option_is_one_line_before_anything_runs(
+        tmp_path: Path, study: str, args: list[str], said: str) -> None:
+    """Each was a traceback (the store, the workdir, the results file), a refusal once the
+    course's presets had trained (trials, sweep jobs), the same error from each parallel
+    job (seeds), or taken as it came (jobs 0 ran one, 4096 ran as many at once)."""
+    (tmp_path / STUDY_DATA[study]).write_bytes(b"")  # found; nothing gets to read it
+    (tmp_path / "afile").write_text("a file\n")
+    env = _env(tmp_path) | {"PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"}
+    args = [a.format(tmp=tmp_path) for a in args]
+    if "--tracking-uri" not in args:
+        args += ["--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+    if "--results" not in args:
+        args += ["--results", str(tmp_path / "results.md")]
+    proc = subprocess.run(
+        [sys.executable, "-m", f"experiments.{study}.study", "--data-dir", str(tmp_path),
+         *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    line = one_error_line(proc)
+    assert line.startswith(f"error: {said.format(tmp=tmp_path)}"), line
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / ".sweeplab").exists()
+    assert not (tmp_path / "results.md").exists()
+
+
 @pytest.mark.parametrize("study", ["course1_week4", "course2_regularization"])
 def test_a_study_with_a_wrong_data_folder_is_one_line(tmp_path: Path, study: str) -> None:
     """`make experiment NAME=... ARGS="--data-dir ..."` with no data there: nothing runs, and

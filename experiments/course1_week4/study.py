@@ -188,29 +188,28 @@ def main(argv: list[str] | None = None) -> None:
     if not a.table_only and not Path(data_dir, "train_catvnoncat.h5").is_file():
         sl.usage_error(f"{data_dir}/train_catvnoncat.h5 not found: pass --data-dir or set "
                        "$SWEEPLAB_CATVNONCAT")
+    data = f"data.dir={data_dir}"
+    presets = [sl.Job(f"{p}-seed{s}", "sweeplab.train", [f"experiment={p}", data, f"seed={s}"])
+               for p in PRESETS for s in a.seeds] \
+        + [sl.Job(f"{p}-valsplit", "sweeplab.train",
+                  [f"experiment={p}", data, "seed=1", "data.val_fraction=0.2"])
+           for p in PRESETS]
+    sweeps = {objective: sweep_job(a, objective, direction, data)
+              for objective, direction in OBJECTIVES}
+    if not a.table_only:  # every option the runs take, before the first one
+        sl.check_jobs([*presets, *sweeps.values()],
+                      sl.common(a.tracking_uri, EXPERIMENT, "check"))
+    sl.check_results(a.results)
     workdir = a.workdir or sl.default_workdir(a.tracking_uri)
     study = sl.Study(EXPERIMENT, a.tracking_uri, workdir, a.jobs, a.rerun)
     start = time.perf_counter()
     if not a.table_only:
-        data = f"data.dir={data_dir}"
         print(f"1-2. the course's presets (seeds {a.seeds}), and on the sweep's split")
-        study.run([sl.Job(f"{p}-seed{s}", "sweeplab.train", [f"experiment={p}", data, f"seed={s}"])
-                   for p in PRESETS for s in a.seeds]
-                  + [sl.Job(f"{p}-valsplit", "sweeplab.train",
-                            [f"experiment={p}", data, "seed=1", "data.val_fraction=0.2"])
-                     for p in PRESETS])
+        study.run(presets)
         for objective, direction in OBJECTIVES:
             name = f"{a.sweep_name}-{objective}"
             print(f"3. sweep {name!r}: {a.trials} trials, {direction} {objective}")
-            confirm = (["sweep.confirm.top_k=0"] if objective != CONFIRMED else
-                       [f"sweep.confirm.{k}={v}" for k, v in
-                        (("top_k", a.confirm_top_k), ("seeds", a.confirm_seeds))
-                        if v is not None])
-            study.run([sl.Job(f"sweep-{name}", "sweeplab.sweep",
-                              ["sweep=catvnoncat", data, f"sweep.name={name}",
-                               f"sweep.objective={objective}", f"sweep.direction={direction}",
-                               f"sweep.n_trials={a.trials}", f"sweep.n_jobs={a.sweep_jobs}",
-                               *confirm])])
+            study.run([sweeps[objective]])
             params = chosen_params(study, name)
             if params is None:
                 raise SystemExit(f"error: sweep {name!r} recorded no best trial")
@@ -231,6 +230,18 @@ def main(argv: list[str] | None = None) -> None:
         print(f"study done in {time.perf_counter() - start:.0f}s")
     sl.write_results(tables(study, a.seeds, a.sweep_name, a.confirm_top_k != 0), a.results,
                      HERE / "README.md", a.write_readme, a.tracking_uri)
+
+
+def sweep_job(a: argparse.Namespace, objective: str, direction: str, data: str) -> sl.Job:
+    """The sweep of `objective` in the catvnoncat search space, with the study's options."""
+    name = f"{a.sweep_name}-{objective}"
+    confirm = (["sweep.confirm.top_k=0"] if objective != CONFIRMED else
+               [f"sweep.confirm.{k}={v}" for k, v in
+                (("top_k", a.confirm_top_k), ("seeds", a.confirm_seeds)) if v is not None])
+    return sl.Job(f"sweep-{name}", "sweeplab.sweep",
+                  ["sweep=catvnoncat", data, f"sweep.name={name}",
+                   f"sweep.objective={objective}", f"sweep.direction={direction}",
+                   f"sweep.n_trials={a.trials}", f"sweep.n_jobs={a.sweep_jobs}", *confirm])
 
 
 def retrained(kind: str, sweep: str, params: dict[str, str]) -> str:

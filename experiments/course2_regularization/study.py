@@ -80,14 +80,18 @@ def main(argv: list[str] | None = None) -> None:
     if not (data_dir / "train_football.h5").is_file():
         sl.usage_error(f"{data_dir}/train_football.h5 not found: pass --data-dir or set "
                        "$SWEEPLAB_FOOTBALL")
+    jobs = [sl.Job(f"{p}-seed{s}", "sweeplab.train",
+                   [f"experiment={p}", f"data.dir={data_dir}", f"seed={s}"])
+            for s in a.seeds for p in PRESETS]
+    if not a.table_only:  # every option the runs take, before the first one
+        sl.check_jobs(jobs, sl.common(a.tracking_uri, EXPERIMENT, "check"))
+    sl.check_results(a.results)
     study = sl.Study(EXPERIMENT, a.tracking_uri, a.workdir or sl.default_workdir(a.tracking_uri),
                      a.jobs, a.rerun)
     start = time.perf_counter()
     if not a.table_only:
         print(f"1. the presets, seeds {a.seeds}")
-        study.run([sl.Job(f"{p}-seed{s}", "sweeplab.train",
-                          [f"experiment={p}", f"data.dir={data_dir}", f"seed={s}"])
-                   for s in a.seeds for p in PRESETS])
+        study.run(jobs)
     print("2. the notebook's own loop (course_reference.py)")
     reference = {"fixed": ref.run(data_dir, 0.86, fixed_masks=True),
                  "fresh": ref.run(data_dir, 0.86, fixed_masks=False)}

@@ -70,6 +70,23 @@ def test_a_database_that_is_not_there_or_not_a_study_storage_is_one_line(tmp_pat
     assert "cannot open it" in err and "sqlite:///<path>" in err
 
 
+@pytest.mark.parametrize("content", [b"SQLite format 3\x00\xf7\x01\n\x02\xff\n",
+                                     b"\x89HDF\r\n\x1a\n\x00\x00\xff\n"],
+                         ids=["a-database", "an-hdf5-file"])
+def test_a_file_that_is_not_a_journal_is_one_line(tmp_path: Path, capsys,
+                                                  content: bytes) -> None:
+    """`--storage journal:mlflow.db` (an easy slip) ended in Optuna's UnicodeDecodeError
+    traceback; the file is read, never changed."""
+    path = tmp_path / "not-a-journal"
+    path.write_bytes(content)
+    code, out, err = run_main(capsys, "--storage", f"journal:{path}", "--port",
+                              str(free_port()))
+    assert code == 2 and not out and err.count("\n") == 1
+    assert err.startswith(f"error: --storage 'journal:{path}': {path} is not an Optuna "
+                          f"journal"), err
+    assert path.read_bytes() == content
+
+
 def test_a_taken_port_names_another(tmp_path: Path, capsys) -> None:
     journal_study(tmp_path / "j.journal")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

@@ -22,6 +22,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from sweeplab.cli.ui import port_free
 from sweeplab.config import SweepConfig
 from sweeplab.names import ExitCode
+from sweeplab.sweep.journal import JournalDamaged, scan
 from sweeplab.sweep.study import STORAGE_FORMS, storage_url
 from sweeplab.tracking.links import HOST
 from sweeplab.tracking.store import redact
@@ -48,7 +49,19 @@ def open_study_storage(url: str) -> Any:
         path = Path(url.removeprefix("journal:"))
         if not path.is_file() or path.stat().st_size == 0:
             raise DashboardError(no_study)
-        storage: Any = JournalStorage(JournalFileBackend(str(path)))
+        try:
+            scan(path)  # a torn last line is a record being written: Optuna skips it
+        except JournalDamaged:
+            raise DashboardError(
+                f"--storage {shown!r}: {path} is not an Optuna journal, or a damaged one (a "
+                f"line before its last is not a journal record); point --storage at a "
+                f"sweep's storage (its sweep.storage)") from None
+        try:
+            storage: Any = JournalStorage(JournalFileBackend(str(path)))
+        except Exception as err:  # what the scan lets through and Optuna still refuses
+            raise DashboardError(f"--storage {shown!r}: Optuna cannot read it as a journal "
+                                 f"({type(err).__name__}); point --storage at a sweep's "
+                                 f"storage (its sweep.storage)") from None
     else:
         if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
             raise DashboardError(no_study)  # opening it would create an empty database

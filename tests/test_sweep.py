@@ -98,10 +98,18 @@ def test_search_space_reads_hydras_grammar(compose) -> None:
     ({"optim.lr": "interval(1, 0.1)"}, r"sweep.params.optim.lr='interval\(1, 0.1\)': "
                                        r"`low <= high` must hold"),
     ({"model": "choice(a, b)"}, "no such config key"),
+    # every key dropped with null: the trials were all the same run
+    ({"model.depth": None, "optim.lr": None}, r"sweep.params is empty \(every key in it "
+                                              r"is null\)"),
+    # OmegaConf's message over four lines, saying nothing of what to do instead
+    ({"model.hidden": "choice([4],[8,8])"}, r"model.hidden holds a list, .* search what "
+                                            r"the list is made of instead \(model.depth "
+                                            r"and model.width"),
 ])
 def test_bad_search_space_names_the_key(compose, params: dict, message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=message) as err:
         parse_space(params, compose())
+    assert "\n" not in str(err.value)
 
 
 def test_params_from_the_command_line_add_override_and_drop(compose) -> None:

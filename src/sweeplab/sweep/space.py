@@ -111,12 +111,15 @@ def parse_space(params: Mapping[str, Any], base: DictConfig) -> dict[str, BaseDi
     Raises ConfigError naming the key and expression when an expression does not parse,
     a key is not in the config, or a value in the space fails the config's checks.
     """
-    if not params:
-        raise ConfigError("sweep.params is empty: name at least one key to search, "
-                          "e.g. model.depth: range(1, 6)")
+    flat = flat_params(params) if params else {}
+    if not flat:  # none named, or every one dropped with null
+        raise ConfigError("sweep.params is empty" + (" (every key in it is null)" if params
+                                                     else "")
+                          + ": name at least one key to search, e.g. "
+                            "++sweep.params.model.depth='range(1, 6)'")
     parser = OverridesParser.create()
     space: dict[str, BaseDistribution] = {}
-    for key, expr in flat_params(params).items():
+    for key, expr in flat.items():
         if key.startswith("sweep.") or key == "sweep":
             raise ConfigError(f"sweep.params.{key}: the sweep's own settings cannot be searched")
         if OmegaConf.select(base, key, default="__missing__") == "__missing__" or \
@@ -138,9 +141,16 @@ def parse_space(params: Mapping[str, Any], base: DictConfig) -> dict[str, BaseDi
             except ConfigError as err:
                 raise ConfigError(f"sweep.params.{key}={expr!r} reaches {value!r}, which the "
                                   f"config does not allow: {err}") from None
-            except Exception as err:  # OmegaConf's type errors
+            except Exception as err:  # OmegaConf's type errors (their first line says it)
+                first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                if "ListConfig" in first:  # choice([4],[8,8]) reaches the string '[4]'
+                    raise ConfigError(
+                        f"sweep.params.{key}={expr!r}: {key} holds a list, and a search "
+                        f"space's values are single numbers, strings or booleans; search "
+                        f"what the list is made of instead (model.depth and model.width "
+                        f"for the hidden layers)") from None
                 raise ConfigError(f"sweep.params.{key}={expr!r} reaches {value!r}, which "
-                                  f"does not fit the config: {err}") from None
+                                  f"does not fit the config: {first}") from None
         space[key] = dist
     return space
 

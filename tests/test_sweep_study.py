@@ -280,7 +280,7 @@ def test_the_progress_bar_shows_the_running_best(in_data_cache: Path) -> None:
     s = to_config(compose_config(*FAST, "sweep.n_trials=5", config_name="sweep_app")).sweep
     study = optuna.create_study(direction="minimize")
     study.add_trial(trial(None, 1))  # pruned: not a best
-    printer = TrialPrinter(study, s, already=1)
+    printer = TrialPrinter(study, s, already=1, bar=True)
     try:
         assert "best" not in str(printer.bar)
         study.add_trial(trial(0.5, 2))
@@ -300,11 +300,32 @@ def test_the_progress_bar_shows_the_running_best(in_data_cache: Path) -> None:
     front = optuna.create_study(directions=["minimize", "minimize"])
     for values in ([0.2, 30], [0.1, 60], [0.3, 90]):
         front.add_trial(create_trial(values=values, params={}, distributions={}))
-    printer = TrialPrinter(front, multi, already=3)
+    printer = TrialPrinter(front, multi, already=3, bar=True)
     try:
         assert "Pareto front: 2 trials" in str(printer.bar)
     finally:
         printer.close()
+
+
+def test_off_a_terminal_the_trials_lines_are_printed_without_the_bar(
+        in_data_cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`make sweep > sweep.log 2>&1` filled the log with the bar's carriage-return frames."""
+    import optuna
+    from optuna.distributions import IntDistribution
+    from optuna.trial import create_trial
+
+    from sweeplab.sweep.report import TrialPrinter
+
+    s = to_config(compose_config(*FAST, "sweep.n_trials=3", config_name="sweep_app")).sweep
+    study = optuna.create_study(direction="minimize")
+    printer = TrialPrinter(study, s, already=0)  # pytest's captured stderr: no terminal
+    study.add_trial(create_trial(value=0.5, params={"model.depth": 2},
+                                 distributions={"model.depth": IntDistribution(1, 5)}))
+    printer.poll()
+    printer.close()
+    out, err = capsys.readouterr()
+    assert "trial   0" in out and "depth=2" in out
+    assert "\r" not in out + err and "trial/s" not in err
 
 
 # -- the registered champion ------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -55,13 +56,17 @@ class TrialPrinter:
     """A progress bar over trials that shows the running best, and one line per finished
     trial, read from the study (so it also sees what worker processes finish)."""
 
-    def __init__(self, study: optuna.Study, s: SweepConfig, already: int) -> None:
+    def __init__(self, study: optuna.Study, s: SweepConfig, already: int,
+                 bar: bool | None = None) -> None:
         from tqdm.auto import tqdm
 
         self.study, self.objectives = study, objectives_of(s)[0]
         self.seen = {t.number for t in study.get_trials(deepcopy=False, states=FINISHED)}
+        # The bar only on a terminal (`bar` None), as training's: in a log file its frames
+        # are a line of carriage returns; the trials' lines are printed either way.
+        shown = sys.stderr.isatty() if bar is None else bar
         self.bar = tqdm(total=s.n_trials, initial=min(already, s.n_trials), unit="trial",
-                        desc=f"sweep {s.name}", dynamic_ncols=True)
+                        desc=f"sweep {s.name}", dynamic_ncols=True, disable=not shown)
         self.show_best()  # a resumed study has one already
 
     def poll(self, _study: optuna.Study | None = None) -> None:

@@ -166,6 +166,29 @@ def test_no_silent_upcast() -> None:
     assert net.predict_proba(X32).dtype == np.float32
 
 
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"keep_prob": 0.0}, r"keep_prob=0.0: must be in \(0, 1\]"),
+    ({"keep_prob": 2.0}, r"keep_prob=2.0: must be in \(0, 1\]"),
+    ({"dtype": "float16"}, "dtype='float16': allowed are float64, float32"),
+    ({"dtype": "int64"}, "dtype='int64': allowed are float64, float32"),
+], ids=["keep-0", "keep-2", "float16", "int64"])
+def test_arguments_the_network_cannot_train_with_are_refused(kwargs: dict,
+                                                             message: str) -> None:
+    """keep_prob 0 gave a NaN cost and a RuntimeWarning, 2 a finite one; float16 and int64
+    networks were made."""
+    with pytest.raises(ValueError, match=message):
+        Network.create([2, 3, 1], **kwargs)
+
+
+def test_input_that_is_not_an_array_is_a_type_error_saying_so() -> None:
+    net = Network.create([2, 3, 1])
+    with pytest.raises(TypeError, match=r"X is a list, not a NumPy array: pass "
+                                        r"np.asarray\(X, dtype=np.float64\)"):
+        net.cost([[1.0], [2.0]], np.zeros((1, 1)))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="Y is a list"):
+        net.cost(np.zeros((2, 1)), [[1.0]])  # type: ignore[arg-type]
+
+
 def test_activations_values() -> None:
     Z = np.array([[-2.0, -0.5, 0.0, 0.5, 3.0]])
     np.testing.assert_allclose(get_activation("relu").forward(Z), np.maximum(Z, 0))

@@ -99,11 +99,16 @@ class Network:
         """A freshly initialised network with layers `layer_dims` = [n_x, n[1], ..., n_y]."""
         if len(layer_dims) < 2 or any(int(n) < 1 for n in layer_dims):
             raise ShapeError(f"layer_dims must be >= 2 sizes, each >= 1; got {list(layer_dims)}")
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype={dtype!r}: allowed are {', '.join(DTYPES)}")
         W, b = initialize(layer_dims, init, seed, dtype)
         return cls(list(layer_dims), W, b, get_activation(activation, leaky_slope=leaky_slope),
                    get_output(output), keep_prob)
 
     def __post_init__(self) -> None:
+        if not 0 < self.keep_prob <= 1:  # 0 divides by zero; above 1 is no probability
+            raise ValueError(f"keep_prob={self.keep_prob!r}: must be in (0, 1] (the "
+                             f"probability of keeping a hidden unit; 1 = no dropout)")
         self.check_shapes()
         self.theta = np.empty(self.n_params, dtype=self.dtype)
         self.dtheta = np.zeros_like(self.theta)
@@ -170,6 +175,10 @@ class Network:
         """Raise ShapeError (naming the layer and both shapes) or TypeError unless X is
         (n_x, m) and Y (n_y, m), both in the network's dtype."""
         n_x, n_y = self.layer_dims[0], self.layer_dims[-1]
+        for name, arr in (("X", X), ("Y", Y)):
+            if arr is not None and not isinstance(arr, np.ndarray):
+                raise TypeError(f"{name} is a {type(arr).__name__}, not a NumPy array: pass "
+                                f"np.asarray({name}, dtype=np.{self.dtype})")
         if X.ndim != 2 or X.shape[0] != n_x:
             raise ShapeError(f"layer 1: W1 has shape {self.W[0].shape} and needs A0 = X of "
                              f"shape (n_x, m) = ({n_x}, m), but X has shape {X.shape}"

@@ -231,13 +231,23 @@ class Study:
 
 
 def mean_sd(values: Sequence[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+    """Mean and sample standard deviation (NaN for one value: it has none)."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan
+
+
+def fmt_mean_sd(values: Sequence[float]) -> str:
+    """``0.123 ± 0.004``, or ``0.123, one seed``."""
+    m, sd = mean_sd(values)
+    return f"{m:.3f}, one seed" if len(values) == 1 else f"{m:.3f} ± {sd:.3f}"
 
 
 def fmt_acc(values: Sequence[float]) -> str:
-    """``0.780 ± 0.028 (0.74-0.82)``: mean, sample standard deviation, range."""
+    """``0.780 ± 0.028 (0.74-0.82)``: mean, sample standard deviation, range; one value
+    alone has neither spread nor range (``0.915, one seed``)."""
     if not values:
         return "-"
+    if len(values) == 1:
+        return f"{values[0]:.3f}, one seed"
     m, sd = mean_sd(values)
     return f"{m:.3f} ± {sd:.3f} ({min(values):.2f}-{max(values):.2f})"
 

@@ -277,3 +277,12 @@ def test_course1_study_confirms_its_champion_and_compares_it_seed_for_seed(
     parent = client.get_run(parent.info.run_id)
     assert parent.data.tags["sweeplab.confirm.trials"] == parent.data.tags[
         "sweeplab.confirm.champion_trial"]
+
+
+def test_a_single_seed_is_shown_without_a_spread_it_does_not_have() -> None:
+    """`--seeds 3` printed ``0.915 ± 0.000 (0.92-0.92)``: a standard deviation of one value
+    is undefined, not zero."""
+    assert sl.fmt_acc([0.915]) == "0.915, one seed"
+    assert sl.fmt_mean_sd([0.1234]) == "0.123, one seed"
+    assert sl.fmt_acc([0.9, 0.95]) == "0.925 ± 0.035 (0.90-0.95)"
+    assert sl.fmt_mean_sd([0.1, 0.3]) == "0.200 ± 0.141"

@@ -144,7 +144,7 @@ def tables(study: sl.Study, seeds: list[int], reference: dict[str, ref.Result]) 
         cost = [r.data.metrics["final_train_cost"] for r in got]
         add(f"| {LABEL[p]} | {' '.join(f'{v:.3f}' for v in test) or '-'} | "
             f"{sl.fmt_acc(test)} | {sl.fmt_acc(train)} | "
-            + (f"{sl.mean_sd(cost)[0]:.3f} ± {sl.mean_sd(cost)[1]:.3f}" if cost else "-") + " |")
+            + (sl.fmt_mean_sd(cost) if cost else "-") + " |")
     return "\n".join(out)
 
 

@@ -74,6 +74,27 @@ def test_missing_file_names_path_and_keys(tmp_path: Path) -> None:
     assert "train_set_x" in str(e.value) and "train_set_y" in str(e.value)
 
 
+def test_a_path_of_the_wrong_kind_says_which_part_is_wrong(tmp_path: Path) -> None:
+    """Each said "file not found": a data folder that is a file, a data file that is a
+    folder, a key that is a group and not a dataset ("no dataset 'x'; keys present: ['x']")."""
+    import h5py
+
+    (tmp_path / "afile").write_text("not a folder\n")
+    with pytest.raises(DataError, match=r"afile/d.h5: cannot be there: .*afile is a file, "
+                                        r"not a folder"):
+        read_split(tmp_path / "afile" / "d.h5", *KEYS)
+    (tmp_path / "folder.h5").mkdir()
+    with pytest.raises(DataError, match=r"folder.h5: is a folder, not a file"):
+        read_split(tmp_path / "folder.h5", *KEYS)
+    grouped = tmp_path / "g.h5"
+    with h5py.File(grouped, "w") as f:
+        f.create_group("train_set_x")
+        f["train_set_y"] = np.zeros(3)
+    with pytest.raises(DataError, match=r"g.h5: 'train_set_x' is an HDF5 group, not a "
+                                        r"dataset"):
+        read_split(grouped, *KEYS)
+
+
 def test_garbage_file_is_not_hdf5(tmp_path: Path) -> None:
     path = tmp_path / "garbage.h5"
     path.write_bytes(b"this is not an HDF5 file\n" * 100)

@@ -55,7 +55,12 @@ def read_split(
                         "access to that folder, or copy the files to one you can read") from None
     if not found:
         hint = f"; {missing_hint}" if missing_hint else ""
-        raise DataError(f"{path}: file not found; expected an HDF5 file with {expected}{hint}")
+        # which part of the path is not what it should be: "file not found" misled for a
+        # data.dir that is a file, or a data file that is a folder
+        what = ("is a folder, not a file" if path.is_dir() else
+                f"cannot be there: {path.parent} is a file, not a folder"
+                if path.parent.is_file() else "file not found")
+        raise DataError(f"{path}: {what}; expected an HDF5 file with {expected}{hint}")
     try:
         f = h5py.File(path, "r")
     except OSError as e:
@@ -114,8 +119,11 @@ def _h5_reason(err: BaseException) -> str:
 
 
 def _read(f: h5py.File, path: Path, key: str) -> np.ndarray:
-    if key not in f or not isinstance(f[key], h5py.Dataset):
+    if key not in f:
         raise DataError(f"{path}: no dataset '{key}'; keys present: {sorted(f.keys())}")
+    if not isinstance(f[key], h5py.Dataset):
+        raise DataError(f"{path}: '{key}' is an HDF5 {type(f[key]).__name__.lower()}, not "
+                        f"a dataset; expected '{key}' to be an array")
     return np.asarray(f[key][()])
 
 

@@ -244,6 +244,7 @@ def test_changed_data_is_caught_before_any_run(store: Store, tmp_path: Path,
     err = capsys.readouterr().err
     assert recorded in err and now in err and str(tmp_path / "train.h5") in err
     assert "--allow-data-change" in err
+    assert err.startswith("error: the data changed") and err.count("\n") == 1, err  # one line
     assert store.n_runs() == n_runs  # nothing was created
 
     # Allowed: it reruns on today's data, warns, and (the data differs) is not identical.

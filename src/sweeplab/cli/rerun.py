@@ -92,13 +92,16 @@ def check_data(run: Run, original: Config, allow_change: bool) -> tuple[Dataset,
     if recorded == data.fingerprint:
         print(f"  data:      same fingerprint {recorded[:12]} ({data.source})")
         return data, False
-    msg = (f"the data changed since run {run.info.run_id}:\n"
-           f"    then: {recorded} ({tags.get(Tag.DATA_SOURCE, 'source not recorded')})\n"
-           f"    now:  {data.fingerprint} ({data.source})")
-    if not allow_change:
-        raise RunError(msg + "\n  the rerun could not be the same run; pass "
-                       "--allow-data-change to rerun on today's data anyway")
-    _warn(msg + "\n  (--allow-data-change: rerunning on today's data)")
+    then = f"{recorded} ({tags.get(Tag.DATA_SOURCE, 'source not recorded')})"
+    if not allow_change:  # one line, as every refusal
+        raise RunError(f"the data changed since run {run.info.run_id}: fingerprint {then} "
+                       f"then, {data.fingerprint} ({data.source}) now, so the rerun "
+                       f"could not be the same run; pass --allow-data-change to rerun on "
+                       f"today's data anyway")
+    _warn(f"the data changed since run {run.info.run_id}:\n"
+          f"    then: {recorded} ({tags.get(Tag.DATA_SOURCE, 'source not recorded')})\n"
+          f"    now:  {data.fingerprint} ({data.source})\n"
+          f"  (--allow-data-change: rerunning on today's data)")
     return data, True
 
 

@@ -86,6 +86,11 @@ BAD_VALUES = [
     ("seed=-5", "seed", "-5", "[0, 4294967295]"),
     ("seed=4294967296", "seed", "4294967296", "[0, 4294967295]"),
     ("data.generator_seed=-1", "data.generator_seed", "-1", "[0, 4294967295]"),
+    # keys the chosen option ignores: they were logged as params and never used
+    ("optim.beta=0.5", "optim.beta", "0.5", "optim=adam does not use it (used only by "
+                                            "optim=momentum)"),
+    ("data.n_samples=50", "data.n_samples", "50", "data=digits does not use it (used only "
+                                                  "by data=planar, moons, circles)"),
 ]
 
 
@@ -121,6 +126,19 @@ def test_bad_value_names_key_value_and_allowed(compose, override, key, value, al
     assert f"{key}=" in msg and "\n" not in msg
     assert value in msg.split(f"{key}=", 1)[1].split(":", 1)[0]
     assert allowed in msg
+
+
+def test_keys_another_option_uses_are_refused_only_away_from_their_defaults(compose) -> None:
+    with pytest.raises(ConfigError, match=r"optim.beta1=0.8: optim=momentum does not use it "
+                                          r"\(used only by optim=adam\); drop it, or choose "
+                                          r"optim=adam"):
+        to_config(compose("optim=momentum", "optim.beta1=0.8"))
+    with pytest.raises(ConfigError, match=r"data.digit=3: data=planar does not use it"):
+        to_config(compose("data=planar", "data.digit=3"))
+    # the option that uses it, or its default value stated: accepted
+    assert to_config(compose("optim=momentum", "optim.beta=0.8")).optim.beta == 0.8
+    assert to_config(compose("optim=adam", "optim.beta=0.9")).optim.name == "adam"
+    assert to_config(compose("data=planar", "data.n_samples=50")).data.n_samples == 50
 
 
 def test_a_sweep_name_the_registry_refuses_is_named_with_its_model(compose) -> None:

@@ -49,6 +49,12 @@ class Store:
                 "train": {"epochs": 30, "log_every": 5, "batch_size": None, "progress": False},
                 "tracking": {"experiment": "rerun-tests", "log_model": False,
                              "log_plots": False}}
+        # a section naming another `name` replaces the base's, as choosing a Hydra group
+        # option does (a moons n_samples left under data=h5 is refused)
+        for section, change in changes.items():
+            if isinstance(change, dict) and change.get("name", base.get(section, {}).get(
+                    "name")) != base.get(section, {}).get("name"):
+                base[section] = {k: v for k, v in base[section].items() if k == "dir"}
         return to_config(OmegaConf.merge(base, changes))
 
     def original(self, cfg: Config, callbacks: tuple[Callback, ...] = (),

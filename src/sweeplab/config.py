@@ -227,6 +227,24 @@ def _check(problems: list[str], ok: bool, key: str, value: Any, allowed: str) ->
         problems.append(f"{key}={value!r}: {allowed}")
 
 
+# Keys only some choices read, and which: a value set away from its default for a choice
+# that ignores it was accepted, logged as a param and never used (optim.beta under adam).
+OPTIM_USES = {"beta": ("momentum",), "beta1": ("adam",), "beta2": ("adam",), "eps": ("adam",)}
+DATA_USES = {"digit": ("digits",), "n_samples": ("planar", "moons", "circles"),
+             "noise": ("planar", "moons", "circles")}
+
+
+def _unused(problems: list[str], section: str, cfg: Any, defaults: Any, choice: str,
+            uses: dict[str, tuple[str, ...]]) -> None:
+    """A problem for each key of `uses` that `choice` ignores and that is not its default."""
+    for key, choices in uses.items():
+        value = getattr(cfg, key)
+        if choice not in choices and value != getattr(defaults, key):
+            problems.append(f"{section}.{key}={value!r}: {section}={choice} does not use it "
+                            f"(used only by {section}={', '.join(choices)}); drop it, or "
+                            f"choose {section}={choices[0]}")
+
+
 def _one_of(problems: list[str], key: str, value: Any, choices: tuple[str, ...]) -> None:
     _check(problems, value in choices, key, value, f"must be one of {', '.join(choices)}")
 
@@ -256,6 +274,7 @@ def validate(cfg: Config) -> None:
     if d.name == "h5":
         _check(p, d.train_file is not None, "data.train_file", d.train_file,
                "must name the training HDF5 file when data.name=h5")
+    _unused(p, "data", d, DataConfig(), d.name, DATA_USES)
 
     _check(p, m.depth >= 0, "model.depth", m.depth,
            "must be an integer >= 0 (0 = logistic regression)")
@@ -274,6 +293,7 @@ def validate(cfg: Config) -> None:
            m.leaky_slope, "must be in [0, 1)")
 
     _one_of(p, "optim.name", o.name, OPTIMIZERS)
+    _unused(p, "optim", o, OptimConfig(), o.name, OPTIM_USES)
     _check(p, _finite(o.lr) and o.lr > 0, "optim.lr", o.lr, "must be a number > 0")
     for key in ("beta", "beta1", "beta2"):
         v = getattr(o, key)

@@ -15,6 +15,7 @@ prose still says what the new tables say) rewrites the README's generated sectio
 from __future__ import annotations
 
 import argparse
+import errno
 import math
 import os
 import statistics
@@ -142,7 +143,7 @@ class Study:
         self.jobs, self.rerun = jobs, rerun
         try:
             if workdir.exists() and not workdir.is_dir():
-                raise NotADirectoryError(20, "it is a file, not a folder")
+                raise NotADirectoryError(errno.ENOTDIR, "it is a file, not a folder")
             workdir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             usage_error(f"--workdir {workdir}: cannot use it ({err.strerror}); name a "

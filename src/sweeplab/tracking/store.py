@@ -237,28 +237,29 @@ def check_writable(db: Path, uri: str, key: str = "tracking.uri") -> None:
     """Probe SQLite database `db` and its folder (SQLite writes its journal beside the
     database): MLflow retries a database it cannot open for minutes before giving up, and
     one it may read but not write fails only at the first run it logs, with a traceback."""
+    import errno
     import tempfile
 
     folder = db.parent
     what = f"its folder {folder}"
     try:
         if folder.exists() and not folder.is_dir():
-            raise NotADirectoryError(20, "it is a file, not a folder")
+            raise NotADirectoryError(errno.ENOTDIR, "it is a file, not a folder")
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".sweeplab-probe-"):
             pass
         if db.exists():
             what = f"the database file {db}"
             if not db.is_file():
-                raise IsADirectoryError(21, "it is a folder, not a file")
+                raise IsADirectoryError(errno.EISDIR, "it is a folder, not a file")
             # access(2), not open(): closing any descriptor of a database drops every
             # SQLite lock this process holds on it (POSIX locks are per process), which
             # let a connection of this process read a stale snapshot
             if not os.access(db, os.W_OK):
-                raise PermissionError(13, "Permission denied")
+                raise PermissionError(errno.EACCES, "Permission denied")
     except OSError as err:
         why = err.strerror or str(err)
-        if err.errno in (1, 13, 30):  # EPERM (immutable), EACCES, EROFS
+        if err.errno in (errno.EPERM, errno.EACCES, errno.EROFS):  # EPERM: chattr +i
             why += " (the store is read-only to this user)"
         raise TrackingStoreError(
             f"{_shown(key, uri)}: cannot open the tracking store (cannot write {what}: "

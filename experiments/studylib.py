@@ -63,13 +63,14 @@ def check_jobs(jobs: Sequence[Job], extra: Sequence[str] = ()) -> None:
     from hydra import compose, initialize_config_module
 
     from sweeplab.cli.common import CONF_MODULE
-    from sweeplab.config import ConfigError, register_configs, to_config
+    from sweeplab.config import ConfigError, check_used, register_configs, to_config
 
     register_configs()
     with initialize_config_module(config_module=CONF_MODULE, version_base="1.3"):
         for job in jobs:
             try:
-                to_config(compose(APP_CONFIG[job.module], overrides=[*job.overrides, *extra]))
+                check_used(to_config(compose(APP_CONFIG[job.module],
+                                             overrides=[*job.overrides, *extra])))
             except ConfigError as err:
                 usage_error(f"{job.name}: {err}")
             except Exception as err:  # Hydra's or OmegaConf's: an override that does not fit

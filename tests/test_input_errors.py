@@ -252,6 +252,17 @@ def test_an_mlflow_store_in_a_read_only_folder_is_one_line(
     assert not journal.exists()
 
 
+@pytest.mark.parametrize("module", ["sweeplab.train", "sweeplab.sweep"])
+def test_a_key_the_chosen_optimizer_ignores_is_refused_before_any_run(
+        tmp_path: Path, module: str) -> None:
+    """optim.beta=0.5 with Adam was logged as a param and never used."""
+    line = one_error_line(run_cli(tmp_path, "optim.beta=0.5", module=module))
+    assert line == ("error: invalid config: optim.beta=0.5: optim=adam does not use it (used "
+                    "only by optim=momentum); drop it, or choose optim=momentum"), line
+    assert_no_run(tmp_path)
+    assert not (tmp_path / ".sweeplab").exists()
+
+
 def test_a_read_only_mlflow_database_is_one_line_for_train_sweep_and_rerun(
         tmp_path: Path, data_cache: Path) -> None:
     """A database that may be read but not written (chmod a-w; here chattr +i, since tests

@@ -112,6 +112,14 @@ def test_bad_search_space_names_the_key(compose, params: dict, message: str) -> 
     assert "\n" not in str(err.value)
 
 
+def test_a_conditional_space_over_the_optimizer_and_its_keys_parses(compose) -> None:
+    """beta matters under momentum only: a trial of Adam carries one all the same, which a
+    check of keys the optimizer ignores must not refuse (it failed trial 1 of the sweep)."""
+    space = parse_space({"optim.name": "choice(adam, momentum)",
+                         "optim.beta": "interval(0.8, 0.99)"}, compose())
+    assert space["optim.beta"] == FloatDistribution(0.8, 0.99)
+
+
 def test_params_from_the_command_line_add_override_and_drop(compose) -> None:
     from sweeplab.sweep.space import flat_params
 

@@ -178,7 +178,7 @@ def _check_jobs(config_name: str, where: Where, overrides: list[str]) -> None:
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from sweeplab.config import ConfigError, to_config
+    from sweeplab.config import ConfigError, check_used, to_config
 
     if any(o.lstrip("+~").startswith("hydra/sweeper") for o in overrides):
         return  # another sweeper launches its own jobs
@@ -190,7 +190,7 @@ def _check_jobs(config_name: str, where: Where, overrides: list[str]) -> None:
     with _initialized(where):
         for number, job in enumerate(jobs[:MAX_CHECKED_JOBS]):
             try:
-                to_config(compose(config_name, overrides=job))
+                check_used(to_config(compose(config_name, overrides=job)))
             except (OverrideParseException, ConfigCompositionException,
                     OmegaConfBaseException, ConfigError) as err:
                 why = str(err) if isinstance(err, ConfigError) else describe(err)

@@ -11,7 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from sweeplab.cli.common import hydra_app, hydra_run_tags, report_run
-from sweeplab.config import to_config
+from sweeplab.config import check_used, to_config
 from sweeplab.names import ExitCode, RunStatus
 from sweeplab.tracking import MlflowTracker, prepare_store, resolve_uri
 from sweeplab.tracking.store import check_experiment, source_key
@@ -25,6 +25,7 @@ def main() -> None:
 
 def _train_job(cfg: DictConfig) -> None:
     typed = to_config(cfg)  # fails before any run is created
+    check_used(typed)
     if typed.tracking.enabled:
         # A tracking server that does not answer, a store that cannot be opened or written,
         # an experiment deleted: said before the network's table and its training.

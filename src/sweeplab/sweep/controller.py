@@ -22,7 +22,7 @@ import optuna
 from mlflow.entities import Param, RunTag
 from omegaconf import DictConfig, OmegaConf
 
-from sweeplab.config import Config, ConfigError, SweepConfig, to_config
+from sweeplab.config import Config, ConfigError, SweepConfig, check_used, to_config
 from sweeplab.names import ExitCode, MlflowTag, Role, RunStatus, Tag, TrialAttr
 from sweeplab.sweep import generation as gen
 from sweeplab.sweep import study as st
@@ -70,6 +70,7 @@ def sweep_job(cfg: DictConfig, run_tags: dict[str, str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     typed = to_config(cfg)
+    check_used(typed)  # the base the user wrote; the space may set such keys per trial
     s = typed.sweep
     if s is None:  # a training run's config (its --experimental-rerun pickle, say)
         raise ConfigError("this config has no sweep section: it is a training run's; run "

@@ -204,3 +204,33 @@ def test_opening_a_store_again_leaves_this_processs_connections_reading_fresh_da
                         f"MlflowClient({uri!r}).set_tag({run_id!r}, 'k', '{i}')"], check=True)
         seen.append(client.get_run(run_id).data.tags.get("k"))
     assert seen == ["0", "1", "2", "3"]
+
+
+def test_a_read_only_write_ahead_log_or_a_query_string_does_not_escape_the_probe(
+        tmp_path: Path, cache: Path) -> None:
+    """`?timeout=5` made the probe look for a file named `mlflow.db?timeout=5`, and a
+    read-only `-wal` beside a writable database was not looked at: each then failed at the
+    first write with a traceback."""
+    import shutil
+    import subprocess
+
+    from sweeplab.tracking.store import TrackingStoreError
+
+    db = tmp_path / "mlflow.db"
+    prepare_store(f"sqlite:///{db}")
+    wal = tmp_path / "mlflow.db-wal"
+    wal.touch()
+    if shutil.which("chattr") is None or subprocess.run(
+            ["chattr", "+i", str(wal), str(db)], capture_output=True).returncode != 0:
+        pytest.skip("cannot make a read-only file: chattr +i is unavailable or refused")
+    try:
+        with pytest.raises(TrackingStoreError, match=r"cannot write the database file "
+                                                     r".*mlflow.db: not writable"):
+            prepare_store(f"sqlite:///{db}?timeout=5")
+        subprocess.run(["chattr", "-i", str(db)], check=True)
+        with pytest.raises(TrackingStoreError, match=r"cannot write the database file "
+                                                     r".*mlflow.db-wal: not writable"):
+            prepare_store(f"sqlite:///{db}")
+    finally:
+        subprocess.run(["chattr", "-i", str(wal), str(db)], check=True)
+    prepare_store(f"sqlite:///{db}")  # writable again: accepted

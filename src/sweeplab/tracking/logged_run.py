@@ -49,7 +49,7 @@ def open_store(uri: str) -> MlflowClient:
         raise RunError(str(err)) from None
     # MLflow would quietly create an empty SQLite store where there is none.
     if uri.startswith("sqlite:///"):
-        db = Path(uri.removeprefix("sqlite:///"))
+        db = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])  # without ?timeout=...
         if not db.is_file():
             raise RunError(f"no MLflow store at {db} (run from the folder holding mlflow.db, "
                            f"or pass --tracking-uri / set $MLFLOW_TRACKING_URI)")

@@ -209,7 +209,7 @@ def prepare_store(uri: str, key: str = "tracking.uri") -> MlflowClient:
     check_server(uri)
     quiet_store_tracebacks()
     if uri.startswith("sqlite:///"):
-        db = Path(uri.removeprefix("sqlite:///"))
+        db = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])  # without ?timeout=...
         check_writable(db, uri, key)
         if "?" not in uri:
             seed_sqlite_store(db)  # a copy of an empty store: no migrations to run
@@ -248,15 +248,16 @@ def check_writable(db: Path, uri: str, key: str = "tracking.uri") -> None:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".sweeplab-probe-"):
             pass
-        if db.exists():
+        if db.exists() and not db.is_file():
             what = f"the database file {db}"
-            if not db.is_file():
-                raise IsADirectoryError(errno.EISDIR, "it is a folder, not a file")
-            # access(2), not open(): closing any descriptor of a database drops every
-            # SQLite lock this process holds on it (POSIX locks are per process), which
-            # let a connection of this process read a stale snapshot
-            if not os.access(db, os.W_OK):
-                raise PermissionError(errno.EACCES, "Permission denied")
+            raise IsADirectoryError(errno.EISDIR, "it is a folder, not a file")
+        # the database and SQLite's write-ahead log and index beside it; access(2), not
+        # open(): closing any descriptor of a database drops every SQLite lock this process
+        # holds on it (POSIX locks are per process), and its clients read stale snapshots
+        for part in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+            if part.exists() and not os.access(part, os.W_OK):
+                what = f"the database file {part}"
+                raise PermissionError(errno.EACCES, "not writable")
     except OSError as err:
         why = err.strerror or str(err)
         if err.errno in (errno.EPERM, errno.EACCES, errno.EROFS):  # EPERM: chattr +i

@@ -79,13 +79,26 @@ def check_jobs(jobs: Sequence[Job], extra: Sequence[str] = ()) -> None:
                             f"compose ({type(err).__name__}: {first})")
 
 
+def default_jobs() -> int:
+    """Runs at once unless --jobs says: two, or one on a one-core machine."""
+    return min(2, os.cpu_count() or 1)
+
+
+def check_seeds(seeds: Sequence[int]) -> None:
+    """Refuse a seed given twice: its runs would be run, and counted, twice."""
+    twice = sorted({s for s in seeds if list(seeds).count(s) > 1})
+    if twice:
+        usage_error(f"--seeds {' '.join(map(str, seeds))}: {', '.join(map(str, twice))} "
+                    f"given twice; give each seed once")
+
+
 def check_jobs_at_once(jobs: int, option: str = "--jobs") -> None:
     """Refuse `jobs` runs at once below 1 or above this machine's cores (each run takes one
     core: more only make every run slower)."""
     cores = os.cpu_count() or 1
     if not 1 <= jobs <= cores:
-        usage_error(f"{option} {jobs}: must be between 1 and this machine's {cores} cores "
-                    f"(runs at once, one core each)")
+        usage_error(f"{option} {jobs}: must be between 1 and this machine's {cores} "
+                    f"core{'s' if cores > 1 else ''} (runs at once, one core each)")
 
 
 def check_results(results: Path) -> None:
@@ -135,13 +148,21 @@ class Study:
     """Runs jobs for one MLflow experiment and reads their runs back."""
 
     def __init__(self, experiment: str, uri: str, workdir: Path, jobs: int = 1,
-                 rerun: bool = False) -> None:
+                 rerun: bool = False, read_only: bool = False) -> None:
         from sweeplab.tracking import prepare_store
         from sweeplab.tracking.store import TrackingServerError, TrackingStoreError
 
-        check_jobs_at_once(jobs)
         self.experiment, self.uri, self.workdir = experiment, uri, workdir
         self.jobs, self.rerun = jobs, rerun
+        if read_only:  # --table-only: reads MLflow, runs nothing (a read-only store will do)
+            from sweeplab.tracking.logged_run import RunError, open_store
+
+            try:
+                self.client = open_store(uri, write=False)
+            except RunError as err:
+                usage_error(str(err))
+            return
+        check_jobs_at_once(jobs)
         try:
             if workdir.exists() and not workdir.is_dir():
                 raise NotADirectoryError(errno.ENOTDIR, "it is a file, not a folder")

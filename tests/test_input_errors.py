@@ -153,8 +153,12 @@ STUDY_DATA = {"course1_week4": "train_catvnoncat.h5", "course2_regularization": 
      "--workdir {tmp}/afile: cannot use it (it is a file, not a folder)"),
     ("course1_week4", ["--results", "{tmp}/afile/r.md"],
      "--results {tmp}/afile/r.md: cannot write the tables there"),
+    ("course2_regularization", ["--seeds", "3", "4", "3"],
+     "--seeds 3 4 3: 3 given twice; give each seed once"),
+    ("course1_week4", ["--table-only", "--tracking-uri", "sqlite:///{tmp}/none.db"],
+     "no MLflow store at {tmp}/none.db"),
 ], ids=["trials", "sweep-jobs", "seeds-1", "seeds-2", "jobs-0", "jobs-many", "in-memory",
-        "workdir-file", "results-unwritable"])
+        "workdir-file", "results-unwritable", "seeds-twice", "tables-of-no-store"])
 def test_a_studys_bad_option_is_one_line_before_anything_runs(
         tmp_path: Path, study: str, args: list[str], said: str) -> None:
     """Each was a traceback (the store, the workdir, the results file), a refusal once the
@@ -174,7 +178,31 @@ def test_a_studys_bad_option_is_one_line_before_anything_runs(
     line = one_error_line(proc)
     assert line.startswith(f"error: {said.format(tmp=tmp_path)}"), line
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / ".sweeplab").exists()
-    assert not (tmp_path / "results.md").exists()
+    assert not (tmp_path / "results.md").exists() and not (tmp_path / "none.db").exists()
+
+
+def test_a_studys_tables_are_read_from_a_read_only_store(tmp_path: Path) -> None:
+    """--table-only only reads MLflow: a store it may not write was refused by the probe."""
+    import shutil
+
+    from sweeplab.tracking import prepare_store
+
+    db = tmp_path / "mlflow.db"
+    prepare_store(f"sqlite:///{db}")
+    (tmp_path / STUDY_DATA["course2_regularization"]).write_bytes(b"")
+    if shutil.which("chattr") is None or subprocess.run(
+            ["chattr", "+i", str(db)], capture_output=True).returncode != 0:
+        pytest.skip("cannot make a read-only file: chattr +i is unavailable or refused")
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", "from experiments.studylib import Study; "
+             f"Study('e', 'sqlite:///{db}', __import__('pathlib').Path({str(tmp_path)!r}), "
+             "read_only=True).finished(); print('read')"],
+            cwd=tmp_path, env=_env(tmp_path) | {"PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"},
+            capture_output=True, text=True, timeout=120)
+    finally:
+        subprocess.run(["chattr", "-i", str(db)], check=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "read", proc.stderr[-2000:]
 
 
 @pytest.mark.parametrize("study", ["course1_week4", "course2_regularization"])

@@ -89,11 +89,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sweep-name", default="course1_week4",
                    help="prefix of the Optuna study names (<prefix>-<objective>); the same "
                         "name resumes a study (default course1_week4)")
-    p.add_argument("--jobs", type=int, default=2,
-                   help="single runs at once, one core each (default 2)")
-    p.add_argument("--sweep-jobs", type=int, default=2,
-                   help="sweep workers, one core each (default 2; with 1 the sampler's seed "
-                        "fixes the trials, with 2 they depend on which worker asks first)")
+    p.add_argument("--jobs", type=int, default=sl.default_jobs(),
+                   help="single runs at once, one core each (default 2, 1 on one core)")
+    p.add_argument("--sweep-jobs", type=int, default=sl.default_jobs(),
+                   help="sweep workers, one core each (default 2, 1 on one core; with 1 the "
+                        "sampler's seed fixes the trials, with 2 they depend on which worker "
+                        "asks first)")
     p.add_argument("--confirm-top-k", type=int, default=None,
                    help="configurations the val_accuracy sweep confirms "
                         "(default: conf/sweep/catvnoncat.yaml's sweep.confirm.top_k)")
@@ -176,6 +177,7 @@ def confirmation(study: sl.Study, sweep_name: str) -> Confirmation | None:
 
 def main(argv: list[str] | None = None) -> None:
     a = parse_args(argv)
+    sl.check_seeds(a.seeds)
     # the sweep's own rules, checked before any run: it would refuse them only once the
     # presets and the first sweep had run
     if a.confirm_top_k is not None and a.confirm_top_k < 0:
@@ -201,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
                       sl.common(a.tracking_uri, EXPERIMENT, "check"))
     sl.check_results(a.results)
     workdir = a.workdir or sl.default_workdir(a.tracking_uri)
-    study = sl.Study(EXPERIMENT, a.tracking_uri, workdir, a.jobs, a.rerun)
+    study = sl.Study(EXPERIMENT, a.tracking_uri, workdir, a.jobs, a.rerun, read_only=a.table_only)
     start = time.perf_counter()
     if not a.table_only:
         print(f"1-2. the course's presets (seeds {a.seeds}), and on the sweep's split")

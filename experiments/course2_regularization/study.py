@@ -65,7 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="where the CLIs run (Hydra outputs/); default: beside the SQLite store")
     p.add_argument("--seeds", type=int, nargs="+", default=[3, 4, 5, 6, 7],
                    help="seeds; 3 is the course's (default 3 4 5 6 7)")
-    p.add_argument("--jobs", type=int, default=2, help="runs at once (default 2)")
+    p.add_argument("--jobs", type=int, default=sl.default_jobs(),
+                   help="runs at once (default 2, 1 on one core)")
     p.add_argument("--rerun", action="store_true", help="run finished runs again")
     p.add_argument("--table-only", action="store_true",
                    help="run no sweeplab run: reread MLflow and write the tables (the "
@@ -76,6 +77,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     a = parse_args(argv)
+    sl.check_seeds(a.seeds)
     data_dir = Path(a.data_dir).resolve()
     if not (data_dir / "train_football.h5").is_file():
         sl.usage_error(f"{data_dir}/train_football.h5 not found: pass --data-dir or set "
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
         sl.check_jobs(jobs, sl.common(a.tracking_uri, EXPERIMENT, "check"))
     sl.check_results(a.results)
     study = sl.Study(EXPERIMENT, a.tracking_uri, a.workdir or sl.default_workdir(a.tracking_uri),
-                     a.jobs, a.rerun)
+                     a.jobs, a.rerun, read_only=a.table_only)
     start = time.perf_counter()
     if not a.table_only:
         print(f"1. the presets, seeds {a.seeds}")

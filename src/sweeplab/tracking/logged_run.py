@@ -41,7 +41,9 @@ class RunError(Exception):
     """A logged run cannot be read back or used as asked; the message says why."""
 
 
-def open_store(uri: str) -> MlflowClient:
+def open_store(uri: str, write: bool = True) -> MlflowClient:
+    """A client on the existing store at `uri` (RunError if there is none, or if `write`
+    and it may not be written)."""
     try:
         check_uri(uri, key="the tracking URI")
         check_server(uri)
@@ -54,7 +56,8 @@ def open_store(uri: str) -> MlflowClient:
             raise RunError(f"no MLflow store at {db} (run from the folder holding mlflow.db, "
                            f"or pass --tracking-uri / set $MLFLOW_TRACKING_URI)")
         try:  # a rerun logs a run of its own
-            check_writable(db, uri, key="the tracking URI")
+            if write:
+                check_writable(db, uri, key="the tracking URI")
         except TrackingStoreError as err:
             raise RunError(str(err)) from None
     try:

@@ -71,8 +71,9 @@ def test_a_database_that_is_not_there_or_not_a_study_storage_is_one_line(tmp_pat
 
 
 @pytest.mark.parametrize("content", [b"SQLite format 3\x00\xf7\x01\n\x02\xff\n",
-                                     b"\x89HDF\r\n\x1a\n\x00\x00\xff\n"],
-                         ids=["a-database", "an-hdf5-file"])
+                                     b"\x89HDF\r\n\x1a\n\x00\x00\xff\n",
+                                     b"not a journal\n"],
+                         ids=["a-database", "an-hdf5-file", "one-line-of-text"])
 def test_a_file_that_is_not_a_journal_is_one_line(tmp_path: Path, capsys,
                                                   content: bytes) -> None:
     """`--storage journal:mlflow.db` (an easy slip) ended in Optuna's UnicodeDecodeError

@@ -182,11 +182,14 @@ def test_arguments_the_network_cannot_train_with_are_refused(kwargs: dict,
 
 def test_input_that_is_not_an_array_is_a_type_error_saying_so() -> None:
     net = Network.create([2, 3, 1])
-    with pytest.raises(TypeError, match=r"X is a list, not a NumPy array: pass "
+    with pytest.raises(TypeError, match=r"X is a list, not an array: pass "
                                         r"np.asarray\(X, dtype=np.float64\)"):
         net.cost([[1.0], [2.0]], np.zeros((1, 1)))  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="Y is a list"):
         net.cost(np.zeros((2, 1)), [[1.0]])  # type: ignore[arg-type]
+    # NumPy's dtype objects name a dtype as well as a string does
+    assert Network.create([2, 3, 1], dtype=np.float32).dtype == np.float32  # type: ignore
+    assert Network.create([2, 3, 1], dtype=np.dtype("float64")).dtype == np.float64  # type: ignore
 
 
 def test_activations_values() -> None:

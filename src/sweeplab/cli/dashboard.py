@@ -50,7 +50,11 @@ def open_study_storage(url: str) -> Any:
         if not path.is_file() or path.stat().st_size == 0:
             raise DashboardError(no_study)
         try:
-            scan(path)  # a torn last line is a record being written: Optuna skips it
+            # a torn last line is a record being written (Optuna skips it), unless it is
+            # the only line: then nothing in the file was ever a record
+            torn = scan(path)
+            if torn is not None and torn.keep == 0:
+                raise JournalDamaged(str(path))
         except JournalDamaged:
             raise DashboardError(
                 f"--storage {shown!r}: {path} is not an Optuna journal, or a damaged one (a "

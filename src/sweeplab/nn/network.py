@@ -99,8 +99,13 @@ class Network:
         """A freshly initialised network with layers `layer_dims` = [n_x, n[1], ..., n_y]."""
         if len(layer_dims) < 2 or any(int(n) < 1 for n in layer_dims):
             raise ShapeError(f"layer_dims must be >= 2 sizes, each >= 1; got {list(layer_dims)}")
-        if dtype not in DTYPES:
+        try:
+            name = np.dtype(dtype).name  # "float32", np.float32 and np.dtype alike
+        except TypeError:
+            name = None
+        if name not in DTYPES:
             raise ValueError(f"dtype={dtype!r}: allowed are {', '.join(DTYPES)}")
+        dtype = name
         W, b = initialize(layer_dims, init, seed, dtype)
         return cls(list(layer_dims), W, b, get_activation(activation, leaky_slope=leaky_slope),
                    get_output(output), keep_prob)
@@ -175,9 +180,9 @@ class Network:
         """Raise ShapeError (naming the layer and both shapes) or TypeError unless X is
         (n_x, m) and Y (n_y, m), both in the network's dtype."""
         n_x, n_y = self.layer_dims[0], self.layer_dims[-1]
-        for name, arr in (("X", X), ("Y", Y)):
-            if arr is not None and not isinstance(arr, np.ndarray):
-                raise TypeError(f"{name} is a {type(arr).__name__}, not a NumPy array: pass "
+        for name, arr in (("X", X), ("Y", Y)):  # array-likes with shape and dtype will do
+            if arr is not None and not (hasattr(arr, "shape") and hasattr(arr, "dtype")):
+                raise TypeError(f"{name} is a {type(arr).__name__}, not an array: pass "
                                 f"np.asarray({name}, dtype=np.{self.dtype})")
         if X.ndim != 2 or X.shape[0] != n_x:
             raise ShapeError(f"layer 1: W1 has shape {self.W[0].shape} and needs A0 = X of "

@@ -49,17 +49,18 @@ def open_study_storage(url: str) -> Any:
         path = Path(url.removeprefix("journal:"))
         if not path.is_file() or path.stat().st_size == 0:
             raise DashboardError(no_study)
+        # A torn last line is a record being written (Optuna skips it), unless it is the
+        # only line: then nothing in the file was ever a record.
         try:
-            # a torn last line is a record being written (Optuna skips it), unless it is
-            # the only line: then nothing in the file was ever a record
             torn = scan(path)
-            if torn is not None and torn.keep == 0:
-                raise JournalDamaged(str(path))
+            not_journal = torn is not None and torn.keep == 0
         except JournalDamaged:
+            not_journal = True
+        if not_journal:
             raise DashboardError(
-                f"--storage {shown!r}: {path} is not an Optuna journal, or a damaged one (a "
-                f"line before its last is not a journal record); point --storage at a "
-                f"sweep's storage (its sweep.storage)") from None
+                f"--storage {shown!r}: {path} is not an Optuna journal, or a damaged one (it "
+                f"holds lines that are not journal records); point --storage at a sweep's "
+                f"storage (its sweep.storage)")
         try:
             storage: Any = JournalStorage(JournalFileBackend(str(path)))
         except Exception as err:  # what the scan lets through and Optuna still refuses

@@ -48,6 +48,7 @@ from sweeplab.tracking.logged_run import (
     open_store,
     typed_config,
 )
+from sweeplab.tracking.store import TrackingServerError, TrackingStoreError
 from sweeplab.train.callbacks import Callback, ProgressBar, StopTraining
 from sweeplab.train.interrupt import exit_code, interruption, sigterm_as_interrupt
 
@@ -301,7 +302,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with sigterm_as_interrupt():  # the rerun's run is closed as KILLED, as on Ctrl-C
             return rerun(args.run_id, args.overrides, uri=uri,
                          allow_data_change=args.allow_data_change)
-    except (RunError, ConfigError, DataError, ShapeError) as err:
+    except (RunError, ConfigError, DataError, ShapeError, TrackingServerError,
+            TrackingStoreError) as err:  # the server may go between the checks and the run
         print(f"error: {err}", file=sys.stderr)
         return ExitCode.USAGE
     except (OSError, MlflowException) as err:  # a full disk, a server gone mid-run
